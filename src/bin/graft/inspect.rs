@@ -1,0 +1,65 @@
+//! `graft inspect`: what is in a weights file (and which zoo model it fits), or a dataset's
+//! counts per split and class.
+
+use std::collections::BTreeMap;
+use std::path::Path;
+
+use anyhow::Result;
+use burn::tensor::Device;
+use graft::model::params::named_tensors;
+use graft::model::{Classifier, ZOO};
+
+pub fn run(target: &str, all: bool) -> Result<()> {
+    let path = Path::new(target);
+    if path.is_file() {
+        return weights(path, all);
+    }
+    let ds = graft::data::open(target)?;
+    print!("{}", ds.summary());
+    Ok(())
+}
+
+fn weights(path: &Path, all: bool) -> Result<()> {
+    let mut map = graft::weights::load_weights(path)?;
+    let format = map.format;
+    let prefix = map.strip_common_prefix();
+    println!("{}: {} format, {} tensors, {} parameters", path.display(), format, map.len(), map.param_count());
+    if let Some(p) = prefix {
+        println!("common key prefix `{p}` stripped");
+    }
+    let mut dtypes: BTreeMap<String, usize> = BTreeMap::new();
+    for t in map.tensors.values() {
+        *dtypes.entry(t.dtype.to_string()).or_default() += 1;
+    }
+    let dt: Vec<String> = dtypes.iter().map(|(d, n)| format!("{d} ×{n}")).collect();
+    println!("dtypes: {}", dt.join(", "));
+    let show = if all { map.len() } else { map.len().min(12) };
+    for (name, t) in map.tensors.iter().take(show) {
+        println!("  {name:<48} {:<5} {:?}", t.dtype.to_string(), t.shape);
+    }
+    if show < map.len() {
+        println!("  ... {} more (--all lists them)", map.len() - show);
+    }
+    match best_match(&map) {
+        Some((name, classes)) => println!("matches model `{name}` (head: {classes} classes)"),
+        None => println!("matches no model of the zoo (`graft models`)"),
+    }
+    Ok(())
+}
+
+/// The zoo model whose backbone tensors are all in `map` with the same shapes.
+fn best_match(map: &graft::weights::TensorMap) -> Option<(&'static str, usize)> {
+    let device = Device::flex();
+    for p in ZOO {
+        let head_w = format!("{}.weight", p.head_name);
+        let classes = map.get(&head_w).and_then(|t| t.shape.first().copied()).unwrap_or(1);
+        let model = Classifier::new(p, classes, &device);
+        let fits = named_tensors(&model, p.head_name)
+            .iter()
+            .all(|(k, s, _)| map.get(k).is_some_and(|t| &t.shape == s));
+        if fits {
+            return Some((p.name, classes));
+        }
+    }
+    None
+}

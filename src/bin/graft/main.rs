@@ -1,0 +1,104 @@
+//! The `graft` command line: parse arguments, build the library's objects, run one command.
+//! All the work happens in the library; this binary only turns flags into calls and results
+//! into text.
+
+mod bench;
+mod fit_args;
+mod inspect;
+mod predict;
+
+use std::path::PathBuf;
+
+use anyhow::Result;
+use clap::{Parser, Subcommand};
+
+/// Transfer learning in Rust: pretrained backbones, fine-tuning, honest evaluation.
+#[derive(Parser)]
+#[command(name = "graft", version, about, long_about = None)]
+struct Cli {
+    #[command(subcommand)]
+    command: Command,
+}
+
+#[derive(Subcommand)]
+enum Command {
+    /// Train a model on a dataset from a pretrained backbone (or from scratch), evaluate it and
+    /// save the run.
+    Fit(fit_args::FitArgs),
+    /// Evaluate a finished run: accuracy, per-class precision/recall/F1, confusion matrix.
+    Eval {
+        /// The run folder written by `graft fit`.
+        #[arg(long)]
+        run: PathBuf,
+        /// Evaluate on this dataset's test split instead of the run's.
+        #[arg(long)]
+        data: Option<String>,
+        /// Print the evaluation as JSON.
+        #[arg(long)]
+        json: bool,
+    },
+    /// Classify images with a pretrained model or a fine-tuned run.
+    Predict(predict::PredictArgs),
+    /// Describe a weights file (tensors, dtypes, shapes, matching model) or a dataset spec.
+    Inspect {
+        /// A .pth / .safetensors file, or a dataset spec (cifar10:DIR, idx:DIR, fashion-mnist,
+        /// folder:DIR).
+        target: String,
+        /// Print every tensor, not only a summary.
+        #[arg(long)]
+        all: bool,
+    },
+    /// List the model zoo with each model's preset.
+    Models,
+    /// Measure speed with the same cases and JSON fields as the PyTorch reference script.
+    Bench(bench::BenchArgs),
+}
+
+fn main() {
+    let cli = Cli::parse();
+    let result: Result<()> = match cli.command {
+        Command::Fit(args) => fit_args::run(args),
+        Command::Eval { run, data, json } => eval(run, data, json),
+        Command::Predict(args) => predict::run(args),
+        Command::Inspect { target, all } => inspect::run(&target, all),
+        Command::Bench(args) => bench::run(args),
+        Command::Models => {
+            models();
+            Ok(())
+        }
+    };
+    if let Err(e) = result {
+        eprintln!("error: {e:#}");
+        std::process::exit(1);
+    }
+}
+
+fn eval(run: PathBuf, data: Option<String>, json: bool) -> Result<()> {
+    let evaluation = graft::train::fit::evaluate_run(&run, data.as_deref(), json)?;
+    let text = serde_json::to_string_pretty(&evaluation)?;
+    std::fs::write(run.join("eval.json"), &text)?;
+    if json {
+        println!("{}", serde_json::to_string(&evaluation)?);
+    } else {
+        print!("{}", evaluation.table());
+    }
+    Ok(())
+}
+
+fn models() {
+    println!(
+        "{:<26} {:>5} {:>8} {:<6} {:<26} summary",
+        "name", "size", "features", "head", "mean / std"
+    );
+    for p in graft::model::ZOO {
+        println!(
+            "{:<26} {:>5} {:>8} {:<6} {:<26} {}",
+            p.name,
+            p.input_size,
+            p.arch.feature_dim(),
+            p.head_name,
+            format!("{:.3?} / {:.3?}", p.mean[0], p.std[0]),
+            p.summary
+        );
+    }
+}

@@ -1,0 +1,140 @@
+//! `graft predict`: classify images with a pretrained model (ImageNet labels) or a fine-tuned
+//! run (the dataset's class names).
+
+use std::path::PathBuf;
+
+use anyhow::{Context, Result, bail};
+use clap::Args;
+use graft::data::{Image, Pipeline};
+use graft::model::params::{Strictness, load_into};
+use graft::model::{Classifier, preset};
+use graft::tensor::{from_vec, to_vec};
+use graft::train::fit::{device_for, load_pretrained, load_run};
+use serde::Serialize;
+
+/// The 1000 ImageNet class names, in the order of the pretrained heads.
+const IMAGENET_CLASSES: &str = include_str!("../../../assets/imagenet_classes.txt");
+
+#[derive(Args, Debug)]
+pub struct PredictArgs {
+    /// Images to classify (JPEG or PNG).
+    #[arg(required = true)]
+    images: Vec<PathBuf>,
+    /// A run folder from `graft fit` (model, weights, classes and preprocessing come from it).
+    #[arg(long, conflicts_with_all = ["model", "weights"])]
+    run: Option<PathBuf>,
+    /// Backbone from the zoo.
+    #[arg(long, requires = "weights")]
+    model: Option<String>,
+    /// Weights file (.pth or .safetensors).
+    #[arg(long)]
+    weights: Option<PathBuf>,
+    /// Width of the head [default: 1000, ImageNet].
+    #[arg(long, default_value_t = 1000)]
+    num_classes: usize,
+    /// How many classes to show per image.
+    #[arg(long, default_value_t = 5)]
+    top: usize,
+    /// shorter-crop (resize the shorter side to size/0.875, centre crop), exact (resize to
+    /// size×size) or none (the image must already be size×size).
+    #[arg(long)]
+    resize: Option<String>,
+    /// Square input size [default: the model's].
+    #[arg(long)]
+    image_size: Option<usize>,
+    /// One JSON object per image.
+    #[arg(long)]
+    json: bool,
+    /// cpu | cuda
+    #[arg(long, default_value = "cpu")]
+    device: String,
+}
+
+#[derive(Serialize)]
+struct Prediction {
+    index: usize,
+    label: String,
+    prob: f32,
+    logit: f32,
+}
+
+#[derive(Serialize)]
+struct ImageResult {
+    image: String,
+    top: Vec<Prediction>,
+}
+
+pub fn run(a: PredictArgs) -> Result<()> {
+    let device = device_for(&a.device)?;
+    let (model, p, labels, size, resize) = if let Some(run) = &a.run {
+        let (model, card, p) = load_run(run, &device)?;
+        let resize = a.resize.clone().unwrap_or(card.resize.clone());
+        (model, p, card.class_names, a.image_size.unwrap_or(card.image_size), resize)
+    } else {
+        let (Some(name), Some(weights)) = (&a.model, &a.weights) else {
+            bail!("give either --run DIR or --model NAME --weights FILE");
+        };
+        let p = preset(name)?;
+        let map = load_pretrained(weights)?;
+        let model = Classifier::new(p, a.num_classes, &device);
+        let (model, _) = load_into(model, &map, p.head_name, Strictness::Strict)
+            .with_context(|| format!("loading {}", weights.display()))?;
+        let labels: Vec<String> = if a.num_classes == 1000 {
+            IMAGENET_CLASSES.lines().map(str::to_string).collect()
+        } else {
+            (0..a.num_classes).map(|i| format!("class {i}")).collect()
+        };
+        let resize = a.resize.clone().unwrap_or_else(|| "shorter-crop".to_string());
+        (model, p, labels, a.image_size.unwrap_or(p.input_size), resize)
+    };
+    let pipe = Pipeline::eval(size, p.mean, p.std, &resize)?;
+    let mut rng = rand::rngs::mock::StepRng::new(0, 0);
+    for path in &a.images {
+        let img = image::open(path)
+            .with_context(|| format!("{}: not a readable image", path.display()))?
+            .to_rgb8();
+        let image = Image {
+            width: img.width(),
+            height: img.height(),
+            channels: 3,
+            pixels: img.into_raw(),
+        };
+        let (pixels, [c, h, w]) = pipe
+            .apply(&image, &mut rng)
+            .with_context(|| format!("{}", path.display()))?;
+        let logits = to_vec(model.forward(from_vec(pixels, [1, c, h, w], &device)));
+        let top = top_k(&logits, a.top, &labels);
+        if a.json {
+            let r = ImageResult {
+                image: path.display().to_string(),
+                top,
+            };
+            println!("{}", serde_json::to_string(&r)?);
+        } else {
+            println!("{}", path.display());
+            for t in top {
+                println!("  {:>6.2}%  {:>4}  {}", t.prob * 100.0, t.index, t.label);
+            }
+        }
+    }
+    Ok(())
+}
+
+/// The `k` most probable classes, with softmax probabilities.
+fn top_k(logits: &[f32], k: usize, labels: &[String]) -> Vec<Prediction> {
+    let max = logits.iter().copied().fold(f32::NEG_INFINITY, f32::max);
+    let exp: Vec<f32> = logits.iter().map(|l| (l - max).exp()).collect();
+    let sum: f32 = exp.iter().sum();
+    let mut order: Vec<usize> = (0..logits.len()).collect();
+    order.sort_by(|&a, &b| logits[b].total_cmp(&logits[a]));
+    order
+        .into_iter()
+        .take(k)
+        .map(|i| Prediction {
+            index: i,
+            label: labels.get(i).cloned().unwrap_or_else(|| i.to_string()),
+            prob: exp[i] / sum,
+            logit: logits[i],
+        })
+        .collect()
+}

@@ -1,0 +1,455 @@
+//! Image → model input: the preprocessing and augmentation steps, torchvision-compatible.
+//!
+//! Pixels are converted from u8 to f32 (÷255, as `ToTensor`) exactly once, and every later step
+//! works on f32 planes (CHW). That keeps the geometry exact (a bilinear resize sees the same
+//! values as `F.interpolate` on a float tensor) and avoids round trips through 8 bits.
+//! Gray images are kept one-plane through the geometric steps and replicated to three channels
+//! only when needed (before `Normalize`, or at the end): replication commutes with resizing,
+//! cropping and flipping, so the result is identical and those steps do a third of the work.
+
+use rand::Rng;
+
+use crate::data::image::Image;
+use crate::error::{Error, Result};
+
+/// ImageNet-style evaluation crops resize the shorter side to `size / 0.875` (256 for 224).
+pub const SHORTER_CROP_RATIO: f64 = 0.875;
+
+/// One preprocessing or augmentation step.
+#[derive(Debug, Clone, PartialEq)]
+pub enum Step {
+    /// Gray → 3 identical channels (RGB is left alone).
+    ToRgb,
+    /// Bilinear resize to `w`×`h`, as `F.interpolate(mode="bilinear", align_corners=False,
+    /// antialias=False)` on the float image.
+    Resize { w: usize, h: usize },
+    /// Bilinear resize so the shorter side is `size`; the longer is `size * long / short`
+    /// truncated (torchvision `Resize(int)`).
+    ResizeShorter(usize),
+    /// Central `size`×`size` window (torchvision `CenterCrop`: offsets rounded half to even,
+    /// zero padding when the image is smaller).
+    CenterCrop(usize),
+    /// torchvision `RandomCrop(size, padding)`: pad every side with `padding` zeros, then take a
+    /// `size`×`size` window at offsets drawn uniformly (top first, then left).
+    RandomCrop { size: usize, padding: usize },
+    /// Mirror left-right with probability 0.5.
+    RandomHorizontalFlip,
+    /// `(x - mean[c]) / std[c]` per channel (a one-channel image uses index 0).
+    Normalize { mean: [f32; 3], std: [f32; 3] },
+    /// Fails unless the image is exactly `w`×`h` (resize mode `none`).
+    RequireSize { w: usize, h: usize },
+}
+
+impl Step {
+    fn describe(&self) -> String {
+        match self {
+            Step::ToRgb => "to_rgb".into(),
+            Step::Resize { w, h } => format!("resize({w}x{h})"),
+            Step::ResizeShorter(s) => format!("resize_shorter({s})"),
+            Step::CenterCrop(s) => format!("center_crop({s})"),
+            Step::RandomCrop { size, padding } => format!("random_crop({size},pad={padding})"),
+            Step::RandomHorizontalFlip => "random_hflip(0.5)".into(),
+            // `{:?}` prints the shortest text that reads back to the same f32, so two pipelines
+            // have the same description only if their constants are identical.
+            Step::Normalize { mean, std } => format!("normalize(mean={mean:?},std={std:?})"),
+            Step::RequireSize { w, h } => format!("require({w}x{h})"),
+        }
+    }
+
+    fn validate(&self) -> Result<()> {
+        let positive = |v: usize, what: &str| {
+            if v == 0 {
+                Err(Error::invalid(format!(
+                    "transform {}: {what} must be positive",
+                    self.describe()
+                )))
+            } else {
+                Ok(())
+            }
+        };
+        match *self {
+            Step::Resize { w, h } | Step::RequireSize { w, h } => {
+                positive(w, "width")?;
+                positive(h, "height")
+            }
+            Step::ResizeShorter(s) | Step::CenterCrop(s) => positive(s, "size"),
+            Step::RandomCrop { size, .. } => positive(size, "size"),
+            Step::Normalize { mean, std } => {
+                if std.iter().chain(&mean).any(|v| !v.is_finite()) || std.contains(&0.0) {
+                    return Err(Error::invalid(format!(
+                        "transform {}: mean and std must be finite and std non-zero",
+                        self.describe()
+                    )));
+                }
+                Ok(())
+            }
+            Step::ToRgb | Step::RandomHorizontalFlip => Ok(()),
+        }
+    }
+}
+
+/// Which random choices a training pipeline makes.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct Augment {
+    /// Random crop with zero padding.
+    pub crop: bool,
+    /// Random horizontal flip.
+    pub flip: bool,
+}
+
+/// An ordered list of steps; the output is CHW f32.
+#[derive(Debug, Clone, PartialEq)]
+pub struct Pipeline {
+    steps: Vec<Step>,
+}
+
+/// u8 → f32 / 255, computed once; division (not multiplication by 1/255) so values equal
+/// torchvision's `ToTensor` bit for bit.
+static TO_UNIT: [f32; 256] = {
+    let mut t = [0.0f32; 256];
+    let mut i = 0;
+    while i < 256 {
+        t[i] = i as f32 / 255.0;
+        i += 1;
+    }
+    t
+};
+
+/// The image being transformed: `c` stored planes of `h`×`w`.
+struct Planes {
+    c: usize,
+    h: usize,
+    w: usize,
+    data: Vec<f32>,
+    /// A gray image that is logically RGB (see the module note).
+    replicate: bool,
+}
+
+impl Planes {
+    fn from_image(img: &Image) -> Planes {
+        let (w, h, c) = (
+            img.width as usize,
+            img.height as usize,
+            img.channels as usize,
+        );
+        let plane = w * h;
+        let mut data = vec![0.0f32; plane * c];
+        if c == 1 {
+            for (d, &p) in data.iter_mut().zip(&img.pixels) {
+                *d = TO_UNIT[p as usize];
+            }
+        } else {
+            let (r, rest) = data.split_at_mut(plane);
+            let (g, b) = rest.split_at_mut(plane);
+            for (((px, r), g), b) in img.pixels.chunks_exact(3).zip(r).zip(g).zip(b) {
+                *r = TO_UNIT[px[0] as usize];
+                *g = TO_UNIT[px[1] as usize];
+                *b = TO_UNIT[px[2] as usize];
+            }
+        }
+        Planes {
+            c,
+            h,
+            w,
+            data,
+            replicate: false,
+        }
+    }
+
+    fn channels(&self) -> usize {
+        if self.replicate { 3 } else { self.c }
+    }
+
+    fn materialize(&mut self) {
+        if self.replicate {
+            let mut data = Vec::with_capacity(self.data.len() * 3);
+            for _ in 0..3 {
+                data.extend_from_slice(&self.data);
+            }
+            self.data = data;
+            self.c = 3;
+            self.replicate = false;
+        }
+    }
+
+    /// The `oh`×`ow` window whose top-left corner is at (`top`, `left`) (possibly negative);
+    /// pixels outside the image are zero.
+    fn window(&mut self, top: i64, left: i64, oh: usize, ow: usize) {
+        if top == 0 && left == 0 && oh == self.h && ow == self.w {
+            return;
+        }
+        let (h, w) = (self.h as i64, self.w as i64);
+        let mut out = vec![0.0f32; self.c * oh * ow];
+        // Output columns that land inside the image, and where they start in the source.
+        let x0 = (-left).clamp(0, ow as i64) as usize;
+        let x1 = (w - left).clamp(0, ow as i64) as usize;
+        if x0 < x1 {
+            for ch in 0..self.c {
+                let src = &self.data[ch * self.h * self.w..(ch + 1) * self.h * self.w];
+                let dst = &mut out[ch * oh * ow..(ch + 1) * oh * ow];
+                for y in 0..oh {
+                    let sy = top + y as i64;
+                    if sy < 0 || sy >= h {
+                        continue;
+                    }
+                    let s = sy as usize * self.w + (left + x0 as i64) as usize;
+                    dst[y * ow + x0..y * ow + x1].copy_from_slice(&src[s..s + (x1 - x0)]);
+                }
+            }
+        }
+        self.data = out;
+        self.h = oh;
+        self.w = ow;
+    }
+
+    fn flip(&mut self) {
+        for row in self.data.chunks_exact_mut(self.w) {
+            row.reverse();
+        }
+    }
+
+    /// Separable bilinear resize: a horizontal pass over the input rows that the vertical pass
+    /// reads, then the vertical pass. Per output pixel this is
+    /// `(a*wx0 + b*wx1)*wy0 + (c*wx0 + d*wx1)*wy1`, the same sum in the same order as PyTorch's
+    /// CPU kernel for float tensors.
+    fn resize(&mut self, ow: usize, oh: usize) {
+        if ow == self.w && oh == self.h {
+            return;
+        }
+        let (iw, ih) = (self.w, self.h);
+        let xs = linear_taps(iw, ow);
+        let ys = linear_taps(ih, oh);
+        let mut needed = vec![false; ih];
+        for t in &ys {
+            needed[t.i0] = true;
+            needed[t.i1] = true;
+        }
+        let mut out = vec![0.0f32; self.c * oh * ow];
+        let mut tmp = vec![0.0f32; ih * ow];
+        for ch in 0..self.c {
+            let src = &self.data[ch * ih * iw..(ch + 1) * ih * iw];
+            // Horizontal: input row → `ow` values.
+            for (y, row) in src.chunks_exact(iw).enumerate() {
+                if !needed[y] {
+                    continue;
+                }
+                let dst = &mut tmp[y * ow..(y + 1) * ow];
+                if ow == iw {
+                    dst.copy_from_slice(row);
+                } else {
+                    for (d, t) in dst.iter_mut().zip(&xs) {
+                        *d = row[t.i0] * t.w0 + row[t.i1] * t.w1;
+                    }
+                }
+            }
+            // Vertical: blend two horizontal rows.
+            let dst = &mut out[ch * oh * ow..(ch + 1) * oh * ow];
+            for (row, t) in dst.chunks_exact_mut(ow).zip(&ys) {
+                let a = &tmp[t.i0 * ow..(t.i0 + 1) * ow];
+                if oh == ih {
+                    row.copy_from_slice(a);
+                } else {
+                    let b = &tmp[t.i1 * ow..(t.i1 + 1) * ow];
+                    for ((o, &a), &b) in row.iter_mut().zip(a).zip(b) {
+                        *o = a * t.w0 + b * t.w1;
+                    }
+                }
+            }
+        }
+        self.data = out;
+        self.w = ow;
+        self.h = oh;
+    }
+}
+
+/// Two source taps and their weights for one output coordinate.
+struct Tap {
+    i0: usize,
+    i1: usize,
+    w0: f32,
+    w1: f32,
+}
+
+/// PyTorch's `align_corners=False` source coordinates: `src = (dst + 0.5) * in/out - 0.5`,
+/// clamped at 0; the right tap is clamped at the last pixel. Computed in f32 like PyTorch.
+fn linear_taps(input: usize, output: usize) -> Vec<Tap> {
+    let scale = input as f32 / output as f32;
+    (0..output)
+        .map(|d| {
+            let src = (scale * (d as f32 + 0.5) - 0.5).max(0.0);
+            let i0 = (src.floor() as usize).min(input - 1);
+            let i1 = if i0 < input - 1 { i0 + 1 } else { i0 };
+            let w1 = (src - i0 as f32).clamp(0.0, 1.0);
+            Tap {
+                i0,
+                i1,
+                w0: 1.0 - w1,
+                w1,
+            }
+        })
+        .collect()
+}
+
+/// Python's `round(x / 2)` for a non-negative integer `x`: halves go to the even neighbour.
+fn half_round_even(x: usize) -> usize {
+    let k = x / 2;
+    if x % 2 == 1 && k % 2 == 1 { k + 1 } else { k }
+}
+
+/// torchvision's `center_crop` offset along one axis (negative: the image is zero padded).
+fn center_offset(input: usize, crop: usize) -> i64 {
+    if input >= crop {
+        half_round_even(input - crop) as i64
+    } else {
+        -(((crop - input) / 2) as i64)
+    }
+}
+
+/// torchvision `Resize(int)`: the shorter side becomes `size`, the longer keeps the ratio,
+/// truncated.
+fn shorter_side_dims(w: usize, h: usize, size: usize) -> (usize, usize) {
+    let scaled =
+        |long: usize, short: usize| ((size as u128 * long as u128) / short as u128).max(1) as usize;
+    if w <= h {
+        (size, scaled(h, w))
+    } else {
+        (scaled(w, h), size)
+    }
+}
+
+impl Pipeline {
+    /// A pipeline of the given steps (checked: positive sizes, finite mean/std, std ≠ 0).
+    pub fn new(steps: Vec<Step>) -> Result<Pipeline> {
+        for s in &steps {
+            s.validate()?;
+        }
+        Ok(Pipeline { steps })
+    }
+
+    /// The steps in order.
+    pub fn steps(&self) -> &[Step] {
+        &self.steps
+    }
+
+    /// The evaluation transform: RGB, bring to `size`×`size`, normalize. `resize` is
+    /// `shorter-crop` (shorter side to `floor(size / 0.875)`, centre crop), `exact` (stretch to
+    /// `size`×`size`) or `none` (the image must already be `size`×`size`).
+    pub fn eval(size: usize, mean: [f32; 3], std: [f32; 3], resize: &str) -> Result<Pipeline> {
+        let mut steps = vec![Step::ToRgb];
+        match resize {
+            "shorter-crop" => {
+                let shorter = ((size as f64 / SHORTER_CROP_RATIO).floor() as usize).max(size);
+                steps.push(Step::ResizeShorter(shorter));
+                steps.push(Step::CenterCrop(size));
+            }
+            "exact" => steps.push(Step::Resize { w: size, h: size }),
+            "none" => steps.push(Step::RequireSize { w: size, h: size }),
+            other => {
+                return Err(Error::invalid(format!(
+                    "resize mode must be shorter-crop, exact or none, got `{other}`"
+                )));
+            }
+        }
+        steps.push(Step::Normalize { mean, std });
+        Pipeline::new(steps)
+    }
+
+    /// The training transform: RGB, shorter side to `size`, then a `size`×`size` window (random
+    /// with `padding` zeros around when `augment.crop`, else central), an optional random flip,
+    /// normalize. For square datasets (CIFAR, MNIST) the resize is a plain stretch, or nothing
+    /// at the native size.
+    pub fn train(
+        size: usize,
+        mean: [f32; 3],
+        std: [f32; 3],
+        augment: Augment,
+        padding: usize,
+    ) -> Result<Pipeline> {
+        let mut steps = vec![Step::ToRgb, Step::ResizeShorter(size)];
+        steps.push(if augment.crop {
+            Step::RandomCrop { size, padding }
+        } else {
+            Step::CenterCrop(size)
+        });
+        if augment.flip {
+            steps.push(Step::RandomHorizontalFlip);
+        }
+        steps.push(Step::Normalize { mean, std });
+        Pipeline::new(steps)
+    }
+
+    /// A stable text form of the steps and their constants (a cache key).
+    pub fn describe(&self) -> String {
+        self.steps
+            .iter()
+            .map(Step::describe)
+            .collect::<Vec<_>>()
+            .join(" > ")
+    }
+
+    /// Runs the steps; returns CHW f32 values and `[c, h, w]`. Random steps draw from `rng`
+    /// in step order, so the same image and rng state give the same output.
+    pub fn apply(&self, img: &Image, rng: &mut impl Rng) -> Result<(Vec<f32>, [usize; 3])> {
+        img.validate()?;
+        let mut p = Planes::from_image(img);
+        for step in &self.steps {
+            match *step {
+                Step::ToRgb => {
+                    if p.c == 1 {
+                        p.replicate = true;
+                    }
+                }
+                Step::Resize { w, h } => p.resize(w, h),
+                Step::ResizeShorter(size) => {
+                    let (w, h) = shorter_side_dims(p.w, p.h, size);
+                    p.resize(w, h);
+                }
+                Step::CenterCrop(size) => {
+                    let top = center_offset(p.h, size);
+                    let left = center_offset(p.w, size);
+                    p.window(top, left, size, size);
+                }
+                Step::RandomCrop { size, padding } => {
+                    let pad2 = padding.saturating_mul(2);
+                    let (ph, pw) = (p.h.saturating_add(pad2), p.w.saturating_add(pad2));
+                    if ph < size || pw < size {
+                        return Err(Error::invalid(format!(
+                            "random crop {size}x{size} does not fit in the {}x{} image padded by {padding}",
+                            p.w, p.h
+                        )));
+                    }
+                    let top = rng.gen_range(0..=ph - size) as i64 - padding as i64;
+                    let left = rng.gen_range(0..=pw - size) as i64 - padding as i64;
+                    p.window(top, left, size, size);
+                }
+                Step::RandomHorizontalFlip => {
+                    if rng.r#gen::<f32>() < 0.5 {
+                        p.flip();
+                    }
+                }
+                Step::Normalize { mean, std } => {
+                    p.materialize();
+                    let plane = p.h * p.w;
+                    for (ch, values) in p.data.chunks_exact_mut(plane).enumerate() {
+                        let (m, s) = (mean[ch.min(2)], std[ch.min(2)]);
+                        for v in values {
+                            *v = (*v - m) / s;
+                        }
+                    }
+                }
+                Step::RequireSize { w, h } => {
+                    if p.w != w || p.h != h {
+                        return Err(Error::invalid(format!(
+                            "image is {}x{}, expected exactly {w}x{h} (resize mode `none`; use \
+                             `exact` or `shorter-crop` to resize)",
+                            p.w, p.h
+                        )));
+                    }
+                }
+            }
+        }
+        p.materialize();
+        let shape = [p.channels(), p.h, p.w];
+        Ok((p.data, shape))
+    }
+}

@@ -1,0 +1,188 @@
+//! Classification metrics from predictions: accuracy, top-k, confusion matrix, per-class
+//! precision / recall / F1 (as scikit-learn defines them; 0 where undefined).
+
+use serde::{Deserialize, Serialize};
+
+/// Metrics of one evaluation, serialisable into `eval.json`.
+#[derive(Debug, Clone, Serialize, Deserialize)]
+pub struct Evaluation {
+    pub samples: usize,
+    pub accuracy: f64,
+    /// Top-k accuracy for the k in `top_k` (the true label among the k highest logits).
+    pub top_k: Vec<(usize, f64)>,
+    pub mean_loss: f64,
+    pub class_names: Vec<String>,
+    /// `confusion[true][predicted]` counts.
+    pub confusion: Vec<Vec<usize>>,
+    pub per_class: Vec<ClassMetrics>,
+    pub macro_f1: f64,
+}
+
+/// One class's row of the report.
+#[derive(Debug, Clone, Serialize, Deserialize)]
+pub struct ClassMetrics {
+    pub name: String,
+    pub precision: f64,
+    pub recall: f64,
+    pub f1: f64,
+    pub support: usize,
+}
+
+/// Accumulates predictions batch by batch.
+#[derive(Debug, Clone)]
+pub struct MetricsAccumulator {
+    classes: usize,
+    ks: Vec<usize>,
+    confusion: Vec<Vec<usize>>,
+    top_k_hits: Vec<usize>,
+    loss_sum: f64,
+    samples: usize,
+}
+
+impl MetricsAccumulator {
+    /// For `classes` classes, tracking top-k accuracy for each k in `ks`.
+    pub fn new(classes: usize, ks: &[usize]) -> Self {
+        Self {
+            classes,
+            ks: ks.iter().copied().filter(|&k| k > 1 && k <= classes).collect(),
+            confusion: vec![vec![0; classes]; classes],
+            top_k_hits: vec![0; ks.len()],
+            loss_sum: 0.0,
+            samples: 0,
+        }
+    }
+
+    /// Adds a batch: row-major logits `(n, classes)`, labels `(n,)`, and the batch's mean loss.
+    pub fn add(&mut self, logits: &[f32], labels: &[usize], mean_loss: f64) {
+        let c = self.classes;
+        for (row, &label) in logits.chunks_exact(c).zip(labels) {
+            let pred = argmax(row);
+            if label < c {
+                self.confusion[label][pred] += 1;
+            }
+            let target = row.get(label).copied().unwrap_or(f32::NEG_INFINITY);
+            // Rank of the true class = number of classes with a strictly higher logit.
+            let rank = row.iter().filter(|&&v| v > target).count();
+            for (hits, &k) in self.top_k_hits.iter_mut().zip(&self.ks) {
+                if rank < k {
+                    *hits += 1;
+                }
+            }
+        }
+        self.loss_sum += mean_loss * labels.len() as f64;
+        self.samples += labels.len();
+    }
+
+    /// Correct predictions so far / samples.
+    pub fn accuracy(&self) -> f64 {
+        let correct: usize = (0..self.classes).map(|i| self.confusion[i][i]).sum();
+        correct as f64 / self.samples.max(1) as f64
+    }
+
+    /// Mean loss so far.
+    pub fn mean_loss(&self) -> f64 {
+        self.loss_sum / self.samples.max(1) as f64
+    }
+
+    /// The final report.
+    pub fn finish(&self, class_names: &[String]) -> Evaluation {
+        let c = self.classes;
+        let per_class: Vec<ClassMetrics> = (0..c)
+            .map(|i| {
+                let tp = self.confusion[i][i] as f64;
+                let predicted: usize = (0..c).map(|t| self.confusion[t][i]).sum();
+                let support: usize = self.confusion[i].iter().sum();
+                let precision = ratio(tp, predicted as f64);
+                let recall = ratio(tp, support as f64);
+                let f1 = ratio(2.0 * precision * recall, precision + recall);
+                ClassMetrics {
+                    name: class_names.get(i).cloned().unwrap_or_else(|| i.to_string()),
+                    precision,
+                    recall,
+                    f1,
+                    support,
+                }
+            })
+            .collect();
+        let macro_f1 = per_class.iter().map(|m| m.f1).sum::<f64>() / c.max(1) as f64;
+        Evaluation {
+            samples: self.samples,
+            accuracy: self.accuracy(),
+            top_k: self
+                .ks
+                .iter()
+                .zip(&self.top_k_hits)
+                .map(|(&k, &h)| (k, h as f64 / self.samples.max(1) as f64))
+                .collect(),
+            mean_loss: self.mean_loss(),
+            class_names: per_class.iter().map(|m| m.name.clone()).collect(),
+            confusion: self.confusion.clone(),
+            per_class,
+            macro_f1,
+        }
+    }
+}
+
+fn ratio(a: f64, b: f64) -> f64 {
+    if b > 0.0 { a / b } else { 0.0 }
+}
+
+/// Index of the largest value (the first one on ties, as `torch.argmax`).
+pub fn argmax(row: &[f32]) -> usize {
+    let mut best = 0;
+    for (i, &v) in row.iter().enumerate() {
+        if v > row[best] {
+            best = i;
+        }
+    }
+    best
+}
+
+impl Evaluation {
+    /// The confusion matrix and per-class table as aligned text.
+    pub fn table(&self) -> String {
+        let names: Vec<String> = self
+            .class_names
+            .iter()
+            .map(|n| n.chars().take(12).collect())
+            .collect();
+        let w = names.iter().map(|n| n.len()).max().unwrap_or(4).max(9);
+        let mut s = format!(
+            "{:<w$} {:>9} {:>9} {:>9} {:>8}\n",
+            "class", "precision", "recall", "f1", "support"
+        );
+        for m in &self.per_class {
+            let name: String = m.name.chars().take(12).collect();
+            s += &format!(
+                "{:<w$} {:>9.4} {:>9.4} {:>9.4} {:>8}\n",
+                name, m.precision, m.recall, m.f1, m.support
+            );
+        }
+        s += &format!("\naccuracy {:.4} on {} samples", self.accuracy, self.samples);
+        for (k, a) in &self.top_k {
+            s += &format!(", top-{k} {a:.4}");
+        }
+        s += &format!(", macro F1 {:.4}\n\nconfusion (rows: true, columns: predicted)\n", self.macro_f1);
+        let cw = self
+            .confusion
+            .iter()
+            .flatten()
+            .map(|v| v.to_string().len())
+            .max()
+            .unwrap_or(1)
+            .max(3);
+        s += &format!("{:<w$}", "");
+        for i in 0..names.len() {
+            s += &format!(" {:>cw$}", i);
+        }
+        s.push('\n');
+        for (i, row) in self.confusion.iter().enumerate() {
+            s += &format!("{:<w$}", format!("{i} {}", names[i]));
+            for v in row {
+                s += &format!(" {v:>cw$}");
+            }
+            s.push('\n');
+        }
+        s
+    }
+}

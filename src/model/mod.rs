@@ -1,0 +1,91 @@
+//! Models: the backbone zoo, the classification head, and the registry that builds them by name.
+//!
+//! Every model answers the same questions (timm's contract): [`Classifier::forward_features`]
+//! (`(n, 3, h, w) -> (n, feature_dim)`), [`Classifier::forward_head`] (`(n, feature_dim) ->
+//! (n, classes)`), [`Classifier::forward`] (both) and [`Classifier::reset_classifier`].
+
+pub mod efficientnet_lite;
+pub mod layers;
+pub mod params;
+pub mod registry;
+pub mod resnet;
+
+use burn::module::Module;
+use burn::tensor::{Device, Tensor};
+
+pub use efficientnet_lite::{EfficientNetLite, EfficientNetSpec};
+pub use layers::Linear;
+pub use registry::{Arch, Preset, ZOO, preset};
+pub use resnet::{ResNet, ResNetSpec};
+
+/// The feature extractor of one of the zoo's families.
+#[derive(Module, Debug)]
+pub enum Backbone {
+    ResNet(ResNet),
+    EfficientNetLite(EfficientNetLite),
+}
+
+impl Backbone {
+    /// A randomly initialised backbone of the given architecture.
+    pub fn new(arch: Arch, device: &Device) -> Self {
+        match arch {
+            Arch::ResNet(spec) => Backbone::ResNet(ResNet::new(spec, device)),
+            Arch::EfficientNet(spec) => {
+                Backbone::EfficientNetLite(EfficientNetLite::new(spec, device))
+            }
+        }
+    }
+
+    /// `(n, 3, h, w) -> (n, feature_dim)`.
+    pub fn forward_features(&self, x: Tensor<4>) -> Tensor<2> {
+        match self {
+            Backbone::ResNet(m) => m.forward_features(x),
+            Backbone::EfficientNetLite(m) => m.forward_features(x),
+        }
+    }
+}
+
+/// A backbone with a linear classification head.
+#[derive(Module, Debug)]
+pub struct Classifier {
+    pub backbone: Backbone,
+    pub head: Linear,
+}
+
+impl Classifier {
+    /// A randomly initialised model of `preset`'s architecture with `num_classes` outputs.
+    pub fn new(preset: &Preset, num_classes: usize, device: &Device) -> Self {
+        Self {
+            backbone: Backbone::new(preset.arch, device),
+            head: Linear::new(preset.arch.feature_dim(), num_classes, device),
+        }
+    }
+
+    /// `(n, 3, h, w) -> (n, feature_dim)`: pooled backbone features.
+    pub fn forward_features(&self, x: Tensor<4>) -> Tensor<2> {
+        self.backbone.forward_features(x)
+    }
+
+    /// `(n, feature_dim) -> (n, num_classes)`: logits from features.
+    pub fn forward_head(&self, features: Tensor<2>) -> Tensor<2> {
+        self.head.forward(features)
+    }
+
+    /// `(n, 3, h, w) -> (n, num_classes)`: logits.
+    pub fn forward(&self, x: Tensor<4>) -> Tensor<2> {
+        self.forward_head(self.forward_features(x))
+    }
+
+    /// Replaces the head with a freshly initialised one of `num_classes` outputs, keeping the
+    /// backbone (the transfer-learning step).
+    pub fn reset_classifier(mut self, num_classes: usize, device: &Device) -> Self {
+        let d_in = self.head.weight.dims()[1];
+        self.head = Linear::new(d_in, num_classes, device);
+        self
+    }
+
+    /// Number of classes the head predicts.
+    pub fn num_classes(&self) -> usize {
+        self.head.d_out()
+    }
+}

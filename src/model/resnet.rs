@@ -1,0 +1,181 @@
+//! ResNet-18/34/50 (torchvision's v1.5 layout): `(n, 3, h, w) -> (n, features)`.
+//!
+//! Module paths equal torchvision's state-dict keys (`conv1.weight`, `layer2.0.bn1.running_mean`),
+//! except `downsample.{conv,bn}`, which weights/ maps to torchvision's `downsample.{0,1}`.
+//! `width` scales every channel count (64 = torchvision); tests build narrow nets with the same code.
+
+use burn::module::Module;
+use burn::tensor::module::max_pool2d;
+use burn::tensor::ops::MaxPoolOptions;
+use burn::tensor::{Device, Tensor, activation::relu};
+
+use super::layers::{BatchNorm2d, Conv2d, ConvSpec, Padding};
+
+/// Which residual block a variant stacks.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum BlockKind {
+    /// Two 3×3 convolutions (ResNet-18/34), expansion 1.
+    Basic,
+    /// 1×1 → 3×3 → 1×1 (ResNet-50 and deeper), expansion 4.
+    Bottleneck,
+}
+
+impl BlockKind {
+    fn expansion(self) -> usize {
+        match self {
+            BlockKind::Basic => 1,
+            BlockKind::Bottleneck => 4,
+        }
+    }
+}
+
+/// A ResNet variant as data: blocks per stage, block kind, base width.
+#[derive(Debug, Clone, Copy)]
+pub struct ResNetSpec {
+    pub blocks: [usize; 4],
+    pub kind: BlockKind,
+    /// Channels of the stem and first stage (64 in torchvision).
+    pub width: usize,
+}
+
+impl ResNetSpec {
+    /// Width of the pooled feature vector.
+    pub fn feature_dim(&self) -> usize {
+        self.width * 8 * self.kind.expansion()
+    }
+}
+
+/// The 1×1 projection on the skip path when the shape changes (`downsample.0`, `downsample.1`).
+#[derive(Module, Debug)]
+pub struct Downsample {
+    pub conv: Conv2d,
+    pub bn: BatchNorm2d,
+}
+
+/// One residual block; `conv3`/`bn3` exist only in bottleneck blocks.
+#[derive(Module, Debug)]
+pub struct Block {
+    pub conv1: Conv2d,
+    pub bn1: BatchNorm2d,
+    pub conv2: Conv2d,
+    pub bn2: BatchNorm2d,
+    pub conv3: Option<Conv2d>,
+    pub bn3: Option<BatchNorm2d>,
+    pub downsample: Option<Downsample>,
+}
+
+const BN_EPS: f64 = 1e-5;
+const BN_MOMENTUM: f64 = 0.1;
+
+fn bn(c: usize, device: &Device) -> BatchNorm2d {
+    BatchNorm2d::new(c, BN_EPS, BN_MOMENTUM, device)
+}
+
+impl Block {
+    fn new(kind: BlockKind, c_in: usize, planes: usize, stride: usize, device: &Device) -> Self {
+        let c_out = planes * kind.expansion();
+        let downsample = (stride != 1 || c_in != c_out).then(|| Downsample {
+            conv: ConvSpec::new(c_in, c_out, 1, stride, Padding::Fixed(0)).init(device),
+            bn: bn(c_out, device),
+        });
+        match kind {
+            BlockKind::Basic => Self {
+                conv1: ConvSpec::new(c_in, planes, 3, stride, Padding::Fixed(1)).init(device),
+                bn1: bn(planes, device),
+                conv2: ConvSpec::new(planes, planes, 3, 1, Padding::Fixed(1)).init(device),
+                bn2: bn(planes, device),
+                conv3: None,
+                bn3: None,
+                downsample,
+            },
+            BlockKind::Bottleneck => Self {
+                conv1: ConvSpec::new(c_in, planes, 1, 1, Padding::Fixed(0)).init(device),
+                bn1: bn(planes, device),
+                conv2: ConvSpec::new(planes, planes, 3, stride, Padding::Fixed(1)).init(device),
+                bn2: bn(planes, device),
+                conv3: Some(ConvSpec::new(planes, c_out, 1, 1, Padding::Fixed(0)).init(device)),
+                bn3: Some(bn(c_out, device)),
+                downsample,
+            },
+        }
+    }
+
+    /// `(n, c_in, h, w) -> (n, c_out, h / stride, w / stride)`.
+    pub fn forward(&self, x: Tensor<4>) -> Tensor<4> {
+        let identity = match &self.downsample {
+            Some(d) => d.bn.forward(d.conv.forward(x.clone())),
+            None => x.clone(),
+        };
+        let mut h = relu(self.bn1.forward(self.conv1.forward(x)));
+        h = self.bn2.forward(self.conv2.forward(h));
+        if let (Some(conv3), Some(bn3)) = (&self.conv3, &self.bn3) {
+            h = bn3.forward(conv3.forward(relu(h)));
+        }
+        relu(h + identity)
+    }
+}
+
+/// The headless network: stem, four stages, global average pool.
+#[derive(Module, Debug)]
+pub struct ResNet {
+    pub conv1: Conv2d,
+    pub bn1: BatchNorm2d,
+    pub layer1: Vec<Block>,
+    pub layer2: Vec<Block>,
+    pub layer3: Vec<Block>,
+    pub layer4: Vec<Block>,
+}
+
+impl ResNet {
+    /// Random init as torchvision does it (Kaiming-normal convolutions, BN weight 1 / bias 0).
+    pub fn new(spec: ResNetSpec, device: &Device) -> Self {
+        let w = spec.width;
+        let mut c_in = w;
+        let mut stage = |planes: usize, count: usize, stride: usize| -> Vec<Block> {
+            (0..count)
+                .map(|i| {
+                    let s = if i == 0 { stride } else { 1 };
+                    let block = Block::new(spec.kind, c_in, planes, s, device);
+                    c_in = planes * spec.kind.expansion();
+                    block
+                })
+                .collect()
+        };
+        let layer1 = stage(w, spec.blocks[0], 1);
+        let layer2 = stage(w * 2, spec.blocks[1], 2);
+        let layer3 = stage(w * 4, spec.blocks[2], 2);
+        let layer4 = stage(w * 8, spec.blocks[3], 2);
+        Self {
+            conv1: ConvSpec::new(3, w, 7, 2, Padding::Fixed(3)).init(device),
+            bn1: bn(w, device),
+            layer1,
+            layer2,
+            layer3,
+            layer4,
+        }
+    }
+
+    /// The stages in order, for partial fine-tuning (`partial:K` trains the last K).
+    pub fn stage_names() -> &'static [&'static str] {
+        &["conv1", "layer1", "layer2", "layer3", "layer4"]
+    }
+
+    /// `(n, 3, h, w) -> (n, feature_dim)`.
+    pub fn forward_features(&self, x: Tensor<4>) -> Tensor<2> {
+        let x = relu(self.bn1.forward(self.conv1.forward(x)));
+        let pool = MaxPoolOptions::new([3, 3])
+            .with_stride([2, 2])
+            .with_padding([1, 1]);
+        let mut x = max_pool2d(x, pool);
+        for block in self
+            .layer1
+            .iter()
+            .chain(&self.layer2)
+            .chain(&self.layer3)
+            .chain(&self.layer4)
+        {
+            x = block.forward(x);
+        }
+        x.mean_dims(&[2, 3]).flatten(1, 3)
+    }
+}

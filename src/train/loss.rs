@@ -1,0 +1,105 @@
+//! Losses on logits: `(n, classes)` logits and `(n,)` integer targets -> a scalar `(1,)` tensor.
+//!
+//! Each formula matches PyTorch (see `tools/goldens.py`, which generates the test values).
+
+use burn::tensor::activation::{log_softmax, softmax};
+use burn::tensor::{Int, Tensor, TensorData};
+
+use crate::error::{Error, Result};
+
+/// The loss a run minimises.
+#[derive(Debug, Clone, PartialEq)]
+pub enum LossKind {
+    /// Cross-entropy, optionally class-weighted and label-smoothed (`F.cross_entropy`).
+    CrossEntropy { label_smoothing: f64 },
+    /// Multi-class focal loss: `-w_y (1 - p_y)^gamma log p_y`, mean over samples.
+    Focal { gamma: f64 },
+    /// Mean squared error between the logits and the one-hot targets (`F.mse_loss`).
+    Mse,
+}
+
+impl LossKind {
+    /// Parses `ce`, `focal`, `mse` with the smoothing / gamma settings.
+    pub fn parse(name: &str, label_smoothing: f64, focal_gamma: f64) -> Result<Self> {
+        if !(0.0..1.0).contains(&label_smoothing) {
+            return Err(Error::invalid(format!(
+                "--label-smoothing must be in [0, 1), got {label_smoothing}"
+            )));
+        }
+        match name {
+            "ce" | "cross-entropy" => Ok(LossKind::CrossEntropy { label_smoothing }),
+            "focal" => Ok(LossKind::Focal { gamma: focal_gamma }),
+            "mse" => Ok(LossKind::Mse),
+            other => Err(Error::invalid(format!(
+                "unknown loss `{other}` (known: ce, focal, mse)"
+            ))),
+        }
+    }
+}
+
+/// A loss with its optional per-class weights.
+#[derive(Debug, Clone)]
+pub struct Loss {
+    pub kind: LossKind,
+    pub class_weights: Option<Vec<f32>>,
+}
+
+impl Loss {
+    /// `logits (n, c)`, `targets (n,)` -> mean loss `(1,)`.
+    pub fn forward(&self, logits: Tensor<2>, targets: Tensor<1, Int>) -> Tensor<1> {
+        let [n, c] = logits.dims();
+        let device = logits.device();
+        let weights = self
+            .class_weights
+            .as_ref()
+            .map(|w| Tensor::<1>::from_data(TensorData::new(w.clone(), [c]), &device));
+        let idx = targets.clone().reshape([n, 1]);
+        match self.kind {
+            LossKind::CrossEntropy { label_smoothing: eps } => {
+                let logp = log_softmax(logits, 1);
+                // nll_i = -log p_i[y_i]
+                let nll = logp.clone().gather(1, idx).reshape([n]).neg();
+                // PyTorch: weighted mean divides by the sum of the targets' weights, and the
+                // smoothing term -sum_c w_c log p_ic is normalised by the same sum.
+                let (nll_sum, smooth_sum, norm) = match &weights {
+                    Some(w) => {
+                        let wy = w.clone().select(0, targets);
+                        let smooth = (logp * w.clone().unsqueeze::<2>()).sum_dim(1).neg();
+                        ((nll * wy.clone()).sum(), smooth.sum(), wy.sum())
+                    }
+                    None => {
+                        let smooth = logp.sum_dim(1).neg();
+                        let norm = Tensor::<1>::from_floats([n as f32], &device);
+                        (nll.sum(), smooth.sum(), norm)
+                    }
+                };
+                let nll_mean = nll_sum / norm.clone();
+                if eps == 0.0 {
+                    return nll_mean;
+                }
+                nll_mean.mul_scalar(1.0 - eps) + (smooth_sum / norm).mul_scalar(eps / c as f64)
+            }
+            LossKind::Focal { gamma } => {
+                let logp = log_softmax(logits, 1);
+                let logp_y = logp.gather(1, idx).reshape([n]);
+                let p_y = logp_y.clone().exp();
+                // (1 - p)^gamma, with (1-p) clamped at 0 so a rounding p > 1 never yields NaN.
+                let modulating = p_y.neg().add_scalar(1.0).clamp_min(0.0).powf_scalar(gamma);
+                let mut per = modulating * logp_y.neg();
+                if let Some(w) = weights {
+                    per = per * w.select(0, targets);
+                }
+                per.mean()
+            }
+            LossKind::Mse => {
+                let one_hot = targets.one_hot::<2>(c).float();
+                (logits - one_hot).powf_scalar(2.0).mean()
+            }
+        }
+    }
+}
+
+/// Softmax probabilities `(n, c)`, for predictions and reports.
+pub fn probabilities(logits: Tensor<2>) -> Tensor<2> {
+    softmax(logits, 1)
+}

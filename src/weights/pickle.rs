@@ -1,0 +1,1241 @@
+//! Restricted unpickler: turns the pickle inside a PyTorch file into an inert value tree, and
+//! finds the state dict's tensors in it. It never executes anything.
+//!
+//! Python's `pickle.load` imports and calls whatever the file names, so a `.pth` file can run
+//! arbitrary code (`os.system`, `builtins.eval`, ...). This VM instead resolves `GLOBAL` /
+//! `STACK_GLOBAL` against a short allow-list (tensor rebuild functions, storage and dtype
+//! names, `OrderedDict`) and refuses the file on anything else. `REDUCE` on an allowed name is
+//! *interpreted* (`_rebuild_tensor_v2(...)` becomes a [`TensorRef`]), never called.
+//!
+//! Values live in an arena and the stack/memo hold indices into it. That mirrors Python's
+//! reference semantics (a memoized dict that is filled later is the same dict everywhere) and
+//! makes `BINGET`/`DUP` O(1), so a hostile pickle cannot blow up memory by re-fetching a large
+//! memo entry over and over: memory stays proportional to the number of opcodes.
+
+use std::collections::HashMap;
+use std::path::Path;
+
+use super::DType;
+use crate::error::{Error, Result};
+
+/// Index of a value in the arena of a [`Pickle`].
+pub(crate) type Id = usize;
+
+/// Arena capacity: ~20 values per tensor in a torch state dict, so this allows ~800k tensors
+/// while bounding what a hostile pickle can make us allocate (~1 GiB).
+const MAX_VALUES: usize = 1 << 24;
+/// Stack depth. The pickler batches `SETITEMS`/`APPENDS` by 1000, so real files stay tiny.
+const MAX_STACK: usize = 1 << 20;
+/// Nested `MARK`s. Real state dicts nest a handful deep.
+const MAX_MARKS: usize = 1 << 16;
+
+/// A decoded pickle value. Containers refer to their items by arena [`Id`].
+#[derive(Debug, Clone)]
+#[allow(
+    dead_code,
+    reason = "the tree records everything the pickle said; the state-dict reader consults only part"
+)]
+pub(crate) enum Value {
+    None,
+    Bool(bool),
+    /// Pickle ints are unbounded; i128 holds everything torch writes (the legacy magic number
+    /// needs 80 bits) and longer ones are rejected.
+    Int(i128),
+    Float(f64),
+    Str(String),
+    Bytes(Vec<u8>),
+    Tuple(Vec<Id>),
+    List(Vec<Id>),
+    Dict(Vec<(Id, Id)>),
+    Set(Vec<Id>),
+    /// An allow-listed global, e.g. `torch.FloatStorage`.
+    Global {
+        module: String,
+        name: String,
+    },
+    /// `BINPERSID`/`PERSID`: the container's reference to a storage, resolved by `pth`.
+    PersistentId(Id),
+    /// The interpreted result of a `torch._utils._rebuild_tensor*` call.
+    Tensor(TensorRef),
+    /// `NEWOBJ` of an allow-listed class other than `OrderedDict`: kept inert, never built.
+    Object {
+        class: Id,
+        args: Id,
+        state: Option<Id>,
+    },
+}
+
+/// A tensor as a view into a storage: what `_rebuild_tensor_v2` would have built.
+#[derive(Debug, Clone)]
+pub(crate) struct TensorRef {
+    /// The `PersistentId` value naming the storage.
+    pub storage: Id,
+    /// Offset into the storage, in elements.
+    pub offset: usize,
+    pub shape: Vec<usize>,
+    /// Strides in elements.
+    pub stride: Vec<usize>,
+    /// `_rebuild_tensor_v3` passes the dtype separately (with an untyped storage).
+    pub dtype: Option<DType>,
+}
+
+/// A storage reference decoded from a persistent id:
+/// `('storage', storage_type, key, location, numel[, view_metadata])`.
+#[derive(Debug, Clone)]
+pub(crate) struct StorageRef {
+    pub dtype: DType,
+    pub key: String,
+    /// Elements of `dtype` in the storage (bytes for untyped storages).
+    pub numel: usize,
+    /// Legacy format only: `(view_key, offset, size)` of a view into the root storage, in
+    /// elements.
+    pub view: Option<(String, usize, usize)>,
+}
+
+/// One tensor of the state dict, with the storage it points into.
+#[derive(Debug, Clone)]
+pub(crate) struct Entry {
+    pub name: String,
+    pub tensor: TensorRef,
+    pub storage: StorageRef,
+}
+
+/// A fully read pickle: the arena and the value `STOP` returned.
+#[derive(Debug)]
+pub(crate) struct Pickle {
+    values: Vec<Value>,
+    pub root: Id,
+}
+
+static NONE: Value = Value::None;
+
+impl Pickle {
+    /// The value behind an id. Ids only come from this arena, so the fallback is unreachable;
+    /// it exists so that no code path can index out of bounds.
+    pub fn get(&self, id: Id) -> &Value {
+        self.values.get(id).unwrap_or(&NONE)
+    }
+
+    /// The root value.
+    pub fn root(&self) -> &Value {
+        self.get(self.root)
+    }
+
+    /// Every storage referenced anywhere in the pickle, in order of appearance, including those
+    /// of tensors outside the state dict (the legacy format needs their element sizes to skip
+    /// over their bytes).
+    pub fn storages(&self, file: &Path) -> Result<Vec<StorageRef>> {
+        let mut out = Vec::new();
+        for (id, v) in self.values.iter().enumerate() {
+            if let Value::PersistentId(_) = v {
+                out.push(
+                    self.storage_ref(id).map_err(|m| {
+                        Error::file(file, format!("invalid storage reference: {m}"))
+                    })?,
+                );
+            }
+        }
+        Ok(out)
+    }
+
+    /// Decodes `('storage', storage_type, key, location, numel[, view_metadata])`.
+    pub fn storage_ref(&self, pid: Id) -> std::result::Result<StorageRef, String> {
+        let Value::PersistentId(inner) = self.get(pid) else {
+            return Err(format!(
+                "expected a persistent storage id, found {}",
+                kind(self.get(pid))
+            ));
+        };
+        let Value::Tuple(items) = self.get(*inner) else {
+            return Err(format!(
+                "persistent id is {}, expected a tuple",
+                kind(self.get(*inner))
+            ));
+        };
+        let item = |i: usize| self.get(items.get(i).copied().unwrap_or(usize::MAX));
+        let tag_ok = match item(0) {
+            Value::Str(s) => s == "storage",
+            Value::Bytes(b) => b == b"storage",
+            _ => false,
+        };
+        if !tag_ok || !(items.len() == 5 || items.len() == 6) {
+            return Err(format!(
+                "persistent id is not ('storage', type, key, location, numel[, view]) \
+                 ({} items, first is {})",
+                items.len(),
+                kind(item(0))
+            ));
+        }
+        let dtype = match item(1) {
+            Value::Global { module, name } => storage_dtype(module, name)
+                .ok_or_else(|| format!("`{module}.{name}` is not a storage type"))?,
+            other => {
+                return Err(format!(
+                    "storage type is {}, expected a global",
+                    kind(other)
+                ));
+            }
+        };
+        let key = key_string(item(2)).ok_or("storage key is not a string")?;
+        let numel = as_usize(item(4)).ok_or("storage size is not a non-negative integer")?;
+        let view = match item(5) {
+            Value::None => None,
+            Value::Tuple(v) if v.len() == 3 => {
+                let g = |i: usize| self.get(v.get(i).copied().unwrap_or(usize::MAX));
+                match (key_string(g(0)), as_usize(g(1)), as_usize(g(2))) {
+                    (Some(k), Some(o), Some(n)) => Some((k, o, n)),
+                    _ => return Err("malformed storage view metadata".into()),
+                }
+            }
+            other => {
+                return Err(format!(
+                    "storage view metadata is {}, expected None or a 3-tuple",
+                    kind(other)
+                ));
+            }
+        };
+        Ok(StorageRef {
+            dtype,
+            key,
+            numel,
+            view,
+        })
+    }
+
+    /// Finds the state dict and its tensors.
+    ///
+    /// The root must be a dict of name → tensor. `{"state_dict": {...}}`, `{"model": {...}}`
+    /// and `{"model_state_dict": {...}}` training checkpoints are unwrapped; entries that are
+    /// not tensors (`epoch`, optimizer state, ...) are skipped.
+    pub fn state_dict(&self, file: &Path) -> Result<Vec<Entry>> {
+        let mut dict = self.root;
+        // A few levels cover `{"model": {"state_dict": ...}}`-style nesting; no loops possible.
+        for _ in 0..4 {
+            let Value::Dict(items) = self.get(dict) else {
+                return Err(Error::file(
+                    file,
+                    format!(
+                        "expected a state dict (a dict of name → tensor), found {}",
+                        kind(self.get(dict))
+                    ),
+                ));
+            };
+            let wrapped = ["state_dict", "model", "model_state_dict"]
+                .iter()
+                .find_map(|w| {
+                    items.iter().rev().find_map(|&(k, v)| {
+                        let is_key = matches!(self.get(k), Value::Str(s) if s == w);
+                        (is_key && matches!(self.get(v), Value::Dict(_))).then_some(v)
+                    })
+                });
+            match wrapped {
+                Some(inner) => dict = inner,
+                None => break,
+            }
+        }
+        let Value::Dict(items) = self.get(dict) else {
+            return Err(Error::file(file, "expected a state dict"));
+        };
+        let mut out = Vec::new();
+        for &(k, v) in items {
+            let (Value::Str(name), Value::Tensor(t)) = (self.get(k), self.get(v)) else {
+                continue;
+            };
+            let storage = self
+                .storage_ref(t.storage)
+                .map_err(|m| Error::file(file, format!("tensor `{name}`: {m}")))?;
+            out.push(Entry {
+                name: name.clone(),
+                tensor: t.clone(),
+                storage,
+            });
+        }
+        if out.is_empty() && !items.is_empty() {
+            let keys: Vec<String> = items
+                .iter()
+                .take(8)
+                .map(|&(k, _)| match self.get(k) {
+                    Value::Str(s) => format!("`{s}`"),
+                    other => kind(other).to_string(),
+                })
+                .collect();
+            return Err(Error::file(
+                file,
+                format!(
+                    "no tensors found in the state dict (its keys: {}{})",
+                    keys.join(", "),
+                    if items.len() > 8 { ", ..." } else { "" }
+                ),
+            ));
+        }
+        Ok(out)
+    }
+}
+
+/// A storage key, which torch writes as a str (ints in very old files).
+fn key_string(v: &Value) -> Option<String> {
+    match v {
+        Value::Str(s) => Some(s.clone()),
+        Value::Int(i) => Some(i.to_string()),
+        Value::Bytes(b) => String::from_utf8(b.clone()).ok(),
+        _ => None,
+    }
+}
+
+fn as_usize(v: &Value) -> Option<usize> {
+    match v {
+        Value::Int(i) => usize::try_from(*i).ok(),
+        _ => None,
+    }
+}
+
+/// A short description of a value's type for error messages.
+pub(crate) fn kind(v: &Value) -> &'static str {
+    match v {
+        Value::None => "None",
+        Value::Bool(_) => "a bool",
+        Value::Int(_) => "an int",
+        Value::Float(_) => "a float",
+        Value::Str(_) => "a string",
+        Value::Bytes(_) => "bytes",
+        Value::Tuple(_) => "a tuple",
+        Value::List(_) => "a list",
+        Value::Dict(_) => "a dict",
+        Value::Set(_) => "a set",
+        Value::Global { .. } => "a global",
+        Value::PersistentId(_) => "a storage reference",
+        Value::Tensor(_) => "a tensor",
+        Value::Object { .. } => "an object",
+    }
+}
+
+/// `torch.<X>Storage` → element type. Untyped storages are bytes.
+fn storage_dtype(module: &str, name: &str) -> Option<DType> {
+    Some(match (module, name) {
+        ("torch", "FloatStorage") => DType::F32,
+        ("torch", "DoubleStorage") => DType::F64,
+        ("torch", "HalfStorage") => DType::F16,
+        ("torch", "BFloat16Storage") => DType::BF16,
+        ("torch", "LongStorage") => DType::I64,
+        ("torch", "IntStorage") => DType::I32,
+        ("torch", "ShortStorage") => DType::I16,
+        ("torch", "CharStorage") => DType::I8,
+        ("torch", "ByteStorage") => DType::U8,
+        ("torch", "BoolStorage") => DType::Bool,
+        ("torch" | "torch.storage", "UntypedStorage") => DType::U8,
+        _ => return None,
+    })
+}
+
+/// `torch.float32` etc. (what `_rebuild_tensor_v3` receives) → element type.
+fn dtype_global(module: &str, name: &str) -> Option<DType> {
+    if module != "torch" {
+        return None;
+    }
+    Some(match name {
+        "float32" | "float" => DType::F32,
+        "float64" | "double" => DType::F64,
+        "float16" | "half" => DType::F16,
+        "bfloat16" => DType::BF16,
+        "int64" | "long" => DType::I64,
+        "int32" | "int" => DType::I32,
+        "int16" | "short" => DType::I16,
+        "int8" => DType::I8,
+        "uint8" => DType::U8,
+        "bool" => DType::Bool,
+        _ => return None,
+    })
+}
+
+/// The allow-list. Everything else is refused before it can be used.
+fn is_allowed(module: &str, name: &str) -> bool {
+    matches!(
+        (module, name),
+        ("collections", "OrderedDict")
+            | (
+                "torch._utils",
+                "_rebuild_tensor"
+                    | "_rebuild_tensor_v2"
+                    | "_rebuild_tensor_v3"
+                    | "_rebuild_parameter"
+                    | "_rebuild_parameter_with_state"
+            )
+            | ("torch", "Size")
+            | ("_codecs", "encode")
+    ) || storage_dtype(module, name).is_some()
+        || dtype_global(module, name).is_some()
+}
+
+/// The message for a refused global, with a hint when it is a recognisable mistake rather than
+/// an attack (a whole pickled model, a TorchScript archive, an exotic dtype).
+fn refusal(module: &str, name: &str) -> String {
+    let full = format!("{module}.{name}");
+    if module == "torch"
+        && (name.ends_with("Storage")
+            || [
+                "complex", "cfloat", "cdouble", "uint", "float8", "qint", "quint",
+            ]
+            .iter()
+            .any(|p| name.starts_with(p)))
+    {
+        return format!(
+            "unsupported tensor type `{full}` (graft reads f64, f32, f16, bf16, i64, i32, i16, \
+             i8, u8 and bool tensors)"
+        );
+    }
+    let hint = if module.starts_with("__torch__") {
+        "; this looks like a TorchScript archive: save `model.state_dict()` with torch.save instead"
+    } else if module.starts_with("torch.nn")
+        || module.starts_with("torchvision")
+        || module.starts_with("timm")
+        || module == "__main__"
+    {
+        "; the file seems to pickle a whole model object: save `model.state_dict()` instead"
+    } else {
+        ""
+    };
+    format!(
+        "refusing to load: pickle references `{full}`, which is not part of a state dict \
+         (graft only accepts tensors and OrderedDicts){hint}"
+    )
+}
+
+/// Name of a pickle opcode, for error messages (including ones this VM refuses).
+fn opcode_name(op: u8) -> Option<&'static str> {
+    Some(match op {
+        b'(' => "MARK",
+        b'.' => "STOP",
+        b'0' => "POP",
+        b'1' => "POP_MARK",
+        b'2' => "DUP",
+        b'F' => "FLOAT",
+        b'I' => "INT",
+        b'J' => "BININT",
+        b'K' => "BININT1",
+        b'L' => "LONG",
+        b'M' => "BININT2",
+        b'N' => "NONE",
+        b'P' => "PERSID",
+        b'Q' => "BINPERSID",
+        b'R' => "REDUCE",
+        b'S' => "STRING",
+        b'T' => "BINSTRING",
+        b'U' => "SHORT_BINSTRING",
+        b'V' => "UNICODE",
+        b'X' => "BINUNICODE",
+        b'a' => "APPEND",
+        b'b' => "BUILD",
+        b'c' => "GLOBAL",
+        b'd' => "DICT",
+        b'}' => "EMPTY_DICT",
+        b'e' => "APPENDS",
+        b'g' => "GET",
+        b'h' => "BINGET",
+        b'i' => "INST",
+        b'j' => "LONG_BINGET",
+        b'l' => "LIST",
+        b']' => "EMPTY_LIST",
+        b'o' => "OBJ",
+        b'p' => "PUT",
+        b'q' => "BINPUT",
+        b'r' => "LONG_BINPUT",
+        b's' => "SETITEM",
+        b't' => "TUPLE",
+        b')' => "EMPTY_TUPLE",
+        b'u' => "SETITEMS",
+        b'G' => "BINFLOAT",
+        0x80 => "PROTO",
+        0x81 => "NEWOBJ",
+        0x82 => "EXT1",
+        0x83 => "EXT2",
+        0x84 => "EXT4",
+        0x85 => "TUPLE1",
+        0x86 => "TUPLE2",
+        0x87 => "TUPLE3",
+        0x88 => "NEWTRUE",
+        0x89 => "NEWFALSE",
+        0x8a => "LONG1",
+        0x8b => "LONG4",
+        b'B' => "BINBYTES",
+        b'C' => "SHORT_BINBYTES",
+        0x8c => "SHORT_BINUNICODE",
+        0x8d => "BINUNICODE8",
+        0x8e => "BINBYTES8",
+        0x8f => "EMPTY_SET",
+        0x90 => "ADDITEMS",
+        0x91 => "FROZENSET",
+        0x92 => "NEWOBJ_EX",
+        0x93 => "STACK_GLOBAL",
+        0x94 => "MEMOIZE",
+        0x95 => "FRAME",
+        0x96 => "BYTEARRAY8",
+        0x97 => "NEXT_BUFFER",
+        0x98 => "READONLY_BUFFER",
+        _ => return None,
+    })
+}
+
+/// Reads one pickle starting at `start` in `data`; returns it and the offset just past `STOP`.
+///
+/// `what` names the pickle in messages (`"archive/data.pkl"`, `"pickle 4"`); byte offsets in
+/// messages are offsets into `data`.
+pub(crate) fn unpickle(
+    file: &Path,
+    what: &str,
+    data: &[u8],
+    start: usize,
+) -> Result<(Pickle, usize)> {
+    let mut vm = Vm {
+        file,
+        what,
+        data,
+        pos: start,
+        op_pos: start,
+        op: 0,
+        values: Vec::new(),
+        stack: Vec::new(),
+        marks: Vec::new(),
+        memo: HashMap::new(),
+    };
+    let root = vm.run()?;
+    Ok((
+        Pickle {
+            values: vm.values,
+            root,
+        },
+        vm.pos,
+    ))
+}
+
+struct Vm<'a> {
+    file: &'a Path,
+    what: &'a str,
+    data: &'a [u8],
+    pos: usize,
+    /// Offset and byte of the opcode being executed, for messages.
+    op_pos: usize,
+    op: u8,
+    values: Vec<Value>,
+    stack: Vec<Id>,
+    /// Stack heights at each open `MARK` (Python's metastack).
+    marks: Vec<usize>,
+    /// Memo slots. A map, not a vector: `LONG_BINPUT 4000000000` must not allocate 4G slots.
+    memo: HashMap<u32, Id>,
+}
+
+impl<'a> Vm<'a> {
+    fn err(&self, msg: impl std::fmt::Display) -> Error {
+        let op = match opcode_name(self.op) {
+            Some(n) => format!("{n} at byte {}", self.op_pos),
+            None => format!("byte {}", self.op_pos),
+        };
+        Error::file(self.file, format!("{}: {msg} ({op})", self.what))
+    }
+
+    fn take(&mut self, n: usize) -> Result<&'a [u8]> {
+        let data: &'a [u8] = self.data;
+        let remain = data.len().saturating_sub(self.pos);
+        if n > remain {
+            return Err(self.err(format!(
+                "truncated pickle: needs {n} more bytes, {remain} remain"
+            )));
+        }
+        let s = data.get(self.pos..self.pos + n).unwrap_or_default();
+        self.pos += n;
+        Ok(s)
+    }
+
+    fn arr<const N: usize>(&mut self) -> Result<[u8; N]> {
+        let mut a = [0u8; N];
+        a.copy_from_slice(self.take(N)?);
+        Ok(a)
+    }
+
+    fn u8(&mut self) -> Result<u8> {
+        Ok(self.arr::<1>()?[0])
+    }
+
+    /// A declared length, checked against the bytes that remain before anything is allocated.
+    fn len(&mut self, n: u64) -> Result<usize> {
+        let remain = self.data.len().saturating_sub(self.pos);
+        match usize::try_from(n) {
+            Ok(n) if n <= remain => Ok(n),
+            _ => Err(self.err(format!(
+                "declared length {n} exceeds the {remain} bytes that remain"
+            ))),
+        }
+    }
+
+    /// A newline-terminated text argument (`GLOBAL`, `PERSID`).
+    fn line(&mut self) -> Result<String> {
+        let rest = self.data.get(self.pos..).unwrap_or_default();
+        let Some(n) = rest.iter().position(|&b| b == b'\n') else {
+            return Err(self.err("truncated pickle: unterminated text argument"));
+        };
+        let s = self.take(n)?;
+        self.pos += 1;
+        String::from_utf8(s.to_vec()).map_err(|_| self.err("text argument is not UTF-8"))
+    }
+
+    fn new_value(&mut self, v: Value) -> Result<Id> {
+        if self.values.len() >= MAX_VALUES {
+            return Err(self.err(format!("more than {MAX_VALUES} values; refusing to go on")));
+        }
+        self.values.push(v);
+        Ok(self.values.len() - 1)
+    }
+
+    fn push_id(&mut self, id: Id) -> Result<()> {
+        if self.stack.len() >= MAX_STACK {
+            return Err(self.err(format!("stack deeper than {MAX_STACK}; refusing to go on")));
+        }
+        self.stack.push(id);
+        Ok(())
+    }
+
+    fn push(&mut self, v: Value) -> Result<()> {
+        let id = self.new_value(v)?;
+        self.push_id(id)
+    }
+
+    /// Height below which the current opcode may not pop (the innermost `MARK`).
+    fn floor(&self) -> usize {
+        self.marks.last().copied().unwrap_or(0)
+    }
+
+    fn pop(&mut self) -> Result<Id> {
+        if self.stack.len() <= self.floor() {
+            return Err(self.err("stack underflow"));
+        }
+        self.stack.pop().ok_or_else(|| self.err("stack underflow"))
+    }
+
+    fn top(&self) -> Result<Id> {
+        if self.stack.len() <= self.floor() {
+            return Err(self.err("stack underflow"));
+        }
+        self.stack
+            .last()
+            .copied()
+            .ok_or_else(|| self.err("stack underflow"))
+    }
+
+    fn pop_mark(&mut self) -> Result<Vec<Id>> {
+        let Some(m) = self.marks.pop() else {
+            return Err(self.err("no MARK to pop to"));
+        };
+        // Pops never go below the innermost mark, so `m <= len` holds; `min` keeps it safe.
+        let m = m.min(self.stack.len());
+        Ok(self.stack.split_off(m))
+    }
+
+    fn get(&self, id: Id) -> &Value {
+        self.values.get(id).unwrap_or(&NONE)
+    }
+
+    fn memo_put(&mut self, key: u32) -> Result<()> {
+        let top = self.top()?;
+        if self.memo.len() >= MAX_VALUES && !self.memo.contains_key(&key) {
+            return Err(self.err("memo too large; refusing to go on"));
+        }
+        self.memo.insert(key, top);
+        Ok(())
+    }
+
+    fn memo_get(&mut self, key: u32) -> Result<()> {
+        let Some(&id) = self.memo.get(&key) else {
+            return Err(self.err(format!("memo slot {key} was never set")));
+        };
+        self.push_id(id)
+    }
+
+    fn str_value(&self, bytes: &[u8]) -> Result<Value> {
+        String::from_utf8(bytes.to_vec())
+            .map(Value::Str)
+            .map_err(|_| self.err("string is not valid UTF-8"))
+    }
+
+    fn long(&self, bytes: &[u8]) -> Result<Value> {
+        if bytes.len() > 16 {
+            return Err(self.err(format!(
+                "{}-byte integer is too large for a tensor file",
+                bytes.len()
+            )));
+        }
+        // Little-endian two's complement: start from the sign, then shift bytes in from the top.
+        let negative = bytes.last().is_some_and(|b| b & 0x80 != 0);
+        let mut v: i128 = if negative { -1 } else { 0 };
+        for &b in bytes.iter().rev() {
+            v = (v << 8) | i128::from(b);
+        }
+        Ok(Value::Int(v))
+    }
+
+    fn global(&mut self, module: String, name: String) -> Result<()> {
+        if !is_allowed(&module, &name) {
+            // No opcode position here: the message is the same wherever the reference appears.
+            return Err(Error::file(self.file, refusal(&module, &name)));
+        }
+        self.push(Value::Global { module, name })
+    }
+
+    fn run(&mut self) -> Result<Id> {
+        loop {
+            self.op_pos = self.pos;
+            self.op = 0;
+            let op = self.u8().map_err(|_| {
+                Error::file(
+                    self.file,
+                    format!(
+                        "{}: truncated pickle: ended at byte {} without a STOP opcode",
+                        self.what, self.pos
+                    ),
+                )
+            })?;
+            self.op = op;
+            match op {
+                0x80 => {
+                    let v = self.u8()?;
+                    if v > 5 {
+                        return Err(self.err(format!("unsupported pickle protocol {v}")));
+                    }
+                }
+                // FRAME only announces a length; we already hold all the bytes.
+                0x95 => {
+                    self.take(8)?;
+                }
+                b'.' => return self.pop(),
+                b'(' => {
+                    if self.marks.len() >= MAX_MARKS {
+                        return Err(self.err("MARKs nested too deeply"));
+                    }
+                    self.marks.push(self.stack.len());
+                }
+                b'}' => self.push(Value::Dict(Vec::new()))?,
+                b']' => self.push(Value::List(Vec::new()))?,
+                b')' => self.push(Value::Tuple(Vec::new()))?,
+                0x8f => self.push(Value::Set(Vec::new()))?,
+                0x85..=0x87 => {
+                    let n = usize::from(op - 0x84);
+                    let mut items = vec![0; n];
+                    for slot in items.iter_mut().rev() {
+                        *slot = self.pop()?;
+                    }
+                    self.push(Value::Tuple(items))?;
+                }
+                b't' => {
+                    let items = self.pop_mark()?;
+                    self.push(Value::Tuple(items))?;
+                }
+                b'l' => {
+                    let items = self.pop_mark()?;
+                    self.push(Value::List(items))?;
+                }
+                0x91 => {
+                    let items = self.pop_mark()?;
+                    self.push(Value::Set(items))?;
+                }
+                b'd' => {
+                    let items = self.pop_mark()?;
+                    let pairs = self.pairs(&items)?;
+                    self.push(Value::Dict(pairs))?;
+                }
+                b's' => {
+                    let v = self.pop()?;
+                    let k = self.pop()?;
+                    self.set_items(&[k, v])?;
+                }
+                b'u' => {
+                    let items = self.pop_mark()?;
+                    self.set_items(&items)?;
+                }
+                b'a' => {
+                    let v = self.pop()?;
+                    self.extend(&[v], "APPEND")?;
+                }
+                b'e' => {
+                    let items = self.pop_mark()?;
+                    self.extend(&items, "APPENDS")?;
+                }
+                0x90 => {
+                    let items = self.pop_mark()?;
+                    self.extend(&items, "ADDITEMS")?;
+                }
+                b'J' => {
+                    let v = i32::from_le_bytes(self.arr()?);
+                    self.push(Value::Int(i128::from(v)))?;
+                }
+                b'K' => {
+                    let v = self.u8()?;
+                    self.push(Value::Int(i128::from(v)))?;
+                }
+                b'M' => {
+                    let v = u16::from_le_bytes(self.arr()?);
+                    self.push(Value::Int(i128::from(v)))?;
+                }
+                0x8a => {
+                    let n = u64::from(self.u8()?);
+                    let n = self.len(n)?;
+                    let bytes = self.take(n)?;
+                    let v = self.long(bytes)?;
+                    self.push(v)?;
+                }
+                0x8b => {
+                    let n = i32::from_le_bytes(self.arr()?);
+                    let n = u64::try_from(n).map_err(|_| self.err("negative LONG4 length"))?;
+                    let n = self.len(n)?;
+                    let bytes = self.take(n)?;
+                    let v = self.long(bytes)?;
+                    self.push(v)?;
+                }
+                b'G' => {
+                    let v = f64::from_be_bytes(self.arr()?);
+                    self.push(Value::Float(v))?;
+                }
+                b'N' => self.push(Value::None)?,
+                0x88 => self.push(Value::Bool(true))?,
+                0x89 => self.push(Value::Bool(false))?,
+                0x8c | b'X' | 0x8d => {
+                    let n = match op {
+                        0x8c => u64::from(self.u8()?),
+                        b'X' => u64::from(u32::from_le_bytes(self.arr()?)),
+                        _ => u64::from_le_bytes(self.arr()?),
+                    };
+                    let n = self.len(n)?;
+                    let bytes = self.take(n)?;
+                    let v = self.str_value(bytes)?;
+                    self.push(v)?;
+                }
+                // Python 2 `str`: torch.load decodes these as UTF-8; keep raw bytes otherwise.
+                b'U' | b'T' => {
+                    let n = if op == b'U' {
+                        u64::from(self.u8()?)
+                    } else {
+                        let n = i32::from_le_bytes(self.arr()?);
+                        u64::try_from(n).map_err(|_| self.err("negative BINSTRING length"))?
+                    };
+                    let n = self.len(n)?;
+                    let bytes = self.take(n)?;
+                    let v = match String::from_utf8(bytes.to_vec()) {
+                        Ok(s) => Value::Str(s),
+                        Err(e) => Value::Bytes(e.into_bytes()),
+                    };
+                    self.push(v)?;
+                }
+                b'C' | b'B' | 0x8e | 0x96 => {
+                    let n = match op {
+                        b'C' => u64::from(self.u8()?),
+                        b'B' => u64::from(u32::from_le_bytes(self.arr()?)),
+                        _ => u64::from_le_bytes(self.arr()?),
+                    };
+                    let n = self.len(n)?;
+                    let bytes = self.take(n)?;
+                    self.push(Value::Bytes(bytes.to_vec()))?;
+                }
+                b'q' => {
+                    let k = self.u8()?;
+                    self.memo_put(u32::from(k))?;
+                }
+                b'r' => {
+                    let k = u32::from_le_bytes(self.arr()?);
+                    self.memo_put(k)?;
+                }
+                0x94 => {
+                    let k = u32::try_from(self.memo.len()).map_err(|_| self.err("memo full"))?;
+                    self.memo_put(k)?;
+                }
+                b'h' => {
+                    let k = self.u8()?;
+                    self.memo_get(u32::from(k))?;
+                }
+                b'j' => {
+                    let k = u32::from_le_bytes(self.arr()?);
+                    self.memo_get(k)?;
+                }
+                b'c' => {
+                    let module = self.line()?;
+                    let name = self.line()?;
+                    self.global(module, name)?;
+                }
+                0x93 => {
+                    let name = self.pop()?;
+                    let module = self.pop()?;
+                    match (self.get(module), self.get(name)) {
+                        (Value::Str(m), Value::Str(n)) => {
+                            let (m, n) = (m.clone(), n.clone());
+                            self.global(m, n)?;
+                        }
+                        _ => return Err(self.err("STACK_GLOBAL needs two strings")),
+                    }
+                }
+                b'R' => {
+                    let args = self.pop()?;
+                    let func = self.pop()?;
+                    let id = self.reduce(func, args)?;
+                    self.push_id(id)?;
+                }
+                b'b' => {
+                    let state = self.pop()?;
+                    let target = self.top()?;
+                    // Attributes set on an OrderedDict (torch's `_metadata`) or on a tensor do
+                    // not matter for the weights; only inert objects keep their state.
+                    if let Some(Value::Object { state: s, .. }) = self.values.get_mut(target) {
+                        *s = Some(state);
+                    }
+                }
+                0x81 | 0x92 => {
+                    if op == 0x92 {
+                        self.pop()?; // kwargs
+                    }
+                    let args = self.pop()?;
+                    let class = self.pop()?;
+                    let v = match self.get(class) {
+                        Value::Global { module, name }
+                            if module == "collections" && name == "OrderedDict" =>
+                        {
+                            Value::Dict(Vec::new())
+                        }
+                        Value::Global { .. } => Value::Object {
+                            class,
+                            args,
+                            state: None,
+                        },
+                        other => {
+                            return Err(
+                                self.err(format!("NEWOBJ on {}, expected a class", kind(other)))
+                            );
+                        }
+                    };
+                    self.push(v)?;
+                }
+                b'Q' => {
+                    let pid = self.pop()?;
+                    self.push(Value::PersistentId(pid))?;
+                }
+                b'P' => {
+                    let s = self.line()?;
+                    let pid = self.new_value(Value::Str(s))?;
+                    self.push(Value::PersistentId(pid))?;
+                }
+                b'0' => {
+                    // Like Python: POP on an empty (post-MARK) stack discards the mark.
+                    if self.stack.len() > self.floor() {
+                        self.pop()?;
+                    } else if self.marks.pop().is_none() {
+                        return Err(self.err("stack underflow"));
+                    }
+                }
+                b'1' => {
+                    self.pop_mark()?;
+                }
+                b'2' => {
+                    let top = self.top()?;
+                    self.push_id(top)?;
+                }
+                other => {
+                    let msg = match opcode_name(other) {
+                        Some(n) => format!(
+                            "unsupported pickle opcode {n} (0x{other:02x}) at byte {}",
+                            self.op_pos
+                        ),
+                        None => format!(
+                            "unknown pickle opcode 0x{other:02x} at byte {}",
+                            self.op_pos
+                        ),
+                    };
+                    return Err(Error::file(self.file, format!("{}: {msg}", self.what)));
+                }
+            }
+        }
+    }
+
+    fn pairs(&self, items: &[Id]) -> Result<Vec<(Id, Id)>> {
+        if !items.len().is_multiple_of(2) {
+            return Err(self.err("odd number of items for a dict"));
+        }
+        Ok(items.chunks_exact(2).map(|c| (c[0], c[1])).collect())
+    }
+
+    fn set_items(&mut self, items: &[Id]) -> Result<()> {
+        let pairs = self.pairs(items)?;
+        let target = self.top()?;
+        match self.values.get_mut(target) {
+            Some(Value::Dict(d)) => {
+                d.extend(pairs);
+                Ok(())
+            }
+            Some(other) => {
+                let k = kind(other);
+                Err(self.err(format!("SETITEM(S) on {k}, expected a dict")))
+            }
+            None => Err(self.err("stack underflow")),
+        }
+    }
+
+    fn extend(&mut self, items: &[Id], op: &str) -> Result<()> {
+        let target = self.top()?;
+        match (op, self.values.get_mut(target)) {
+            ("APPEND" | "APPENDS", Some(Value::List(l))) | ("ADDITEMS", Some(Value::Set(l))) => {
+                l.extend_from_slice(items);
+                Ok(())
+            }
+            (_, Some(other)) => {
+                let k = kind(other);
+                Err(self.err(format!("{op} on {k}")))
+            }
+            (_, None) => Err(self.err("stack underflow")),
+        }
+    }
+
+    /// Interprets `func(*args)` for allow-listed functions. Nothing is called: each case builds
+    /// the inert value the real function would have produced.
+    fn reduce(&mut self, func: Id, args: Id) -> Result<Id> {
+        let (module, name) = match self.get(func) {
+            Value::Global { module, name } => (module.clone(), name.clone()),
+            other => {
+                return Err(self.err(format!(
+                    "REDUCE on {}; only allow-listed functions can be called",
+                    kind(other)
+                )));
+            }
+        };
+        let args: Vec<Id> = match self.get(args) {
+            Value::Tuple(a) => a.clone(),
+            other => {
+                return Err(self.err(format!(
+                    "arguments of `{module}.{name}` are {}, expected a tuple",
+                    kind(other)
+                )));
+            }
+        };
+        let bad_args = |vm: &Self| {
+            vm.err(format!(
+                "unexpected arguments for `{module}.{name}` ({} given)",
+                args.len()
+            ))
+        };
+        match (module.as_str(), name.as_str()) {
+            ("collections", "OrderedDict") => {
+                let pairs = match args.as_slice() {
+                    [] => Vec::new(),
+                    [items] => {
+                        let list = match self.get(*items) {
+                            Value::List(l) | Value::Tuple(l) => l.clone(),
+                            _ => return Err(bad_args(self)),
+                        };
+                        let mut pairs = Vec::with_capacity(list.len());
+                        for p in list {
+                            match self.get(p) {
+                                Value::Tuple(kv) | Value::List(kv) if kv.len() == 2 => {
+                                    pairs.push((kv[0], kv[1]));
+                                }
+                                _ => return Err(bad_args(self)),
+                            }
+                        }
+                        pairs
+                    }
+                    _ => return Err(bad_args(self)),
+                };
+                self.new_value(Value::Dict(pairs))
+            }
+            ("torch._utils", "_rebuild_tensor" | "_rebuild_tensor_v2" | "_rebuild_tensor_v3") => {
+                // _rebuild_tensor(storage, offset, size, stride)
+                // _rebuild_tensor_v2(..., requires_grad, backward_hooks[, metadata])
+                // _rebuild_tensor_v3(..., requires_grad, backward_hooks, dtype[, metadata])
+                let ok = match name.as_str() {
+                    "_rebuild_tensor" => args.len() == 4,
+                    "_rebuild_tensor_v2" => args.len() == 6 || args.len() == 7,
+                    _ => args.len() == 7 || args.len() == 8,
+                };
+                if !ok {
+                    return Err(bad_args(self));
+                }
+                let dtype = if name == "_rebuild_tensor_v3" {
+                    match args.get(6).map(|&a| self.get(a)) {
+                        Some(Value::Global { module, name }) => {
+                            Some(dtype_global(module, name).ok_or_else(|| {
+                                self.err(format!("`{module}.{name}` is not a dtype"))
+                            })?)
+                        }
+                        _ => return Err(self.err("_rebuild_tensor_v3 without a dtype")),
+                    }
+                } else {
+                    None
+                };
+                let arg = |i: usize| args.get(i).copied().unwrap_or(usize::MAX);
+                let storage = arg(0);
+                if !matches!(self.get(storage), Value::PersistentId(_)) {
+                    return Err(self.err(format!(
+                        "tensor storage is {}, expected a storage reference",
+                        kind(self.get(storage))
+                    )));
+                }
+                let offset = as_usize(self.get(arg(1)))
+                    .ok_or_else(|| self.err("tensor offset is not a non-negative integer"))?;
+                let shape = self.usizes(arg(2), "size")?;
+                let stride = self.usizes(arg(3), "stride")?;
+                if shape.len() != stride.len() {
+                    return Err(self.err(format!(
+                        "tensor size {shape:?} and stride {stride:?} differ in length"
+                    )));
+                }
+                self.new_value(Value::Tensor(TensorRef {
+                    storage,
+                    offset,
+                    shape,
+                    stride,
+                    dtype,
+                }))
+            }
+            // A Parameter is its data for our purposes; requires_grad, hooks and state are moot.
+            ("torch._utils", "_rebuild_parameter" | "_rebuild_parameter_with_state") => {
+                let want = if name == "_rebuild_parameter" { 3 } else { 4 };
+                match args.first() {
+                    Some(&data) if args.len() == want => Ok(data),
+                    _ => Err(bad_args(self)),
+                }
+            }
+            ("torch", "Size") => match args.as_slice() {
+                [dims] => match self.get(*dims) {
+                    Value::Tuple(d) | Value::List(d) => {
+                        let d = d.clone();
+                        self.new_value(Value::Tuple(d))
+                    }
+                    _ => Err(bad_args(self)),
+                },
+                _ => Err(bad_args(self)),
+            },
+            // Protocol-2 pickles spell `bytes` as `_codecs.encode(str, 'latin1')`.
+            ("_codecs", "encode") => {
+                let text = match args.first().map(|&a| self.get(a)) {
+                    Some(Value::Str(s)) => s.clone(),
+                    _ => return Err(bad_args(self)),
+                };
+                let enc = match args.get(1).map(|&a| self.get(a)) {
+                    None => "utf-8".to_string(),
+                    Some(Value::Str(e)) => e.to_ascii_lowercase(),
+                    Some(_) => return Err(bad_args(self)),
+                };
+                let bytes = match enc.as_str() {
+                    "latin1" | "latin-1" | "iso-8859-1" => text
+                        .chars()
+                        .map(|c| u8::try_from(u32::from(c)).ok())
+                        .collect::<Option<Vec<u8>>>()
+                        .ok_or_else(|| self.err("string not encodable as latin-1"))?,
+                    "utf-8" | "utf8" => text.into_bytes(),
+                    _ => return Err(self.err(format!("unsupported encoding `{enc}`"))),
+                };
+                self.new_value(Value::Bytes(bytes))
+            }
+            _ => Err(self.err(format!("`{module}.{name}` cannot be called"))),
+        }
+    }
+
+    /// A tuple/list of non-negative ints (tensor sizes and strides).
+    fn usizes(&self, id: Id, what: &str) -> Result<Vec<usize>> {
+        let items = match self.get(id) {
+            Value::Tuple(v) | Value::List(v) => v,
+            other => {
+                return Err(self.err(format!(
+                    "tensor {what} is {}, expected a tuple",
+                    kind(other)
+                )));
+            }
+        };
+        items
+            .iter()
+            .map(|&i| {
+                as_usize(self.get(i)).ok_or_else(|| {
+                    self.err(format!(
+                        "tensor {what} holds a value that is not a non-negative int"
+                    ))
+                })
+            })
+            .collect()
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn run(bytes: &[u8]) -> Result<(Pickle, usize)> {
+        unpickle(Path::new("t.pkl"), "test", bytes, 0)
+    }
+
+    #[test]
+    fn ints_and_longs() {
+        // LONG1 with the legacy torch magic number (10 bytes).
+        let mut b = vec![0x80, 2, 0x8a, 10];
+        b.extend_from_slice(&0x1950a86a20f9469cfc6cu128.to_le_bytes()[..10]);
+        b.push(b'.');
+        let (p, end) = run(&b).unwrap();
+        assert_eq!(end, b.len());
+        assert!(matches!(p.root(), Value::Int(0x1950a86a20f9469cfc6c)));
+        let (p, _) = run(&[0x8a, 1, 0xff, b'.']).unwrap();
+        assert!(matches!(p.root(), Value::Int(-1)));
+        let (p, _) = run(&[b'J', 0xfe, 0xff, 0xff, 0xff, b'.']).unwrap();
+        assert!(matches!(p.root(), Value::Int(-2)));
+    }
+
+    #[test]
+    fn memo_shares_containers() {
+        // d = {}; memo[0] = d; d['a'] = 1; return (memo[0],) → the tuple holds the filled dict.
+        let b = [
+            b'}', b'q', 0, 0x8c, 1, b'a', b'K', 1, b's', b'h', 0, 0x85, b'.',
+        ];
+        let (p, _) = run(&b).unwrap();
+        let Value::Tuple(t) = p.root() else { panic!() };
+        let Value::Dict(d) = p.get(t[0]) else {
+            panic!()
+        };
+        assert_eq!(d.len(), 1);
+    }
+
+    #[test]
+    fn refuses_globals_not_on_the_allow_list() {
+        let e = run(b"\x80\x02cos\nsystem\n.").unwrap_err().to_string();
+        assert!(
+            e.contains("refusing to load") && e.contains("`os.system`"),
+            "{e}"
+        );
+        let e = run(b"\x80\x04\x8c\x08builtins\x8c\x04eval\x93.")
+            .unwrap_err()
+            .to_string();
+        assert!(e.contains("`builtins.eval`"), "{e}");
+    }
+
+    #[test]
+    fn hostile_lengths_and_memo() {
+        // BINUNICODE claiming 4 GB.
+        assert!(run(b"X\xff\xff\xff\xff").is_err());
+        // LONG_BINGET of a slot never set.
+        assert!(run(b"j\xff\xff\xff\xff.").is_err());
+        // LONG_BINPUT with a huge slot number must not allocate.
+        let (p, _) = run(b"Nr\xff\xff\xff\xff.").unwrap();
+        assert!(matches!(p.root(), Value::None));
+        // Unknown opcode.
+        let e = run(b"\xff").unwrap_err().to_string();
+        assert!(e.contains("0xff"), "{e}");
+        // EXT1 is a known opcode we refuse.
+        let e = run(b"\x82\x01.").unwrap_err().to_string();
+        assert!(e.contains("EXT1"), "{e}");
+        // Underflow and missing STOP.
+        assert!(run(b".").is_err());
+        assert!(run(b"(N").is_err());
+        assert!(run(b"(.").is_err());
+    }
+
+    #[test]
+    fn billion_laughs_stays_linear() {
+        // Each round: x = (x, x) via DUP/TUPLE2/MEMOIZE; 1000 rounds would be 2^1000 nodes if
+        // values were copied.
+        let mut b = vec![0x80, 4, b'N'];
+        for _ in 0..1000 {
+            b.extend_from_slice(&[b'2', 0x86, 0x94]);
+        }
+        b.push(b'.');
+        let (p, _) = run(&b).unwrap();
+        assert!(p.values.len() < 2000);
+    }
+}

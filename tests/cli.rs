@@ -1,0 +1,215 @@
+//! End to end through the `graft` binary on small generated data and a tiny model: every
+//! strategy learns, the feature cache is reused, `--resume` continues, a NaN stops the run
+//! without touching the last good checkpoint, and `predict`/`eval`/`inspect` work on the result.
+
+use std::path::{Path, PathBuf};
+use std::process::Command;
+
+use burn::tensor::Device;
+use graft::model::params::named_tensors;
+use graft::model::{Classifier, preset};
+
+fn graft() -> Command {
+    Command::new(env!("CARGO_BIN_EXE_graft"))
+}
+
+/// A 3-class CIFAR-10-format dataset: class c has channel c bright, plus noise.
+fn write_cifar(dir: &Path) {
+    std::fs::create_dir_all(dir).unwrap();
+    let mut state = 12345u64;
+    let mut noise = move || {
+        state = state.wrapping_mul(6364136223846793005).wrapping_add(1442695040888963407);
+        (state >> 33) as u8 % 96
+    };
+    let mut record = |label: u8| {
+        let mut r = vec![label];
+        for c in 0..3u8 {
+            for _ in 0..1024 {
+                let base = if c == label { 150 } else { 20 };
+                r.push(base + noise());
+            }
+        }
+        r
+    };
+    for (file, n) in [
+        ("data_batch_1.bin", 60),
+        ("data_batch_2.bin", 60),
+        ("data_batch_3.bin", 60),
+        ("data_batch_4.bin", 60),
+        ("data_batch_5.bin", 60),
+        ("test_batch.bin", 60),
+    ] {
+        let bytes: Vec<u8> = (0..n).flat_map(|i| record((i % 3) as u8)).collect();
+        std::fs::write(dir.join(file), bytes).unwrap();
+    }
+    std::fs::write(dir.join("batches.meta.txt"), "red\ngreen\nblue\n").unwrap();
+}
+
+/// Pretrained-looking weights for the tiny model (random, 1000-class head like ImageNet's).
+fn write_weights(path: &Path) {
+    let p = preset("resnet_tiny").unwrap();
+    let device = Device::flex();
+    device.seed(7);
+    let model = Classifier::new(p, 1000, &device);
+    graft::weights::save_safetensors(path, &named_tensors(&model, p.head_name)).unwrap();
+}
+
+struct Fixture {
+    _tmp: tempfile::TempDir,
+    root: PathBuf,
+}
+
+impl Fixture {
+    fn new() -> Self {
+        let tmp = tempfile::tempdir().unwrap();
+        let root = tmp.path().to_path_buf();
+        write_cifar(&root.join("data"));
+        write_weights(&root.join("tiny.safetensors"));
+        Self { _tmp: tmp, root }
+    }
+
+    fn fit(&self, run: &str, extra: &[&str]) -> std::process::Output {
+        let data = format!("cifar10:{}", self.root.join("data").display());
+        let weights = self.root.join("tiny.safetensors");
+        let mut cmd = graft();
+        cmd.args(["fit", "--model", "resnet_tiny", "--data", &data, "--image-size", "32"])
+            .arg("--weights")
+            .arg(&weights)
+            .arg("--out")
+            .arg(self.root.join(run))
+            .arg("--cache-dir")
+            .arg(self.root.join("cache"))
+            .args(["--batch-size", "30", "--val-split", "0.1", "--json", "--quiet"])
+            .args(extra);
+        cmd.output().unwrap()
+    }
+}
+
+fn json_line(out: &std::process::Output) -> serde_json::Value {
+    let stdout = String::from_utf8_lossy(&out.stdout);
+    assert!(
+        out.status.success(),
+        "graft failed:\nstdout: {stdout}\nstderr: {}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    let line = stdout.lines().last().expect("a JSON line");
+    serde_json::from_str(line).expect("valid JSON")
+}
+
+#[test]
+fn every_strategy_learns_above_chance() {
+    let fx = Fixture::new();
+    for (strategy, extra) in [
+        ("linear-probe", vec!["--epochs", "15", "--lr", "0.01"]),
+        ("fine-tune", vec!["--epochs", "3", "--lr", "0.003", "--augment", "flip"]),
+        ("partial:2", vec!["--epochs", "3", "--lr", "0.003", "--bn", "frozen"]),
+        ("scratch", vec!["--epochs", "3", "--lr", "0.003", "--optimizer", "adamw"]),
+    ] {
+        let run = format!("run-{}", strategy.replace(':', ""));
+        let mut args = vec!["--strategy", strategy];
+        args.extend(extra);
+        let j = json_line(&fx.fit(&run, &args));
+        let acc = j["test_accuracy"].as_f64().unwrap();
+        println!("{strategy}: test accuracy {acc}");
+        assert!(acc > 0.6, "{strategy}: accuracy {acc} is not above chance (1/3)");
+        for f in ["config.toml", "metrics.jsonl", "model.safetensors", "model.json", "eval.json", "checkpoint/state.json"] {
+            assert!(fx.root.join(&run).join(f).exists(), "{strategy}: {f} missing");
+        }
+    }
+}
+
+#[test]
+fn linear_probe_reuses_the_feature_cache() {
+    let fx = Fixture::new();
+    let first = json_line(&fx.fit("probe1", &["--strategy", "linear-probe", "--epochs", "2"]));
+    assert_eq!(first["feature_cache"], "miss");
+    let second = json_line(&fx.fit("probe2", &["--strategy", "linear-probe", "--epochs", "2"]));
+    assert_eq!(second["feature_cache"], "hit", "the second run must not re-extract");
+    // Fewer training images: a subset of what is cached, still a hit.
+    let third = json_line(&fx.fit(
+        "probe3",
+        &["--strategy", "linear-probe", "--epochs", "2", "--limit-train", "120"],
+    ));
+    assert_eq!(third["feature_cache"], "hit");
+}
+
+#[test]
+fn resume_continues_from_the_checkpoint_and_nan_keeps_it() {
+    let fx = Fixture::new();
+    let run = fx.root.join("ft");
+    let j = json_line(&fx.fit("ft", &["--strategy", "fine-tune", "--epochs", "1", "--lr", "0.003"]));
+    assert_eq!(j["epochs"], 1);
+    let out = graft()
+        .args(["fit", "--json", "--quiet", "--epochs", "2", "--resume"])
+        .arg(&run)
+        .output()
+        .unwrap();
+    let j = json_line(&out);
+    assert_eq!(j["epochs"], 2, "resumed run reports both epochs");
+    let metrics = std::fs::read_to_string(run.join("metrics.jsonl")).unwrap();
+    assert_eq!(metrics.lines().count(), 2);
+    let state = std::fs::read_to_string(run.join("checkpoint/state.json")).unwrap();
+    assert!(state.contains("\"epochs_done\": 2"), "{state}");
+
+    // Make the next epoch diverge: the run must stop with a clear message and leave the
+    // epoch-2 checkpoint as it was.
+    let cfg_path = run.join("config.toml");
+    let cfg = std::fs::read_to_string(&cfg_path).unwrap();
+    let cfg: String = cfg
+        .lines()
+        .map(|l| if l.starts_with("lr =") { "lr = 1e30".to_string() } else { l.to_string() })
+        .map(|l| if l.starts_with("optimizer =") { "optimizer = \"sgd\"".to_string() } else { l })
+        .collect::<Vec<_>>()
+        .join("\n");
+    std::fs::write(&cfg_path, cfg).unwrap();
+    let out = graft()
+        .args(["fit", "--quiet", "--epochs", "3", "--resume"])
+        .arg(&run)
+        .output()
+        .unwrap();
+    let stderr = String::from_utf8_lossy(&out.stderr);
+    assert!(!out.status.success(), "a NaN loss must fail the run");
+    assert!(stderr.contains("loss became"), "{stderr}");
+    assert!(stderr.contains("last good checkpoint (epoch 2)"), "{stderr}");
+    let state = std::fs::read_to_string(run.join("checkpoint/state.json")).unwrap();
+    assert!(state.contains("\"epochs_done\": 2"), "{state}");
+}
+
+#[test]
+fn predict_eval_and_inspect_use_the_run() {
+    let fx = Fixture::new();
+    json_line(&fx.fit("ft", &["--strategy", "linear-probe", "--epochs", "5", "--lr", "0.01"]));
+    let run = fx.root.join("ft");
+    // A red image should be called "red".
+    let img = fx.root.join("red.png");
+    image::RgbImage::from_fn(32, 32, |_, _| image::Rgb([200, 40, 40])).save(&img).unwrap();
+    let out = graft().args(["predict", "--json", "--top", "2", "--run"]).arg(&run).arg(&img).output().unwrap();
+    let j = json_line(&out);
+    assert_eq!(j["top"][0]["label"], "red", "{j}");
+    assert_eq!(j["top"].as_array().unwrap().len(), 2);
+
+    let out = graft().args(["eval", "--json", "--run"]).arg(&run).output().unwrap();
+    let j = json_line(&out);
+    assert!(j["accuracy"].as_f64().unwrap() > 0.6);
+    assert_eq!(j["confusion"].as_array().unwrap().len(), 3);
+
+    let out = graft().arg("inspect").arg(fx.root.join("tiny.safetensors")).output().unwrap();
+    let text = String::from_utf8_lossy(&out.stdout);
+    assert!(text.contains("matches model `resnet_tiny`"), "{text}");
+    let out = graft().arg("inspect").arg(format!("cifar10:{}", fx.root.join("data").display())).output().unwrap();
+    let text = String::from_utf8_lossy(&out.stdout);
+    assert!(out.status.success() && text.contains("red"), "{text}");
+}
+
+#[test]
+fn bad_input_gives_clear_errors() {
+    let fx = Fixture::new();
+    let out = fx.fit("bad", &["--strategy", "nonsense"]);
+    assert!(!out.status.success());
+    assert!(String::from_utf8_lossy(&out.stderr).contains("unknown strategy `nonsense`"));
+    let bogus = fx.root.join("bogus.pth");
+    std::fs::write(&bogus, b"this is not a weights file").unwrap();
+    let out = graft().arg("inspect").arg(&bogus).output().unwrap();
+    let err = String::from_utf8_lossy(&out.stderr);
+    assert!(!out.status.success() && err.contains("bogus.pth"), "{err}");
+}

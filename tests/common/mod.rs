@@ -1,0 +1,108 @@
+//! Shared by the parity tests: the deterministic tensors `tools/goldens.py` gives every model,
+//! and the golden files it writes.
+#![allow(dead_code)]
+
+use std::collections::BTreeMap;
+use std::path::PathBuf;
+
+use burn::tensor::{Device, Tensor, TensorData};
+use graft::model::Classifier;
+use graft::model::params::named_tensors;
+use graft::weights::{DType, Format, RawTensor, TensorMap};
+
+/// Mirrors `name_phase` in tools/goldens.py.
+fn name_phase(name: &str) -> u64 {
+    name.bytes()
+        .enumerate()
+        .map(|(i, b)| (i as u64 + 1) * b as u64)
+        .sum::<u64>()
+        % 997
+}
+
+/// Mirrors `det_values`: offset + scale * sin(0.7853981 i + 0.1 phase + 0.3), f64 then f32.
+pub fn det_values(name: &str, n: usize, scale: f64, offset: f64) -> Vec<f32> {
+    let phase = name_phase(name) as f64 * 0.1 + 0.3;
+    (0..n)
+        .map(|i| (offset + scale * (i as f64 * 0.7853981 + phase).sin()) as f32)
+        .collect()
+}
+
+/// Mirrors `det_tensor_for`.
+pub fn det_tensor_for(key: &str, shape: &[usize]) -> Vec<f32> {
+    let n = shape.iter().product::<usize>().max(1);
+    let leaf = key.rsplit('.').next().unwrap_or(key);
+    match leaf {
+        "running_var" => det_values(key, n, 0.25, 1.0),
+        "running_mean" => det_values(key, n, 0.1, 0.0),
+        "weight" if shape.len() == 1 => det_values(key, n, 0.1, 1.0),
+        "bias" => det_values(key, n, 0.1, 0.0),
+        _ => {
+            let fan_in: usize = shape[1..].iter().product();
+            det_values(key, n, (2.0 / fan_in as f64).sqrt(), 0.0)
+        }
+    }
+}
+
+/// A weight file's worth of deterministic tensors for every tensor `model` has.
+pub fn det_weights(model: &Classifier, head_name: &str) -> TensorMap {
+    let tensors: BTreeMap<String, RawTensor> = named_tensors(model, head_name)
+        .into_iter()
+        .map(|(key, shape, _)| {
+            let data = det_tensor_for(&key, &shape);
+            (
+                key,
+                RawTensor {
+                    dtype: DType::F32,
+                    shape,
+                    data,
+                },
+            )
+        })
+        .collect();
+    TensorMap {
+        format: Format::Safetensors,
+        tensors,
+    }
+}
+
+/// A deterministic input tensor (`det_input` in the script).
+pub fn det_input(name: &str, shape: [usize; 4], scale: f64, device: &Device) -> Tensor<4> {
+    let n = shape.iter().product();
+    Tensor::from_data(TensorData::new(det_values(name, n, scale, 0.0), shape), device)
+}
+
+/// Reads `tests/fixtures/goldens/NAME`.
+pub fn golden(name: &str) -> serde_json::Value {
+    let path = PathBuf::from(env!("CARGO_MANIFEST_DIR"))
+        .join("tests/fixtures/goldens")
+        .join(name);
+    let text = std::fs::read_to_string(&path)
+        .unwrap_or_else(|e| panic!("{}: {e} (run tools/goldens.py)", path.display()));
+    serde_json::from_str(&text).expect("golden json")
+}
+
+/// A JSON array of numbers as f32.
+pub fn floats(v: &serde_json::Value) -> Vec<f32> {
+    v.as_array()
+        .expect("array")
+        .iter()
+        .map(|x| x.as_f64().expect("number") as f32)
+        .collect()
+}
+
+/// max |a - b| / max |b|: the relative error the parity criteria use.
+pub fn rel_err(a: &[f32], b: &[f32]) -> f64 {
+    assert_eq!(a.len(), b.len(), "length mismatch");
+    let num = a
+        .iter()
+        .zip(b)
+        .map(|(x, y)| (x - y).abs() as f64)
+        .fold(0.0, f64::max);
+    let den = b.iter().map(|y| y.abs() as f64).fold(0.0, f64::max);
+    num / den.max(1e-12)
+}
+
+/// A tensor's values as a Vec.
+pub fn values<const D: usize>(t: Tensor<D>) -> Vec<f32> {
+    graft::tensor::to_vec(t)
+}

@@ -1,0 +1,295 @@
+//! Numerical parity with PyTorch: forward passes, a training step, every loss and 100 steps of
+//! every optimizer, against the goldens written by `tools/goldens.py`.
+
+mod common;
+
+use burn::module::Param;
+use burn::tensor::{Device, Int, Tensor, TensorData};
+use common::*;
+use graft::model::params::{Strictness, load_into};
+use graft::model::resnet::BlockKind;
+use graft::model::{Arch, Classifier, Linear, Preset, ResNetSpec, preset};
+use graft::train::{Grads, Loss, LossKind, Optimizer, OptimizerConfig, OptimizerKind, Schedule};
+
+fn device() -> Device {
+    Device::flex()
+}
+
+fn det_model(p: &Preset, classes: usize, device: &Device) -> Classifier {
+    let model = Classifier::new(p, classes, device);
+    let w = det_weights(&model, p.head_name);
+    load_into(model, &w, p.head_name, Strictness::Strict)
+        .expect("deterministic weights fit")
+        .0
+}
+
+#[test]
+fn forward_matches_pytorch() {
+    let g = golden("forward.json");
+    let mut errors = Vec::new();
+    for case in g["cases"].as_array().unwrap() {
+        let name = case["name"].as_str().unwrap();
+        let p = preset(name).unwrap();
+        let dev = device();
+        let model = det_model(p, case["num_classes"].as_u64().unwrap() as usize, &dev);
+        let s: Vec<usize> = case["input_shape"]
+            .as_array()
+            .unwrap()
+            .iter()
+            .map(|v| v.as_u64().unwrap() as usize)
+            .collect();
+        let x = det_input("input", [s[0], s[1], s[2], s[3]], 2.0, &dev);
+        let got = values(model.forward(x));
+        let err = rel_err(&got, &floats(&case["logits"]));
+        println!("{name}: relative error {err:.2e}");
+        errors.push((name.to_string(), err, case["tolerance"].as_f64().unwrap()));
+    }
+    for (name, err, tol) in errors {
+        assert!(err <= tol, "{name}: logits differ from PyTorch, rel err {err} > {tol}");
+    }
+}
+
+/// Two training steps (batch statistics, running-stat update, backward, optimizer) match.
+#[test]
+fn train_steps_match_pytorch() {
+    let g = golden("train_step.json");
+    for case in g["cases"].as_array().unwrap() {
+        let name = case["name"].as_str().unwrap();
+        let classes = case["num_classes"].as_u64().unwrap() as usize;
+        let p = match name {
+            "resnet_blocks1" => Preset {
+                arch: Arch::ResNet(ResNetSpec {
+                    blocks: [1, 1, 1, 1],
+                    kind: BlockKind::Basic,
+                    width: 64,
+                }),
+                ..*preset("resnet18").unwrap()
+            },
+            "efficientnet_lite0_div8" => *preset("efficientnet_lite0_narrow").unwrap(),
+            other => panic!("unknown case {other}"),
+        };
+        let dev = device().autodiff();
+        let mut model = det_model(&p, classes, &dev);
+        let s: Vec<usize> = case["input_shape"]
+            .as_array()
+            .unwrap()
+            .iter()
+            .map(|v| v.as_u64().unwrap() as usize)
+            .collect();
+        let x = det_input("input", [s[0], s[1], s[2], s[3]], 2.0, &dev);
+        let y: Vec<i64> = (0..s[0]).map(|i| (i % classes) as i64).collect();
+        let y = Tensor::<1, Int>::from_data(TensorData::new(y, [s[0]]), &dev);
+        let config = match case["optimizer"].as_str().unwrap() {
+            "sgd" => OptimizerConfig {
+                kind: OptimizerKind::Sgd,
+                momentum: 0.9,
+                weight_decay: 5e-4,
+                ..Default::default()
+            },
+            _ => OptimizerConfig {
+                kind: OptimizerKind::Adam,
+                ..Default::default()
+            },
+        };
+        let lr = if config.kind == OptimizerKind::Sgd { 0.05 } else { 1e-3 };
+        let mut opt = Optimizer::new(config);
+        let loss_fn = Loss {
+            kind: LossKind::CrossEntropy {
+                label_smoothing: 0.0,
+            },
+            class_weights: None,
+        };
+        let mut losses = Vec::new();
+        for _ in 0..2 {
+            let loss = loss_fn.forward(model.forward(x.clone()), y.clone());
+            losses.push(values(loss.clone())[0]);
+            let mut grads = Grads::default();
+            grads.accumulate(&model, &mut loss.backward());
+            model = opt.step(model, &grads, &|_| lr);
+        }
+        let want_losses = floats(&case["losses"]);
+        let err = rel_err(&losses, &want_losses);
+        println!("{name}: losses {losses:?} vs {want_losses:?}");
+        assert!(err < 1e-4, "{name}: losses differ: {losses:?} vs {want_losses:?}");
+        let got = graft::model::params::tensor_map(&model, p.head_name);
+        // After two steps, compare every tensor: first values, sum and sum of |x|, relative to
+        // the tensor's magnitude, against a per-tensor tolerance from tools/goldens.py.
+        let mut worst = (0.0f64, String::new());
+        for (key, t) in case["tensors"].as_object().unwrap() {
+            let (_, v) = got.get(key).unwrap_or_else(|| panic!("{name}: no tensor {key}"));
+            let head = floats(&t["head"]);
+            let scale = t["abs_sum"].as_f64().unwrap().max(1e-3);
+            let sum: f64 = v.iter().map(|x| *x as f64).sum();
+            let abs: f64 = v.iter().map(|x| x.abs() as f64).sum();
+            let errs = [
+                rel_err(&v[..head.len()], &head),
+                (abs - t["abs_sum"].as_f64().unwrap()).abs() / scale,
+                (sum - t["sum"].as_f64().unwrap()).abs() / scale,
+            ];
+            // Relative to the tolerance: PyTorch's own f32-vs-f64 spread, at least 1e-3.
+            let e = errs.iter().copied().fold(0.0, f64::max) / t["tolerance"].as_f64().unwrap();
+            if e > worst.0 {
+                worst = (e, key.clone());
+            }
+        }
+        println!("{name}: worst tensor {} at {:.2} of its tolerance", worst.1, worst.0);
+        assert!(worst.0 <= 1.0, "{name}: {} differs from PyTorch after two steps ({:.2} x tolerance)", worst.1, worst.0);
+    }
+}
+
+#[test]
+fn losses_and_gradients_match_pytorch() {
+    let g = golden("losses.json");
+    let dev = device().autodiff();
+    let targets: Vec<i64> = g["targets"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|v| v.as_i64().unwrap())
+        .collect();
+    let n = targets.len();
+    for case in g["cases"].as_array().unwrap() {
+        let name = case["name"].as_str().unwrap();
+        let logits = Tensor::<2>::from_data(
+            TensorData::new(det_values("logits", n * 4, 3.0, 0.0), [n, 4]),
+            &dev,
+        )
+        .require_grad();
+        let kind = match case["kind"].as_str().unwrap() {
+            "ce" => LossKind::CrossEntropy {
+                label_smoothing: case["smoothing"].as_f64().unwrap_or(0.0),
+            },
+            "focal" => LossKind::Focal {
+                gamma: case["gamma"].as_f64().unwrap(),
+            },
+            _ => LossKind::Mse,
+        };
+        let loss = Loss {
+            kind,
+            class_weights: case.get("weights").map(floats),
+        };
+        let y = Tensor::<1, Int>::from_data(TensorData::new(targets.clone(), [n]), &dev);
+        let value = loss.forward(logits.clone(), y);
+        let grads = value.backward();
+        let got = values(value)[0];
+        let want = case["loss"].as_f64().unwrap() as f32;
+        assert!(
+            (got - want).abs() <= 1e-6 * want.abs().max(1.0),
+            "{name}: loss {got} vs PyTorch {want}"
+        );
+        let grad = values(logits.grad(&grads).expect("logits grad"));
+        let err = rel_err(&grad, &floats(&case["grad"]));
+        assert!(err < 1e-5, "{name}: gradient rel err {err}");
+    }
+}
+
+#[test]
+fn optimizers_match_pytorch_over_100_steps() {
+    let g = golden("optimizers.json");
+    let dev = device().autodiff();
+    let x = Tensor::<2>::from_data(
+        TensorData::new(det_values("features", 32 * 8, 1.0, 0.0), [32, 8]),
+        &dev,
+    );
+    let y: Vec<i64> = (0..32).map(|i| i % 3).collect();
+    let y = Tensor::<1, Int>::from_data(TensorData::new(y, [32]), &dev);
+    let ce = Loss {
+        kind: LossKind::CrossEntropy {
+            label_smoothing: 0.0,
+        },
+        class_weights: None,
+    };
+    for case in g["cases"].as_array().unwrap() {
+        let name = case["name"].as_str().unwrap();
+        let f = |k: &str, d: f64| case.get(k).and_then(|v| v.as_f64()).unwrap_or(d);
+        let betas = case
+            .get("betas")
+            .map(|b| (b[0].as_f64().unwrap(), b[1].as_f64().unwrap()))
+            .unwrap_or((0.9, 0.999));
+        let config = OptimizerConfig {
+            kind: OptimizerKind::parse(case["kind"].as_str().unwrap()).unwrap(),
+            momentum: f("momentum", 0.0),
+            nesterov: case.get("nesterov").and_then(|v| v.as_bool()).unwrap_or(false),
+            betas,
+            eps: f("eps", 1e-8),
+            weight_decay: f("weight_decay", 0.0),
+        };
+        let lr = f("lr", 0.1);
+        let chunks = case.get("accumulate").and_then(|v| v.as_u64()).unwrap_or(1) as usize;
+        let mut lin = Linear {
+            weight: Param::from_tensor(Tensor::from_data(
+                TensorData::new(det_tensor_for("weight", &[3, 8]), [3, 8]),
+                &dev,
+            )),
+            bias: Param::from_tensor(Tensor::from_data(
+                TensorData::new(det_tensor_for("bias", &[3]), [3]),
+                &dev,
+            )),
+        };
+        let mut opt = Optimizer::new(config);
+        let mut losses = Vec::new();
+        for _ in 0..100 {
+            let mut grads = Grads::default();
+            let mut total = 0.0;
+            let per = 32 / chunks;
+            for c in 0..chunks {
+                let xb = x.clone().slice([c * per..(c + 1) * per, 0..8]);
+                let yb = y.clone().slice([c * per..(c + 1) * per]);
+                // Each chunk's mean loss weighted by its share: the sum is the full-batch mean.
+                let loss = ce.forward(lin.forward(xb), yb).mul_scalar(per as f64 / 32.0);
+                total += values(loss.clone())[0];
+                grads.accumulate(&lin, &mut loss.backward());
+            }
+            losses.push(total);
+            lin = opt.step(lin, &grads, &|_| lr);
+        }
+        let want = floats(&case["losses"]);
+        let err = rel_err(&losses, &want);
+        assert!(err < 1e-5, "{name}: loss curve rel err {err}");
+        let w_err = rel_err(&values(lin.weight.val()), &floats(&case["weight"]));
+        let b_err = rel_err(&values(lin.bias.val()), &floats(&case["bias"]));
+        println!("{name}: loss {err:.1e} weight {w_err:.1e} bias {b_err:.1e}");
+        assert!(w_err < 1e-5 && b_err < 1e-5, "{name}: parameters after 100 steps differ (weight {w_err}, bias {b_err})");
+    }
+}
+
+#[test]
+fn schedules_match_pytorch() {
+    let g = golden("schedules.json");
+    let base = g["base"].as_f64().unwrap();
+    let epochs = g["epochs"].as_u64().unwrap() as usize;
+    for case in g["cases"].as_array().unwrap() {
+        let s = Schedule::parse(case["schedule"].as_str().unwrap()).unwrap();
+        for (e, want) in floats(&case["lrs"]).iter().enumerate() {
+            let got = s.lr(base, e, epochs, 0) as f32;
+            assert!((got - want).abs() < 1e-7, "{s:?} epoch {e}: {got} vs {want}");
+        }
+    }
+}
+
+/// The real EfficientNet-Lite0 weights give PyTorch's logits. Runs when the weights are present
+/// (GRAFT_EFFNET_PTH, or the cache `scripts/fetch-assets.sh` fills).
+#[test]
+fn efficientnet_lite0_real_weights_match_pytorch() {
+    let path = std::env::var("GRAFT_EFFNET_PTH")
+        .map(std::path::PathBuf::from)
+        .unwrap_or_else(|_| {
+            std::path::PathBuf::from(env!("CARGO_MANIFEST_DIR"))
+                .join(".cache/assets/efficientnet-lite0-57934424.pth")
+        });
+    if !path.exists() {
+        println!("skipped: {} not present (run scripts/fetch-assets.sh)", path.display());
+        return;
+    }
+    let g = golden("effnet_lite0_real.json");
+    let p = preset("efficientnet_lite0").unwrap();
+    let dev = device();
+    let weights = graft::weights::load_weights(&path).unwrap();
+    let model = Classifier::new(p, 1000, &dev);
+    let (model, _) = load_into(model, &weights, p.head_name, Strictness::Strict).unwrap();
+    let x = det_input("image", [1, 3, 224, 224], 100.0 / 128.0, &dev);
+    let got = values(model.forward(x));
+    let err = rel_err(&got, &floats(&g["logits"]));
+    println!("efficientnet_lite0 real weights: rel err {err:.2e}");
+    assert!(err <= 1e-4, "rel err {err}");
+}
