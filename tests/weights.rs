@@ -298,23 +298,22 @@ fn corrupted_files_never_panic() {
     let dir = tempfile::tempdir().unwrap();
     let (mut errors, mut total) = (0, 0);
     for (name, bytes) in good_fixtures() {
+        // One flip per byte, cycling through three patterns: ~14k loads in all.
         for i in 0..bytes.len() {
-            for mask in [0xff, 0x01, 0x80] {
-                let mut b = bytes.clone();
-                b[i] ^= mask;
-                let (path, r) = load_bytes(dir.path(), name, &b);
-                total += 1;
-                match r {
-                    Ok(map) => {
-                        for (k, t) in &map.tensors {
-                            assert_eq!(t.numel(), t.data.len(), "{name} byte {i}: {k}");
-                        }
+            let mut b = bytes.clone();
+            b[i] ^= [0xff, 0x01, 0x80][i % 3];
+            let (path, r) = load_bytes(dir.path(), name, &b);
+            total += 1;
+            match r {
+                Ok(map) => {
+                    for (k, t) in &map.tensors {
+                        assert_eq!(t.numel(), t.data.len(), "{name} byte {i}: {k}");
                     }
-                    Err(e) => {
-                        errors += 1;
-                        let msg = e.to_string();
-                        assert!(msg.contains(&path.display().to_string()), "{msg}");
-                    }
+                }
+                Err(e) => {
+                    errors += 1;
+                    let msg = e.to_string();
+                    assert!(msg.contains(&path.display().to_string()), "{msg}");
                 }
             }
         }

@@ -530,7 +530,7 @@ fn run_probe(
 
     let ad = ctx.device.clone().autodiff();
     let mut runner = HeadRunner {
-        head: frozen.head.clone().fork(&ad),
+        head: frozen.head.clone().train(),
         optimizer: Optimizer::new(ctx.plan.optimizer),
         loss: ctx.loss,
         train,
@@ -815,7 +815,7 @@ fn run_network(
     let bn_trains = |key: &str| !ctx.plan.bn_frozen && trains(&format!("{key}.weight"));
     let ad = ctx.device.clone().autodiff();
     let model = set_trainable(
-        model.fork(&ad),
+        model.train(),
         head,
         &Trainable {
             param: &trains,

@@ -92,7 +92,7 @@ pub fn run(a: BenchArgs) -> Result<()> {
     match a.bench.as_str() {
         "train-step" => {
             let ad = device.clone().autodiff();
-            let mut model = model_for(&a, &device)?.fork(&ad);
+            let mut model = model_for(&a, &device)?.train();
             let mut opt = Optimizer::new(OptimizerConfig {
                 kind: OptimizerKind::Sgd,
                 momentum: 0.9,
