@@ -189,7 +189,11 @@ impl FitConfig {
         let bn_frozen = match self.bn.as_str() {
             "train" => false,
             "frozen" => true,
-            other => return Err(Error::invalid(format!("--bn must be train or frozen, got `{other}`"))),
+            other => {
+                return Err(Error::invalid(format!(
+                    "--bn must be train or frozen, got `{other}`"
+                )));
+            }
         };
         let loss = LossKind::parse(&self.loss, self.label_smoothing, self.focal_gamma)?;
         let class_weights = match self.class_weights.as_str() {
@@ -198,9 +202,15 @@ impl FitConfig {
             list => ClassWeights::Given(
                 list.split(',')
                     .map(|w| {
-                        w.trim().parse::<f32>().ok().filter(|w| w.is_finite() && *w >= 0.0).ok_or_else(|| {
-                            Error::invalid(format!("--class-weights: `{w}` is not a non-negative number"))
-                        })
+                        w.trim()
+                            .parse::<f32>()
+                            .ok()
+                            .filter(|w| w.is_finite() && *w >= 0.0)
+                            .ok_or_else(|| {
+                                Error::invalid(format!(
+                                    "--class-weights: `{w}` is not a non-negative number"
+                                ))
+                            })
                     })
                     .collect::<Result<_>>()?,
             ),
@@ -210,7 +220,9 @@ impl FitConfig {
             if v.is_finite() && v > 0.0 {
                 Ok(())
             } else {
-                Err(Error::invalid(format!("--{name} must be positive, got {v}")))
+                Err(Error::invalid(format!(
+                    "--{name} must be positive, got {v}"
+                )))
             }
         };
         positive("lr", self.lr)?;
@@ -219,10 +231,15 @@ impl FitConfig {
             return Err(Error::invalid("--backbone-lr-mult must be >= 0"));
         }
         if self.epochs == 0 || self.batch_size == 0 {
-            return Err(Error::invalid("--epochs and --batch-size must be at least 1"));
+            return Err(Error::invalid(
+                "--epochs and --batch-size must be at least 1",
+            ));
         }
         if !(0.0..1.0).contains(&self.val_split) {
-            return Err(Error::invalid(format!("--val-split must be in [0, 1), got {}", self.val_split)));
+            return Err(Error::invalid(format!(
+                "--val-split must be in [0, 1), got {}",
+                self.val_split
+            )));
         }
         if !matches!(self.resize.as_str(), "shorter-crop" | "exact" | "none") {
             return Err(Error::invalid(format!(
@@ -246,7 +263,11 @@ impl FitConfig {
         let balanced = match self.sampler.as_str() {
             "shuffle" => false,
             "balanced" => true,
-            other => return Err(Error::invalid(format!("--sampler must be shuffle or balanced, got `{other}`"))),
+            other => {
+                return Err(Error::invalid(format!(
+                    "--sampler must be shuffle or balanced, got `{other}`"
+                )));
+            }
         };
         Ok(Plan {
             strategy,

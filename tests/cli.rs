@@ -2,56 +2,15 @@
 //! strategy learns, the feature cache is reused, `--resume` continues, a NaN stops the run
 //! without touching the last good checkpoint, and `predict`/`eval`/`inspect` work on the result.
 
-use std::path::{Path, PathBuf};
+use std::path::PathBuf;
 use std::process::Command;
 
-use burn::tensor::Device;
-use graft::model::params::named_tensors;
-use graft::model::{Classifier, preset};
+mod common;
+
+use common::{write_cifar, write_weights};
 
 fn graft() -> Command {
     Command::new(env!("CARGO_BIN_EXE_graft"))
-}
-
-/// A 3-class CIFAR-10-format dataset: class c has channel c bright, plus noise.
-fn write_cifar(dir: &Path) {
-    std::fs::create_dir_all(dir).unwrap();
-    let mut state = 12345u64;
-    let mut noise = move || {
-        state = state.wrapping_mul(6364136223846793005).wrapping_add(1442695040888963407);
-        (state >> 33) as u8 % 96
-    };
-    let mut record = |label: u8| {
-        let mut r = vec![label];
-        for c in 0..3u8 {
-            for _ in 0..1024 {
-                let base = if c == label { 150 } else { 20 };
-                r.push(base + noise());
-            }
-        }
-        r
-    };
-    for (file, n) in [
-        ("data_batch_1.bin", 60),
-        ("data_batch_2.bin", 60),
-        ("data_batch_3.bin", 60),
-        ("data_batch_4.bin", 60),
-        ("data_batch_5.bin", 60),
-        ("test_batch.bin", 60),
-    ] {
-        let bytes: Vec<u8> = (0..n).flat_map(|i| record((i % 3) as u8)).collect();
-        std::fs::write(dir.join(file), bytes).unwrap();
-    }
-    std::fs::write(dir.join("batches.meta.txt"), "red\ngreen\nblue\n").unwrap();
-}
-
-/// Pretrained-looking weights for the tiny model (random, 1000-class head like ImageNet's).
-fn write_weights(path: &Path) {
-    let p = preset("resnet_tiny").unwrap();
-    let device = Device::flex();
-    device.seed(7);
-    let model = Classifier::new(p, 1000, &device);
-    graft::weights::save_safetensors(path, &named_tensors(&model, p.head_name)).unwrap();
 }
 
 struct Fixture {
@@ -72,15 +31,30 @@ impl Fixture {
         let data = format!("cifar10:{}", self.root.join("data").display());
         let weights = self.root.join("tiny.safetensors");
         let mut cmd = graft();
-        cmd.args(["fit", "--model", "resnet_tiny", "--data", &data, "--image-size", "32"])
-            .arg("--weights")
-            .arg(&weights)
-            .arg("--out")
-            .arg(self.root.join(run))
-            .arg("--cache-dir")
-            .arg(self.root.join("cache"))
-            .args(["--batch-size", "30", "--val-split", "0.1", "--json", "--quiet"])
-            .args(extra);
+        cmd.args([
+            "fit",
+            "--model",
+            "resnet_tiny",
+            "--data",
+            &data,
+            "--image-size",
+            "32",
+        ])
+        .arg("--weights")
+        .arg(&weights)
+        .arg("--out")
+        .arg(self.root.join(run))
+        .arg("--cache-dir")
+        .arg(self.root.join("cache"))
+        .args([
+            "--batch-size",
+            "30",
+            "--val-split",
+            "0.1",
+            "--json",
+            "--quiet",
+        ])
+        .args(extra);
         cmd.output().unwrap()
     }
 }
@@ -101,9 +75,18 @@ fn every_strategy_learns_above_chance() {
     let fx = Fixture::new();
     for (strategy, extra) in [
         ("linear-probe", vec!["--epochs", "15", "--lr", "0.01"]),
-        ("fine-tune", vec!["--epochs", "3", "--lr", "0.003", "--augment", "flip"]),
-        ("partial:2", vec!["--epochs", "3", "--lr", "0.003", "--bn", "frozen"]),
-        ("scratch", vec!["--epochs", "3", "--lr", "0.003", "--optimizer", "adamw"]),
+        (
+            "fine-tune",
+            vec!["--epochs", "3", "--lr", "0.003", "--augment", "flip"],
+        ),
+        (
+            "partial:2",
+            vec!["--epochs", "3", "--lr", "0.003", "--bn", "frozen"],
+        ),
+        (
+            "scratch",
+            vec!["--epochs", "3", "--lr", "0.003", "--optimizer", "adamw"],
+        ),
     ] {
         let run = format!("run-{}", strategy.replace(':', ""));
         let mut args = vec!["--strategy", strategy];
@@ -111,9 +94,22 @@ fn every_strategy_learns_above_chance() {
         let j = json_line(&fx.fit(&run, &args));
         let acc = j["test_accuracy"].as_f64().unwrap();
         println!("{strategy}: test accuracy {acc}");
-        assert!(acc > 0.6, "{strategy}: accuracy {acc} is not above chance (1/3)");
-        for f in ["config.toml", "metrics.jsonl", "model.safetensors", "model.json", "eval.json", "checkpoint/state.json"] {
-            assert!(fx.root.join(&run).join(f).exists(), "{strategy}: {f} missing");
+        assert!(
+            acc > 0.6,
+            "{strategy}: accuracy {acc} is not above chance (1/3)"
+        );
+        for f in [
+            "config.toml",
+            "metrics.jsonl",
+            "model.safetensors",
+            "model.json",
+            "eval.json",
+            "checkpoint/state.json",
+        ] {
+            assert!(
+                fx.root.join(&run).join(f).exists(),
+                "{strategy}: {f} missing"
+            );
         }
     }
 }
@@ -124,11 +120,21 @@ fn linear_probe_reuses_the_feature_cache() {
     let first = json_line(&fx.fit("probe1", &["--strategy", "linear-probe", "--epochs", "2"]));
     assert_eq!(first["feature_cache"], "miss");
     let second = json_line(&fx.fit("probe2", &["--strategy", "linear-probe", "--epochs", "2"]));
-    assert_eq!(second["feature_cache"], "hit", "the second run must not re-extract");
+    assert_eq!(
+        second["feature_cache"], "hit",
+        "the second run must not re-extract"
+    );
     // Fewer training images: a subset of what is cached, still a hit.
     let third = json_line(&fx.fit(
         "probe3",
-        &["--strategy", "linear-probe", "--epochs", "2", "--limit-train", "120"],
+        &[
+            "--strategy",
+            "linear-probe",
+            "--epochs",
+            "2",
+            "--limit-train",
+            "120",
+        ],
     ));
     assert_eq!(third["feature_cache"], "hit");
 }
@@ -137,7 +143,10 @@ fn linear_probe_reuses_the_feature_cache() {
 fn resume_continues_from_the_checkpoint_and_nan_keeps_it() {
     let fx = Fixture::new();
     let run = fx.root.join("ft");
-    let j = json_line(&fx.fit("ft", &["--strategy", "fine-tune", "--epochs", "1", "--lr", "0.003"]));
+    let j = json_line(&fx.fit(
+        "ft",
+        &["--strategy", "fine-tune", "--epochs", "1", "--lr", "0.003"],
+    ));
     assert_eq!(j["epochs"], 1);
     let out = graft()
         .args(["fit", "--json", "--quiet", "--epochs", "2", "--resume"])
@@ -157,8 +166,20 @@ fn resume_continues_from_the_checkpoint_and_nan_keeps_it() {
     let cfg = std::fs::read_to_string(&cfg_path).unwrap();
     let cfg: String = cfg
         .lines()
-        .map(|l| if l.starts_with("lr =") { "lr = 1e30".to_string() } else { l.to_string() })
-        .map(|l| if l.starts_with("optimizer =") { "optimizer = \"sgd\"".to_string() } else { l })
+        .map(|l| {
+            if l.starts_with("lr =") {
+                "lr = 1e30".to_string()
+            } else {
+                l.to_string()
+            }
+        })
+        .map(|l| {
+            if l.starts_with("optimizer =") {
+                "optimizer = \"sgd\"".to_string()
+            } else {
+                l
+            }
+        })
         .collect::<Vec<_>>()
         .join("\n");
     std::fs::write(&cfg_path, cfg).unwrap();
@@ -170,7 +191,10 @@ fn resume_continues_from_the_checkpoint_and_nan_keeps_it() {
     let stderr = String::from_utf8_lossy(&out.stderr);
     assert!(!out.status.success(), "a NaN loss must fail the run");
     assert!(stderr.contains("loss became"), "{stderr}");
-    assert!(stderr.contains("last good checkpoint (epoch 2)"), "{stderr}");
+    assert!(
+        stderr.contains("last good checkpoint (epoch 2)"),
+        "{stderr}"
+    );
     let state = std::fs::read_to_string(run.join("checkpoint/state.json")).unwrap();
     assert!(state.contains("\"epochs_done\": 2"), "{state}");
 }
@@ -178,25 +202,54 @@ fn resume_continues_from_the_checkpoint_and_nan_keeps_it() {
 #[test]
 fn predict_eval_and_inspect_use_the_run() {
     let fx = Fixture::new();
-    json_line(&fx.fit("ft", &["--strategy", "linear-probe", "--epochs", "5", "--lr", "0.01"]));
+    json_line(&fx.fit(
+        "ft",
+        &[
+            "--strategy",
+            "linear-probe",
+            "--epochs",
+            "5",
+            "--lr",
+            "0.01",
+        ],
+    ));
     let run = fx.root.join("ft");
     // A red image should be called "red".
     let img = fx.root.join("red.png");
-    image::RgbImage::from_fn(32, 32, |_, _| image::Rgb([200, 40, 40])).save(&img).unwrap();
-    let out = graft().args(["predict", "--json", "--top", "2", "--run"]).arg(&run).arg(&img).output().unwrap();
+    image::RgbImage::from_fn(32, 32, |_, _| image::Rgb([200, 40, 40]))
+        .save(&img)
+        .unwrap();
+    let out = graft()
+        .args(["predict", "--json", "--top", "2", "--run"])
+        .arg(&run)
+        .arg(&img)
+        .output()
+        .unwrap();
     let j = json_line(&out);
     assert_eq!(j["top"][0]["label"], "red", "{j}");
     assert_eq!(j["top"].as_array().unwrap().len(), 2);
 
-    let out = graft().args(["eval", "--json", "--run"]).arg(&run).output().unwrap();
+    let out = graft()
+        .args(["eval", "--json", "--run"])
+        .arg(&run)
+        .output()
+        .unwrap();
     let j = json_line(&out);
     assert!(j["accuracy"].as_f64().unwrap() > 0.6);
     assert_eq!(j["confusion"].as_array().unwrap().len(), 3);
 
-    let out = graft().arg("inspect").arg(fx.root.join("tiny.safetensors")).output().unwrap();
+    let out = graft()
+        .arg("inspect")
+        .arg(fx.root.join("tiny.safetensors"))
+        .output()
+        .unwrap();
     let text = String::from_utf8_lossy(&out.stdout);
     assert!(text.contains("matches model `resnet_tiny`"), "{text}");
-    let out = graft().arg("inspect").arg(format!("cifar10:{}", fx.root.join("data").display())).output().unwrap();
+    let out = graft()
+        .arg("inspect")
+        .arg(format!("cifar10:{}", fx.root.join("data").display()))
+        .output()
+        .unwrap();
     let text = String::from_utf8_lossy(&out.stdout);
     assert!(out.status.success() && text.contains("red"), "{text}");
 }

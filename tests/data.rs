@@ -822,6 +822,45 @@ fn bilinear_resize_matches_torch_align_corners_false() {
     assert_eq!(shape, [1, 4, 2]);
 }
 
+/// PyTorch's `upsample_bilinear2d` (align_corners=False) written out per output pixel, as in
+/// `aten/src/ATen/native/UpSample.h`.
+fn torch_bilinear(src: &[f32], ih: usize, iw: usize, oh: usize, ow: usize) -> Vec<f32> {
+    let index = |input: usize, output: usize, d: usize| {
+        let scale = input as f32 / output as f32;
+        let real = (scale * (d as f32 + 0.5) - 0.5).max(0.0);
+        let i0 = (real.floor() as usize).min(input - 1);
+        let i1 = i0 + usize::from(i0 < input - 1);
+        let l1 = (real - i0 as f32).clamp(0.0, 1.0);
+        (i0, i1, 1.0 - l1, l1)
+    };
+    let mut out = Vec::with_capacity(oh * ow);
+    for y in 0..oh {
+        let (y0, y1, h0, h1) = index(ih, oh, y);
+        for x in 0..ow {
+            let (x0, x1, w0, w1) = index(iw, ow, x);
+            let top = src[y0 * iw + x0] * w0 + src[y0 * iw + x1] * w1;
+            let bottom = src[y1 * iw + x0] * w0 + src[y1 * iw + x1] * w1;
+            out.push(top * h0 + bottom * h1);
+        }
+    }
+    out
+}
+
+#[test]
+fn separable_resize_equals_the_direct_formula() {
+    let img = rgb(13, 7, |x, y, c| ((x * 37 + y * 91 + c * 17) % 256) as u8);
+    let (planes, _) = no_steps().apply(&img, &mut rng(0)).unwrap();
+    for (ow, oh) in [(29, 16), (5, 3), (13, 20), (40, 7), (1, 1), (6, 11)] {
+        let pipe = Pipeline::new(vec![Step::Resize { w: ow, h: oh }]).unwrap();
+        let (v, shape) = pipe.apply(&img, &mut rng(0)).unwrap();
+        assert_eq!(shape, [3, oh, ow]);
+        for c in 0..3 {
+            let want = torch_bilinear(&planes[c * 91..(c + 1) * 91], 7, 13, oh, ow);
+            close(&v[c * oh * ow..(c + 1) * oh * ow], &want, 1e-6);
+        }
+    }
+}
+
 #[test]
 fn center_crop_rounds_like_torchvision_and_pads() {
     let img = gray(5, 5, |x, y| (x + 5 * y) as u8);
@@ -978,6 +1017,45 @@ fn pipelines_describe_and_validate() {
         &[2.0 / 255.0, 3.0 / 255.0, 4.0 / 255.0, 5.0 / 255.0]
     );
 
+    // output_shape predicts apply's shape; apply_into writes the same values.
+    let pipes = [
+        Pipeline::eval(6, mean, std, "shorter-crop").unwrap(),
+        Pipeline::eval(5, mean, std, "exact").unwrap(),
+        Pipeline::train(
+            7,
+            mean,
+            std,
+            Augment {
+                crop: true,
+                flip: true,
+            },
+            2,
+        )
+        .unwrap(),
+        Pipeline::new(vec![Step::ResizeShorter(3)]).unwrap(),
+    ];
+    for pipe in &pipes {
+        for img in [
+            gray(9, 4, |x, y| (x * y) as u8),
+            rgb(3, 11, |x, y, c| (x + y + c) as u8),
+        ] {
+            let (v, shape) = pipe.apply(&img, &mut rng(5)).unwrap();
+            let predicted = pipe.output_shape(
+                img.width as usize,
+                img.height as usize,
+                img.channels as usize,
+            );
+            assert_eq!(predicted.unwrap(), shape, "{}", pipe.describe());
+            let mut out = vec![f32::NAN; v.len()];
+            assert_eq!(pipe.apply_into(&img, &mut rng(5), &mut out).unwrap(), shape);
+            assert_eq!(out, v);
+            assert!(
+                pipe.apply_into(&img, &mut rng(5), &mut vec![0.0; v.len() + 1])
+                    .is_err()
+            );
+        }
+    }
+
     // Random crop that cannot fit is an error, not a panic.
     let p = Pipeline::new(vec![Step::RandomCrop {
         size: 10,
@@ -1115,31 +1193,4 @@ fn balanced_sampler_equalises_classes() {
     let o = epoch_order(&labels, Sampler::Balanced, 1, 0);
     assert_eq!(o, epoch_order(&labels, Sampler::Balanced, 1, 0));
     assert_ne!(o, epoch_order(&labels, Sampler::Balanced, 1, 1));
-}
-
-#[test]
-#[ignore]
-fn zz_timing() {
-    let img = rgb(32, 32, |x, y, c| ((x * 31 + y * 17 + c * 5) % 256) as u8);
-    let pipe = Pipeline::train(224, [0.4; 3], [0.2; 3], Augment { crop: true, flip: true }, 28).unwrap();
-    let t = std::time::Instant::now();
-    let mut r = rng(0);
-    for _ in 0..200 {
-        std::hint::black_box(pipe.apply(&img, &mut r).unwrap());
-    }
-    eprintln!("cifar->224 train: {:?}/img", t.elapsed() / 200);
-    let big = rgb(500, 375, |x, y, c| ((x * 31 + y * 17 + c * 5) % 256) as u8);
-    let pipe = Pipeline::eval(224, [0.4; 3], [0.2; 3], "shorter-crop").unwrap();
-    let t = std::time::Instant::now();
-    for _ in 0..100 {
-        std::hint::black_box(pipe.apply(&big, &mut r).unwrap());
-    }
-    eprintln!("500x375 eval: {:?}/img", t.elapsed() / 100);
-    let images: Vec<Image> = (0..2048).map(|_| img.clone()).collect();
-    let labels: Vec<usize> = (0..2048).map(|i| i % 10).collect();
-    let source: Arc<dyn Source> = Arc::new(InMemory::new("t", images, labels).unwrap());
-    let pipe = Pipeline::train(224, [0.4; 3], [0.2; 3], Augment { crop: true, flip: true }, 28).unwrap();
-    let t = std::time::Instant::now();
-    let n: usize = Loader::new(Subset::all(source), pipe, 64, Sampler::Shuffle, 0, 0).map(|b| b.unwrap().len()).sum();
-    eprintln!("loader: {n} imgs in {:?} = {:.0} img/s", t.elapsed(), n as f64 / t.elapsed().as_secs_f64());
 }

@@ -45,7 +45,10 @@ fn forward_matches_pytorch() {
         errors.push((name.to_string(), err, case["tolerance"].as_f64().unwrap()));
     }
     for (name, err, tol) in errors {
-        assert!(err <= tol, "{name}: logits differ from PyTorch, rel err {err} > {tol}");
+        assert!(
+            err <= tol,
+            "{name}: logits differ from PyTorch, rel err {err} > {tol}"
+        );
     }
 }
 
@@ -91,7 +94,11 @@ fn train_steps_match_pytorch() {
                 ..Default::default()
             },
         };
-        let lr = if config.kind == OptimizerKind::Sgd { 0.05 } else { 1e-3 };
+        let lr = if config.kind == OptimizerKind::Sgd {
+            0.05
+        } else {
+            1e-3
+        };
         let mut opt = Optimizer::new(config);
         let loss_fn = Loss {
             kind: LossKind::CrossEntropy {
@@ -110,13 +117,18 @@ fn train_steps_match_pytorch() {
         let want_losses = floats(&case["losses"]);
         let err = rel_err(&losses, &want_losses);
         println!("{name}: losses {losses:?} vs {want_losses:?}");
-        assert!(err < 1e-4, "{name}: losses differ: {losses:?} vs {want_losses:?}");
+        assert!(
+            err < 1e-4,
+            "{name}: losses differ: {losses:?} vs {want_losses:?}"
+        );
         let got = graft::model::params::tensor_map(&model, p.head_name);
         // After two steps, compare every tensor: first values, sum and sum of |x|, relative to
         // the tensor's magnitude, against a per-tensor tolerance from tools/goldens.py.
         let mut worst = (0.0f64, String::new());
         for (key, t) in case["tensors"].as_object().unwrap() {
-            let (_, v) = got.get(key).unwrap_or_else(|| panic!("{name}: no tensor {key}"));
+            let (_, v) = got
+                .get(key)
+                .unwrap_or_else(|| panic!("{name}: no tensor {key}"));
             let head = floats(&t["head"]);
             let scale = t["abs_sum"].as_f64().unwrap().max(1e-3);
             let sum: f64 = v.iter().map(|x| *x as f64).sum();
@@ -132,8 +144,16 @@ fn train_steps_match_pytorch() {
                 worst = (e, key.clone());
             }
         }
-        println!("{name}: worst tensor {} at {:.2} of its tolerance", worst.1, worst.0);
-        assert!(worst.0 <= 1.0, "{name}: {} differs from PyTorch after two steps ({:.2} x tolerance)", worst.1, worst.0);
+        println!(
+            "{name}: worst tensor {} at {:.2} of its tolerance",
+            worst.1, worst.0
+        );
+        assert!(
+            worst.0 <= 1.0,
+            "{name}: {} differs from PyTorch after two steps ({:.2} x tolerance)",
+            worst.1,
+            worst.0
+        );
     }
 }
 
@@ -209,7 +229,10 @@ fn optimizers_match_pytorch_over_100_steps() {
         let config = OptimizerConfig {
             kind: OptimizerKind::parse(case["kind"].as_str().unwrap()).unwrap(),
             momentum: f("momentum", 0.0),
-            nesterov: case.get("nesterov").and_then(|v| v.as_bool()).unwrap_or(false),
+            nesterov: case
+                .get("nesterov")
+                .and_then(|v| v.as_bool())
+                .unwrap_or(false),
             betas,
             eps: f("eps", 1e-8),
             weight_decay: f("weight_decay", 0.0),
@@ -234,9 +257,11 @@ fn optimizers_match_pytorch_over_100_steps() {
             let per = 32 / chunks;
             for c in 0..chunks {
                 let xb = x.clone().slice([c * per..(c + 1) * per, 0..8]);
-                let yb = y.clone().slice([c * per..(c + 1) * per]);
+                let yb = y.clone().slice(c * per..(c + 1) * per);
                 // Each chunk's mean loss weighted by its share: the sum is the full-batch mean.
-                let loss = ce.forward(lin.forward(xb), yb).mul_scalar(per as f64 / 32.0);
+                let loss = ce
+                    .forward(lin.forward(xb), yb)
+                    .mul_scalar(per as f64 / 32.0);
                 total += values(loss.clone())[0];
                 grads.accumulate(&lin, &mut loss.backward());
             }
@@ -249,7 +274,10 @@ fn optimizers_match_pytorch_over_100_steps() {
         let w_err = rel_err(&values(lin.weight.val()), &floats(&case["weight"]));
         let b_err = rel_err(&values(lin.bias.val()), &floats(&case["bias"]));
         println!("{name}: loss {err:.1e} weight {w_err:.1e} bias {b_err:.1e}");
-        assert!(w_err < 1e-5 && b_err < 1e-5, "{name}: parameters after 100 steps differ (weight {w_err}, bias {b_err})");
+        assert!(
+            w_err < 1e-5 && b_err < 1e-5,
+            "{name}: parameters after 100 steps differ (weight {w_err}, bias {b_err})"
+        );
     }
 }
 
@@ -262,7 +290,10 @@ fn schedules_match_pytorch() {
         let s = Schedule::parse(case["schedule"].as_str().unwrap()).unwrap();
         for (e, want) in floats(&case["lrs"]).iter().enumerate() {
             let got = s.lr(base, e, epochs, 0) as f32;
-            assert!((got - want).abs() < 1e-7, "{s:?} epoch {e}: {got} vs {want}");
+            assert!(
+                (got - want).abs() < 1e-7,
+                "{s:?} epoch {e}: {got} vs {want}"
+            );
         }
     }
 }
@@ -278,7 +309,10 @@ fn efficientnet_lite0_real_weights_match_pytorch() {
                 .join(".cache/assets/efficientnet-lite0-57934424.pth")
         });
     if !path.exists() {
-        println!("skipped: {} not present (run scripts/fetch-assets.sh)", path.display());
+        println!(
+            "skipped: {} not present (run scripts/fetch-assets.sh)",
+            path.display()
+        );
         return;
     }
     let g = golden("effnet_lite0_real.json");

@@ -4,6 +4,7 @@
 
 use std::io::{Cursor, Write};
 use std::path::{Path, PathBuf};
+use std::sync::atomic::{AtomicUsize, Ordering};
 
 use graft::weights::*;
 use serde_json::Value as Json;
@@ -250,13 +251,17 @@ fn good_fixtures() -> Vec<(&'static str, Vec<u8>)> {
     .collect()
 }
 
-/// Writes `bytes` to `dir/name` and loads it.
+/// Writes `bytes` to a fresh file `dir/<n>-name`, loads it and deletes it.
+///
+/// A new name every time because rewriting one file in place (O_TRUNC) makes ext4 flush it to
+/// disk on close, which turns thousands of loads into minutes of I/O wait.
 fn load_bytes(dir: &Path, name: &str, bytes: &[u8]) -> (PathBuf, Result<TensorMap, graft::Error>) {
-    let path = dir.join(name);
-    let mut f = std::fs::File::create(&path).unwrap();
-    f.write_all(bytes).unwrap();
-    drop(f);
+    static COUNTER: AtomicUsize = AtomicUsize::new(0);
+    let n = COUNTER.fetch_add(1, Ordering::Relaxed);
+    let path = dir.join(format!("{n}-{name}"));
+    std::fs::write(&path, bytes).unwrap();
     let r = load_weights(&path);
+    std::fs::remove_file(&path).unwrap();
     (path, r)
 }
 
@@ -411,6 +416,21 @@ fn save_safetensors_round_trips_atomically() {
         .unwrap_err()
         .to_string();
     assert!(err.contains("x.safetensors.tmp"), "{err}");
+}
+
+#[test]
+fn safetensors_header_length_with_pickle_like_first_byte() {
+    // A 384-byte header: the file starts with 0x80, the pickle protocol byte.
+    let mut header = br#"{"w":{"dtype":"F32","shape":[1],"data_offsets":[0,4]}}"#.to_vec();
+    header.resize(384, b' ');
+    let mut file = (header.len() as u64).to_le_bytes().to_vec();
+    file.extend_from_slice(&header);
+    file.extend_from_slice(&2.5f32.to_le_bytes());
+    assert_eq!(file[0], 0x80);
+    let dir = tempfile::tempdir().unwrap();
+    let map = load_bytes(dir.path(), "w.safetensors", &file).1.unwrap();
+    assert_eq!(map.format, Format::Safetensors);
+    assert_eq!(map.get("w").unwrap().data, [2.5]);
 }
 
 // ---- hand-built hostile PyTorch zips ----

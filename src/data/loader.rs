@@ -15,6 +15,7 @@ use rand::seq::SliceRandom;
 use rand::{Rng, SeedableRng};
 use rayon::prelude::*;
 
+use crate::data::image::Image;
 use crate::data::split::{Subset, derive_seed};
 use crate::data::transform::Pipeline;
 use crate::error::{Error, Result};
@@ -216,6 +217,10 @@ impl Loader {
 }
 
 /// Loads and transforms the samples at subset positions `chunk` (epoch positions `first..`).
+///
+/// Two parallel passes: decode every image, then transform each straight into its slot of the
+/// batch buffer (the shapes are known from the decoded sizes), so no per-sample output vector is
+/// allocated and copied.
 fn make_batch(
     subset: &Subset,
     pipeline: &Pipeline,
@@ -224,38 +229,56 @@ fn make_batch(
     seed: u64,
     epoch: u64,
 ) -> Result<Batch> {
-    let samples: Vec<Result<(Vec<f32>, [usize; 3])>> = chunk
-        .par_iter()
-        .enumerate()
-        .map(|(j, &k)| {
-            let mut rng =
-                StdRng::seed_from_u64(derive_seed(&[seed, epoch, (first + j) as u64, SAMPLE_TAG]));
-            let img = subset.load(k)?;
-            pipeline
-                .apply(&img, &mut rng)
-                .map_err(|e| Error::invalid(format!("{}: {e}", subset.describe(k))))
-        })
-        .collect();
-    let mut images = Vec::new();
-    let mut shape = [chunk.len(), 0, 0, 0];
-    for (j, sample) in samples.into_iter().enumerate() {
-        let (values, s) = sample?;
+    let decoded: Vec<Result<Image>> = chunk.par_iter().map(|&k| subset.load(k)).collect();
+    let mut images = Vec::with_capacity(decoded.len());
+    for img in decoded {
+        images.push(img?);
+    }
+    let in_context =
+        |j: usize, e: Error| Error::invalid(format!("{}: {e}", subset.describe(chunk[j])));
+    let mut shape3 = [0usize; 3];
+    for (j, img) in images.iter().enumerate() {
+        let s = pipeline
+            .output_shape(
+                img.width as usize,
+                img.height as usize,
+                img.channels as usize,
+            )
+            .map_err(|e| in_context(j, e))?;
         if j == 0 {
-            shape[1..].copy_from_slice(&s);
-            images.reserve_exact(chunk.len() * values.len());
-        } else if s[..] != shape[1..] {
-            return Err(Error::invalid(format!(
-                "{}: transformed to {s:?} but the batch is {:?}; add a resize step so all images \
-                 have one size",
-                subset.describe(chunk[j]),
-                &shape[1..]
-            )));
+            shape3 = s;
+        } else if s != shape3 {
+            return Err(in_context(
+                j,
+                Error::invalid(format!(
+                    "transformed to {s:?} but the batch is {shape3:?}; add a resize step so all \
+                     images have one size"
+                )),
+            ));
         }
-        images.extend_from_slice(&values);
+    }
+    let per = shape3.iter().product::<usize>();
+    let mut data = vec![0.0f32; per * images.len()];
+    if per > 0 {
+        data.par_chunks_mut(per)
+            .zip(images.par_iter())
+            .enumerate()
+            .try_for_each(|(j, (slot, img))| {
+                let mut rng = StdRng::seed_from_u64(derive_seed(&[
+                    seed,
+                    epoch,
+                    (first + j) as u64,
+                    SAMPLE_TAG,
+                ]));
+                pipeline
+                    .apply_into(img, &mut rng, slot)
+                    .map(|_| ())
+                    .map_err(|e| in_context(j, e))
+            })?;
     }
     Ok(Batch {
-        images,
-        shape,
+        images: data,
+        shape: [chunk.len(), shape3[0], shape3[1], shape3[2]],
         labels: chunk.iter().map(|&k| subset.label(k)).collect(),
         indices: chunk.iter().map(|&k| subset.indices[k]).collect(),
     })

@@ -7,6 +7,8 @@
 //! only when needed (before `Normalize`, or at the end): replication commutes with resizing,
 //! cropping and flipping, so the result is identical and those steps do a third of the work.
 
+use std::cell::RefCell;
+
 use rand::Rng;
 
 use crate::data::image::Image;
@@ -115,6 +117,38 @@ static TO_UNIT: [f32; 256] = {
     t
 };
 
+/// Buffers kept per thread between images: fresh multi-megabyte allocations go back to the OS
+/// and page-fault again on every use, which costs more than the transform itself.
+/// A step needs at most three live buffers (input, output, the resize's intermediate).
+const POOL_SIZE: usize = 3;
+/// Buffers above this many floats (16 MB, a 1280x1024 RGB image) are not kept, so a folder of
+/// photos does not leave each thread holding hundreds of megabytes.
+const POOL_MAX_FLOATS: usize = 4 << 20;
+
+thread_local! {
+    static POOL: RefCell<Vec<Vec<f32>>> = const { RefCell::new(Vec::new()) };
+}
+
+/// A zeroed buffer of `len` floats, reusing a pooled allocation when there is one.
+fn buffer(len: usize) -> Vec<f32> {
+    let mut v = POOL.with(|p| p.borrow_mut().pop()).unwrap_or_default();
+    v.clear();
+    v.resize(len, 0.0);
+    v
+}
+
+fn recycle(v: Vec<f32>) {
+    if v.capacity() == 0 || v.capacity() > POOL_MAX_FLOATS {
+        return;
+    }
+    POOL.with(|p| {
+        let mut p = p.borrow_mut();
+        if p.len() < POOL_SIZE {
+            p.push(v);
+        }
+    });
+}
+
 /// The image being transformed: `c` stored planes of `h`×`w`.
 struct Planes {
     c: usize,
@@ -133,7 +167,7 @@ impl Planes {
             img.channels as usize,
         );
         let plane = w * h;
-        let mut data = vec![0.0f32; plane * c];
+        let mut data = buffer(plane * c);
         if c == 1 {
             for (d, &p) in data.iter_mut().zip(&img.pixels) {
                 *d = TO_UNIT[p as usize];
@@ -160,15 +194,36 @@ impl Planes {
         if self.replicate { 3 } else { self.c }
     }
 
+    /// Replaces the pixels with `data` (its old buffer goes back to the pool).
+    fn set(&mut self, data: Vec<f32>) {
+        recycle(std::mem::replace(&mut self.data, data));
+    }
+
     fn materialize(&mut self) {
         if self.replicate {
-            let mut data = Vec::with_capacity(self.data.len() * 3);
-            for _ in 0..3 {
-                data.extend_from_slice(&self.data);
+            let mut data = buffer(self.data.len() * 3);
+            for dst in data.chunks_exact_mut(self.data.len()) {
+                dst.copy_from_slice(&self.data);
             }
-            self.data = data;
+            self.set(data);
             self.c = 3;
             self.replicate = false;
+        }
+    }
+
+    /// Writes the result (three-channel if pending) into `out`, which must fit exactly.
+    fn write_to(&self, out: &mut [f32]) -> bool {
+        let n = self.data.len();
+        if self.replicate && out.len() == 3 * n && n > 0 {
+            for dst in out.chunks_exact_mut(n) {
+                dst.copy_from_slice(&self.data);
+            }
+            true
+        } else if !self.replicate && out.len() == n {
+            out.copy_from_slice(&self.data);
+            true
+        } else {
+            false
         }
     }
 
@@ -179,7 +234,7 @@ impl Planes {
             return;
         }
         let (h, w) = (self.h as i64, self.w as i64);
-        let mut out = vec![0.0f32; self.c * oh * ow];
+        let mut out = buffer(self.c * oh * ow);
         // Output columns that land inside the image, and where they start in the source.
         let x0 = (-left).clamp(0, ow as i64) as usize;
         let x1 = (w - left).clamp(0, ow as i64) as usize;
@@ -197,7 +252,7 @@ impl Planes {
                 }
             }
         }
-        self.data = out;
+        self.set(out);
         self.h = oh;
         self.w = ow;
     }
@@ -224,8 +279,8 @@ impl Planes {
             needed[t.i0] = true;
             needed[t.i1] = true;
         }
-        let mut out = vec![0.0f32; self.c * oh * ow];
-        let mut tmp = vec![0.0f32; ih * ow];
+        let mut out = buffer(self.c * oh * ow);
+        let mut tmp = buffer(ih * ow);
         for ch in 0..self.c {
             let src = &self.data[ch * ih * iw..(ch + 1) * ih * iw];
             // Horizontal: input row → `ow` values.
@@ -256,7 +311,8 @@ impl Planes {
                 }
             }
         }
-        self.data = out;
+        recycle(tmp);
+        self.set(out);
         self.w = ow;
         self.h = oh;
     }
@@ -390,6 +446,55 @@ impl Pipeline {
     /// Runs the steps; returns CHW f32 values and `[c, h, w]`. Random steps draw from `rng`
     /// in step order, so the same image and rng state give the same output.
     pub fn apply(&self, img: &Image, rng: &mut impl Rng) -> Result<(Vec<f32>, [usize; 3])> {
+        let mut p = self.run(img, rng)?;
+        p.materialize();
+        let shape = [p.c, p.h, p.w];
+        Ok((std::mem::take(&mut p.data), shape))
+    }
+
+    /// Like [`Pipeline::apply`], but writes into `out` (e.g. the image's slot in a batch), which
+    /// must hold exactly `c * h * w` values (see [`Pipeline::output_shape`]).
+    pub fn apply_into(
+        &self,
+        img: &Image,
+        rng: &mut impl Rng,
+        out: &mut [f32],
+    ) -> Result<[usize; 3]> {
+        let p = self.run(img, rng)?;
+        let shape = [p.channels(), p.h, p.w];
+        if !p.write_to(out) {
+            return Err(Error::invalid(format!(
+                "transformed image is {shape:?} = {} values, the output slot holds {}",
+                shape.iter().product::<usize>(),
+                out.len()
+            )));
+        }
+        Ok(shape)
+    }
+
+    /// The `[c, h, w]` that [`Pipeline::apply`] produces for a `width`×`height` image with
+    /// `channels` channels, or the error it would give for that size.
+    pub fn output_shape(&self, width: usize, height: usize, channels: usize) -> Result<[usize; 3]> {
+        let (mut c, mut w, mut h) = (channels, width, height);
+        for step in &self.steps {
+            match *step {
+                Step::ToRgb => c = c.max(3),
+                Step::Resize { w: nw, h: nh } => (w, h) = (nw, nh),
+                Step::ResizeShorter(size) => (w, h) = shorter_side_dims(w, h, size),
+                Step::CenterCrop(size) => (w, h) = (size, size),
+                Step::RandomCrop { size, padding } => {
+                    random_crop_fits(w, h, size, padding)?;
+                    (w, h) = (size, size);
+                }
+                Step::RandomHorizontalFlip | Step::Normalize { .. } => {}
+                Step::RequireSize { w: rw, h: rh } => require_size(w, h, rw, rh)?,
+            }
+        }
+        Ok([c, h, w])
+    }
+
+    /// The steps on f32 planes; a gray image may still be pending replication.
+    fn run(&self, img: &Image, rng: &mut impl Rng) -> Result<Planes> {
         img.validate()?;
         let mut p = Planes::from_image(img);
         for step in &self.steps {
@@ -410,14 +515,8 @@ impl Pipeline {
                     p.window(top, left, size, size);
                 }
                 Step::RandomCrop { size, padding } => {
-                    let pad2 = padding.saturating_mul(2);
-                    let (ph, pw) = (p.h.saturating_add(pad2), p.w.saturating_add(pad2));
-                    if ph < size || pw < size {
-                        return Err(Error::invalid(format!(
-                            "random crop {size}x{size} does not fit in the {}x{} image padded by {padding}",
-                            p.w, p.h
-                        )));
-                    }
+                    let (ph, pw) = random_crop_fits(p.w, p.h, size, padding)?;
+                    // torchvision draws the top offset first, then the left one.
                     let top = rng.gen_range(0..=ph - size) as i64 - padding as i64;
                     let left = rng.gen_range(0..=pw - size) as i64 - padding as i64;
                     p.window(top, left, size, size);
@@ -437,19 +536,37 @@ impl Pipeline {
                         }
                     }
                 }
-                Step::RequireSize { w, h } => {
-                    if p.w != w || p.h != h {
-                        return Err(Error::invalid(format!(
-                            "image is {}x{}, expected exactly {w}x{h} (resize mode `none`; use \
-                             `exact` or `shorter-crop` to resize)",
-                            p.w, p.h
-                        )));
-                    }
-                }
+                Step::RequireSize { w, h } => require_size(p.w, p.h, w, h)?,
             }
         }
-        p.materialize();
-        let shape = [p.channels(), p.h, p.w];
-        Ok((p.data, shape))
+        Ok(p)
     }
+}
+
+impl Drop for Planes {
+    fn drop(&mut self) {
+        recycle(std::mem::take(&mut self.data));
+    }
+}
+
+/// The padded size, or an error when the crop does not fit even after padding.
+fn random_crop_fits(w: usize, h: usize, size: usize, padding: usize) -> Result<(usize, usize)> {
+    let pad2 = padding.saturating_mul(2);
+    let (ph, pw) = (h.saturating_add(pad2), w.saturating_add(pad2));
+    if ph < size || pw < size {
+        return Err(Error::invalid(format!(
+            "random crop {size}x{size} does not fit in the {w}x{h} image padded by {padding}"
+        )));
+    }
+    Ok((ph, pw))
+}
+
+fn require_size(w: usize, h: usize, want_w: usize, want_h: usize) -> Result<()> {
+    if (w, h) != (want_w, want_h) {
+        return Err(Error::invalid(format!(
+            "image is {w}x{h}, expected exactly {want_w}x{want_h} (resize mode `none`; use \
+             `exact` or `shorter-crop` to resize)"
+        )));
+    }
+    Ok(())
 }

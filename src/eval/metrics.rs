@@ -16,6 +16,23 @@ pub struct Evaluation {
     pub confusion: Vec<Vec<usize>>,
     pub per_class: Vec<ClassMetrics>,
     pub macro_f1: f64,
+    /// The first misclassified samples (at most [`MAX_MISCLASSIFIED`]), for the report's grid.
+    #[serde(default)]
+    pub misclassified: Vec<Misclassified>,
+}
+
+/// How many misclassified samples an evaluation keeps.
+pub const MAX_MISCLASSIFIED: usize = 64;
+
+/// One wrong prediction: which sample (index into the split's source), truth and guess.
+#[derive(Debug, Clone, Serialize, Deserialize)]
+pub struct Misclassified {
+    /// Index of the sample in its dataset source (`Source::load(index)`).
+    pub index: usize,
+    pub label: usize,
+    pub predicted: usize,
+    /// Softmax probability of the predicted class.
+    pub probability: f32,
 }
 
 /// One class's row of the report.
@@ -37,6 +54,7 @@ pub struct MetricsAccumulator {
     top_k_hits: Vec<usize>,
     loss_sum: f64,
     samples: usize,
+    misclassified: Vec<Misclassified>,
 }
 
 impl MetricsAccumulator {
@@ -44,12 +62,43 @@ impl MetricsAccumulator {
     pub fn new(classes: usize, ks: &[usize]) -> Self {
         Self {
             classes,
-            ks: ks.iter().copied().filter(|&k| k > 1 && k <= classes).collect(),
+            ks: ks
+                .iter()
+                .copied()
+                .filter(|&k| k > 1 && k <= classes)
+                .collect(),
             confusion: vec![vec![0; classes]; classes],
             top_k_hits: vec![0; ks.len()],
             loss_sum: 0.0,
             samples: 0,
+            misclassified: Vec::new(),
         }
+    }
+
+    /// Adds a batch like [`MetricsAccumulator::add`] and remembers misclassified samples by
+    /// their source `indices`.
+    pub fn add_indexed(
+        &mut self,
+        logits: &[f32],
+        labels: &[usize],
+        indices: &[usize],
+        mean_loss: f64,
+    ) {
+        let c = self.classes;
+        for ((row, &label), &index) in logits.chunks_exact(c).zip(labels).zip(indices) {
+            let pred = argmax(row);
+            if pred != label && self.misclassified.len() < MAX_MISCLASSIFIED {
+                let max = row[pred];
+                let sum: f32 = row.iter().map(|v| (v - max).exp()).sum();
+                self.misclassified.push(Misclassified {
+                    index,
+                    label,
+                    predicted: pred,
+                    probability: 1.0 / sum,
+                });
+            }
+        }
+        self.add(logits, labels, mean_loss);
     }
 
     /// Adds a batch: row-major logits `(n, classes)`, labels `(n,)`, and the batch's mean loss.
@@ -119,6 +168,7 @@ impl MetricsAccumulator {
             confusion: self.confusion.clone(),
             per_class,
             macro_f1,
+            misclassified: self.misclassified.clone(),
         }
     }
 }
@@ -158,11 +208,17 @@ impl Evaluation {
                 name, m.precision, m.recall, m.f1, m.support
             );
         }
-        s += &format!("\naccuracy {:.4} on {} samples", self.accuracy, self.samples);
+        s += &format!(
+            "\naccuracy {:.4} on {} samples",
+            self.accuracy, self.samples
+        );
         for (k, a) in &self.top_k {
             s += &format!(", top-{k} {a:.4}");
         }
-        s += &format!(", macro F1 {:.4}\n\nconfusion (rows: true, columns: predicted)\n", self.macro_f1);
+        s += &format!(
+            ", macro F1 {:.4}\n\nconfusion (rows: true, columns: predicted)\n",
+            self.macro_f1
+        );
         let cw = self
             .confusion
             .iter()

@@ -107,7 +107,11 @@ impl EfficientNetLite {
         let mut blocks = Vec::new();
         for &(repeats, k, s, e, c_in, c_out) in spec.stages {
             for j in 0..repeats {
-                let (cin, stride) = if j == 0 { (div(c_in), s) } else { (div(c_out), 1) };
+                let (cin, stride) = if j == 0 {
+                    (div(c_in), s)
+                } else {
+                    (div(c_out), 1)
+                };
                 blocks.push(MbConv::new(cin, div(c_out), k, stride, e, device));
             }
         }

@@ -71,7 +71,12 @@ impl ConvSpec {
     pub fn init(self, device: &Device) -> Conv2d {
         let fan_out = self.c_out / self.groups * self.kernel * self.kernel;
         let std = (2.0 / fan_out as f64).sqrt();
-        let shape = [self.c_out, self.c_in / self.groups, self.kernel, self.kernel];
+        let shape = [
+            self.c_out,
+            self.c_in / self.groups,
+            self.kernel,
+            self.kernel,
+        ];
         let weight = Tensor::random(shape, Distribution::Normal(0.0, std), device);
         Conv2d {
             weight: Param::from_tensor(weight),
@@ -94,9 +99,13 @@ impl Conv2d {
             Padding::Fixed(p) => [(p, p), (p, p)],
             Padding::TfSame => [tf_same(h, k, self.stride), tf_same(w, k, self.stride)],
         };
-        let options =
-            ConvOptions::new_with_padding([self.stride; 2], padding, [1, 1], self.groups);
-        conv2d(x, self.weight.val(), self.bias.as_ref().map(|b| b.val()), options)
+        let options = ConvOptions::new_with_padding([self.stride; 2], padding, [1, 1], self.groups);
+        conv2d(
+            x,
+            self.weight.val(),
+            self.bias.as_ref().map(|b| b.val()),
+            options,
+        )
     }
 }
 
@@ -153,7 +162,11 @@ impl BatchNorm2d {
         let count = (n * h * w) as f64;
         let out = batch_norm_train(x, self.weight.val(), self.bias.val(), self.eps);
         // PyTorch: running_var uses the unbiased estimate var * n / (n - 1).
-        let unbiased = if count > 1.0 { count / (count - 1.0) } else { 1.0 };
+        let unbiased = if count > 1.0 {
+            count / (count - 1.0)
+        } else {
+            1.0
+        };
         let m = self.momentum;
         let mean = self.running_mean.value_sync().to_device(&device);
         let var = self.running_var.value_sync().to_device(&device);

@@ -19,6 +19,8 @@ pub use registry::{Arch, Preset, ZOO, preset};
 pub use resnet::{ResNet, ResNetSpec};
 
 /// The feature extractor of one of the zoo's families.
+// One value per model, built once: the size difference between variants costs nothing.
+#[allow(clippy::large_enum_variant)]
 #[derive(Module, Debug)]
 pub enum Backbone {
     ResNet(ResNet),

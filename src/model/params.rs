@@ -35,20 +35,20 @@ impl KeyPath {
     pub(crate) fn enter(&mut self, name: &str, container: &str) {
         // Enum variants (`Backbone::ResNet`) are not part of the checkpoint's names; an empty
         // entry keeps enter/exit balanced.
-        let part = if container.starts_with("Enum:") || (self.parts.is_empty() && name == "backbone")
-        {
-            String::new()
-        } else if self.parts.is_empty() && name == "head" {
-            self.head_name.clone()
-        } else if self.parts.last().is_some_and(|p| p == "downsample") {
-            match name {
-                "conv" => "0".to_string(),
-                "bn" => "1".to_string(),
-                other => other.to_string(),
-            }
-        } else {
-            name.to_string()
-        };
+        let part =
+            if container.starts_with("Enum:") || (self.parts.is_empty() && name == "backbone") {
+                String::new()
+            } else if self.parts.is_empty() && name == "head" {
+                self.head_name.clone()
+            } else if self.parts.last().is_some_and(|p| p == "downsample") {
+                match name {
+                    "conv" => "0".to_string(),
+                    "bn" => "1".to_string(),
+                    other => other.to_string(),
+                }
+            } else {
+                name.to_string()
+            };
         self.parts.push(part);
     }
 
@@ -156,7 +156,8 @@ pub fn load_into(
             let key = self.path.key();
             let expected = param.dims().to_vec();
             let Some(raw) = self.weights.get(&key) else {
-                self.problems.push(format!("missing `{key}` (model expects {expected:?})"));
+                self.problems
+                    .push(format!("missing `{key}` (model expects {expected:?})"));
                 return param;
             };
             self.used.insert(key.clone());
@@ -173,8 +174,8 @@ pub fn load_into(
             }
             let (id, old, mapper) = param.consume();
             let data = TensorData::new(raw.data.clone(), raw.shape.clone());
-            let value = Tensor::<D>::from_data(data, &old.device())
-                .set_require_grad(old.is_require_grad());
+            let value =
+                Tensor::<D>::from_data(data, &old.device()).set_require_grad(old.is_require_grad());
             self.report.loaded += 1;
             Param::from_mapped_value(id, value, mapper)
         }

@@ -64,8 +64,12 @@ impl CacheKey {
     /// `<dir>/features/<model>-<source>-<digest16>.safetensors`.
     pub fn path(&self, dir: &Path) -> PathBuf {
         let d = self.digest();
-        dir.join("features")
-            .join(format!("{}-{}-{}.safetensors", self.model, self.source, &d[..16]))
+        dir.join("features").join(format!(
+            "{}-{}-{}.safetensors",
+            self.model,
+            self.source,
+            &d[..16]
+        ))
     }
 }
 
@@ -84,11 +88,17 @@ impl FeatureStore {
         }
         let map = load_weights(path)?;
         let (Some(idx), Some(x)) = (map.get("indices"), map.get("features")) else {
-            return Err(Error::file(path, "not a graft feature cache (delete it to rebuild)"));
+            return Err(Error::file(
+                path,
+                "not a graft feature cache (delete it to rebuild)",
+            ));
         };
         let dim = x.shape.get(1).copied().unwrap_or(0);
         if x.shape.len() != 2 || x.shape[0] != idx.data.len() || dim == 0 {
-            return Err(Error::file(path, "inconsistent feature cache (delete it to rebuild)"));
+            return Err(Error::file(
+                path,
+                "inconsistent feature cache (delete it to rebuild)",
+            ));
         }
         let rows = idx
             .data

@@ -61,7 +61,11 @@ pub fn load(run_dir: &Path) -> Result<(NamedTensors, NamedTensors, LoopState)> {
             .map(|(k, t)| (k, (t.shape, t.data)))
             .collect())
     };
-    Ok((read("model.safetensors")?, read("optimizer.safetensors")?, state))
+    Ok((
+        read("model.safetensors")?,
+        read("optimizer.safetensors")?,
+        state,
+    ))
 }
 
 /// Writes `bytes` to `path` through a temporary file in the same folder and a rename.

@@ -21,7 +21,9 @@ use crate::config::{ClassWeights, FitConfig, Plan, Strategy};
 use crate::data::{self, Dataset, Loader, Pipeline, Sampler, Subset};
 use crate::error::{Error, Result};
 use crate::eval::{Evaluation, MetricsAccumulator};
-use crate::model::params::{INTERNAL_HEAD, Strictness, Trainable, load_into, named_tensors, set_trainable};
+use crate::model::params::{
+    INTERNAL_HEAD, Strictness, Trainable, load_into, named_tensors, set_trainable,
+};
 use crate::model::{Classifier, Linear, Preset, preset};
 use crate::tensor::{from_vec, labels as label_tensor, to_vec};
 use crate::weights::{TensorMap, load_weights, save_safetensors};
@@ -87,14 +89,18 @@ pub fn device_for(name: &str) -> Result<Device> {
         "cuda" => Err(Error::invalid(
             "--device cuda needs graft built with `--features cuda`",
         )),
-        other => Err(Error::invalid(format!("unknown device `{other}` (cpu or cuda)"))),
+        other => Err(Error::invalid(format!(
+            "unknown device `{other}` (cpu or cuda)"
+        ))),
     }
 }
 
 /// Opens the dataset with the run's limits and validation split applied.
 pub fn open_dataset(cfg: &FitConfig) -> Result<Dataset> {
     if cfg.data.is_empty() {
-        return Err(Error::invalid("no dataset: pass --data SPEC (e.g. fashion-mnist)"));
+        return Err(Error::invalid(
+            "no dataset: pass --data SPEC (e.g. fashion-mnist)",
+        ));
     }
     let mut ds = data::open(&cfg.data)?;
     if let Some(n) = cfg.limit_train {
@@ -116,12 +122,18 @@ pub fn eval_pipeline(p: &Preset, size: usize, resize: &str) -> Result<Pipeline> 
 
 /// Runs `graft fit`.
 pub fn fit(cfg: &FitConfig, opts: &FitOptions) -> Result<FitSummary> {
+    cfg.plan()?;
+    let dataset = open_dataset(cfg)?;
+    fit_on(cfg, opts, dataset)
+}
+
+/// Runs a fit on an already opened (and split) dataset: what cross-validation folds use.
+pub fn fit_on(cfg: &FitConfig, opts: &FitOptions, dataset: Dataset) -> Result<FitSummary> {
     let started = Instant::now();
     let plan = cfg.plan()?;
     let preset = *preset(&cfg.model)?;
     let device = device_for(&cfg.device)?;
     device.seed(cfg.seed);
-    let dataset = open_dataset(cfg)?;
     let classes = resolve_classes(cfg, &dataset)?;
     let size = cfg.image_size.unwrap_or(preset.input_size);
     let eval_pipe = eval_pipeline(&preset, size, &cfg.resize)?;
@@ -189,16 +201,22 @@ pub fn fit(cfg: &FitConfig, opts: &FitOptions) -> Result<FitSummary> {
         resume: opts.resume,
     };
     let outcome = match plan.strategy {
-        Strategy::LinearProbe => {
-            run_probe(&ctx, model, &dataset, &eval_pipe, classes)?
-        }
+        Strategy::LinearProbe => run_probe(&ctx, model, &dataset, &eval_pipe, classes)?,
         _ => run_network(&ctx, model, &dataset, &train_pipe, &eval_pipe, classes)?,
     };
 
     let evaluation = outcome.test.finish(&dataset.class_names);
     let eval_json = serde_json::to_string_pretty(&evaluation).unwrap_or_default();
     checkpoint::write_atomic(&run_dir.join("eval.json"), eval_json.as_bytes())?;
-    save_model(&run_dir, &outcome.model, &preset, cfg, &dataset, classes, size)?;
+    save_model(
+        &run_dir,
+        &outcome.model,
+        &preset,
+        cfg,
+        &dataset,
+        classes,
+        size,
+    )?;
     say(format!(
         "test accuracy {:.4} ({} images) — run saved in {}",
         evaluation.accuracy,
@@ -206,19 +224,29 @@ pub fn fit(cfg: &FitConfig, opts: &FitOptions) -> Result<FitSummary> {
         run_dir.display()
     ));
     let (_, trainable) = outcome.trainable;
-    Ok(FitSummary {
+    let summary = FitSummary {
         test_accuracy: evaluation.accuracy,
         val_accuracy: outcome.history.last().and_then(|m| m.val_accuracy),
         train_loss: outcome.history.last().map_or(f64::NAN, |m| m.train_loss),
         epochs: outcome.history.len(),
         seconds: started.elapsed().as_secs_f64(),
-        run_dir,
+        run_dir: run_dir.clone(),
         model: preset.name.to_string(),
         strategy: cfg.strategy.clone(),
         feature_cache: outcome.cache_status,
         stopped_early: outcome.stopped_early,
         trainable_params: trainable,
-    })
+    };
+    // Written last: its presence marks a finished run (compare skips such cells on re-runs).
+    let json = serde_json::to_string_pretty(&summary).unwrap_or_default();
+    checkpoint::write_atomic(&run_dir.join("summary.json"), json.as_bytes())?;
+    Ok(summary)
+}
+
+/// The summary of a finished run, if `run_dir` holds one.
+pub fn finished_summary(run_dir: &Path) -> Option<FitSummary> {
+    let text = std::fs::read_to_string(run_dir.join("summary.json")).ok()?;
+    serde_json::from_str(&text).ok()
 }
 
 fn resolve_classes(cfg: &FitConfig, ds: &Dataset) -> Result<usize> {
@@ -311,9 +339,18 @@ trait EpochRunner {
     fn validate(&self) -> Result<Option<(f64, f64)>>;
     /// Tensors to checkpoint: (model, optimizer).
     #[allow(clippy::type_complexity)]
-    fn snapshot(&self) -> (Vec<(String, Vec<usize>, Vec<f32>)>, Vec<(String, Vec<usize>, Vec<f32>)>);
+    fn snapshot(
+        &self,
+    ) -> (
+        Vec<(String, Vec<usize>, Vec<f32>)>,
+        Vec<(String, Vec<usize>, Vec<f32>)>,
+    );
     /// Restores a snapshot taken by [`EpochRunner::snapshot`].
-    fn restore(&mut self, model: &checkpoint::NamedTensors, optim: &checkpoint::NamedTensors) -> Result<()>;
+    fn restore(
+        &mut self,
+        model: &checkpoint::NamedTensors,
+        optim: &checkpoint::NamedTensors,
+    ) -> Result<()>;
 }
 
 /// The epoch loop shared by both paths. Returns the history and whether it stopped early.
@@ -336,7 +373,11 @@ fn run_epochs(ctx: &Ctx<'_>, runner: &mut dyn EpochRunner) -> Result<(Vec<EpochM
             .filter(|m| m.epoch <= state.epochs_done)
             .collect();
         if !ctx.quiet {
-            eprintln!("resuming {} after epoch {}", ctx.run_dir.display(), state.epochs_done);
+            eprintln!(
+                "resuming {} after epoch {}",
+                ctx.run_dir.display(),
+                state.epochs_done
+            );
         }
     }
     // Rewrite the metrics file so it holds exactly the completed epochs.
@@ -350,7 +391,10 @@ fn run_epochs(ctx: &Ctx<'_>, runner: &mut dyn EpochRunner) -> Result<(Vec<EpochM
             break;
         }
         let t = Instant::now();
-        let lr = ctx.plan.schedule.lr(cfg.lr, epoch, cfg.epochs, cfg.warmup_epochs);
+        let lr = ctx
+            .plan
+            .schedule
+            .lr(cfg.lr, epoch, cfg.epochs, cfg.warmup_epochs);
         let bar = progress_bar(ctx.quiet, runner.steps_per_epoch(), epoch, cfg.epochs);
         let (train_loss, train_acc) = runner.train_epoch(epoch, lr, &bar).map_err(|e| {
             let kept = if state.epochs_done > 0 {
@@ -376,7 +420,9 @@ fn run_epochs(ctx: &Ctx<'_>, runner: &mut dyn EpochRunner) -> Result<(Vec<EpochM
             seconds: t.elapsed().as_secs_f64(),
         };
         if !ctx.quiet {
-            let val_text = val.map_or(String::new(), |(l, a)| format!(" | val loss {l:.4} acc {a:.4}"));
+            let val_text = val.map_or(String::new(), |(l, a)| {
+                format!(" | val loss {l:.4} acc {a:.4}")
+            });
             eprintln!(
                 "Epoch {} loss: {:.4} | train acc {:.4}{} | lr {:.2e} | {:.1} s",
                 m.epoch, train_loss, train_acc, val_text, lr, m.seconds
@@ -417,11 +463,9 @@ fn progress_bar(quiet: bool, len: usize, epoch: usize, epochs: usize) -> Progres
     }
     let bar = ProgressBar::new(len as u64);
     bar.set_style(
-        ProgressStyle::with_template(
-            "{prefix} [{bar:30}] {pos}/{len} {msg} ETA {eta}",
-        )
-        .unwrap_or_else(|_| ProgressStyle::default_bar())
-        .progress_chars("=> "),
+        ProgressStyle::with_template("{prefix} [{bar:30}] {pos}/{len} {msg} ETA {eta}")
+            .unwrap_or_else(|_| ProgressStyle::default_bar())
+            .progress_chars("=> "),
     );
     bar.set_prefix(format!("epoch {}/{}", epoch + 1, epochs));
     bar
@@ -433,7 +477,9 @@ fn read_metrics(path: &Path) -> Result<Vec<EpochMetrics>> {
     };
     text.lines()
         .filter(|l| !l.trim().is_empty())
-        .map(|l| serde_json::from_str(l).map_err(|e| Error::file(path, format!("bad metrics line: {e}"))))
+        .map(|l| {
+            serde_json::from_str(l).map_err(|e| Error::file(path, format!("bad metrics line: {e}")))
+        })
         .collect()
 }
 
@@ -475,6 +521,8 @@ fn check_finite(loss: f64, epoch: usize, step: usize) -> Result<()> {
 struct FeatureSplit {
     x: Vec<f32>,
     y: Vec<usize>,
+    /// Source index of each row (for the misclassified-samples list).
+    idx: Vec<usize>,
 }
 
 fn run_probe(
@@ -510,11 +558,21 @@ fn run_probe(
             image_size: cfg.image_size.unwrap_or(ctx.preset.input_size),
         });
         let dir = cache_dir(cfg);
-        let (x, status) = cached_features(&frozen, subset, eval_pipe, key.as_ref(), &dir, cfg.batch_size, ctx.quiet, dim)?;
+        let (x, status) = cached_features(
+            &frozen,
+            subset,
+            eval_pipe,
+            key.as_ref(),
+            &dir,
+            cfg.batch_size,
+            ctx.quiet,
+            dim,
+        )?;
         statuses.push(status);
         Ok(FeatureSplit {
             x,
             y: (0..subset.len()).map(|k| subset.label(k)).collect(),
+            idx: subset.indices.clone(),
         })
     };
     let train = extract(&ds.train)?;
@@ -598,7 +656,11 @@ fn cached_features(
     if missing.is_empty() {
         return Ok((store.gather(&subset.indices), "hit"));
     }
-    let status = if missing.len() == subset.indices.len() { "miss" } else { "partial" };
+    let status = if missing.len() == subset.indices.len() {
+        "miss"
+    } else {
+        "partial"
+    };
     let todo = Subset {
         source: subset.source.clone(),
         indices: missing,
@@ -608,15 +670,24 @@ fn cached_features(
     } else {
         let b = ProgressBar::new(todo.len() as u64);
         b.set_style(
-            ProgressStyle::with_template("features [{bar:30}] {pos}/{len} images, {per_sec}, ETA {eta}")
-                .unwrap_or_else(|_| ProgressStyle::default_bar())
-                .progress_chars("=> "),
+            ProgressStyle::with_template(
+                "features [{bar:30}] {pos}/{len} images, {per_sec}, ETA {eta}",
+            )
+            .unwrap_or_else(|_| ProgressStyle::default_bar())
+            .progress_chars("=> "),
         );
         b
     };
     let device = model.head.weight.device();
     store.dim = dim;
-    for batch in Loader::new(todo.clone(), pipe.clone(), batch_size, Sampler::Sequential, 0, 0) {
+    for batch in Loader::new(
+        todo.clone(),
+        pipe.clone(),
+        batch_size,
+        Sampler::Sequential,
+        0,
+        0,
+    ) {
         let batch = batch?;
         let x = from_vec(batch.images, batch.shape, &device);
         let f = to_vec(model.forward_features(x));
@@ -653,7 +724,11 @@ impl EpochRunner for HeadRunner<'_> {
 
     fn train_epoch(&mut self, epoch: usize, lr: f64, bar: &ProgressBar) -> Result<(f64, f64)> {
         let n = self.train.y.len();
-        let sampler = if self.balanced { Sampler::Balanced } else { Sampler::Shuffle };
+        let sampler = if self.balanced {
+            Sampler::Balanced
+        } else {
+            Sampler::Shuffle
+        };
         let order = data::epoch_order(&self.train.y, sampler, self.seed, epoch as u64);
         let full_batch = self.optimizer.config.kind == OptimizerKind::Gd;
         let mut grads = Grads::default();
@@ -667,12 +742,18 @@ impl EpochRunner for HeadRunner<'_> {
             }
             let x = from_vec(xb, [idx.len(), self.dim], &self.device);
             let logits = self.head.forward(x);
-            let mut loss = self.loss.forward(logits.clone(), label_tensor(&yb, &self.device));
+            let mut loss = self
+                .loss
+                .forward(logits.clone(), label_tensor(&yb, &self.device));
             if full_batch {
                 loss = loss.mul_scalar(idx.len() as f64 / n as f64);
             }
             let value = to_vec(loss.clone())[0] as f64;
-            let mean = if full_batch { value * n as f64 / idx.len() as f64 } else { value };
+            let mean = if full_batch {
+                value * n as f64 / idx.len() as f64
+            } else {
+                value
+            };
             check_finite(mean, epoch, step)?;
             acc.add(&to_vec(logits.detach()), &yb, mean);
             grads.accumulate(&self.head, &mut loss.backward());
@@ -692,24 +773,48 @@ impl EpochRunner for HeadRunner<'_> {
     fn validate(&self) -> Result<Option<(f64, f64)>> {
         Ok(self.val.as_ref().map(|v| {
             let head = self.head.valid();
-            let m = evaluate_features(&head, v, self.dim, self.classes, self.loss, &head.weight.device());
+            let m = evaluate_features(
+                &head,
+                v,
+                self.dim,
+                self.classes,
+                self.loss,
+                &head.weight.device(),
+            );
             (m.mean_loss(), m.accuracy())
         }))
     }
 
-    fn snapshot(&self) -> (Vec<(String, Vec<usize>, Vec<f32>)>, Vec<(String, Vec<usize>, Vec<f32>)>) {
+    fn snapshot(
+        &self,
+    ) -> (
+        Vec<(String, Vec<usize>, Vec<f32>)>,
+        Vec<(String, Vec<usize>, Vec<f32>)>,
+    ) {
         let w = self.head.weight.val();
         let b = self.head.bias.val();
         (
             vec![
-                (format!("{INTERNAL_HEAD}.weight"), w.dims().to_vec(), to_vec(w)),
-                (format!("{INTERNAL_HEAD}.bias"), b.dims().to_vec(), to_vec(b)),
+                (
+                    format!("{INTERNAL_HEAD}.weight"),
+                    w.dims().to_vec(),
+                    to_vec(w),
+                ),
+                (
+                    format!("{INTERNAL_HEAD}.bias"),
+                    b.dims().to_vec(),
+                    to_vec(b),
+                ),
             ],
             self.optimizer.state_tensors(),
         )
     }
 
-    fn restore(&mut self, model: &checkpoint::NamedTensors, optim: &checkpoint::NamedTensors) -> Result<()> {
+    fn restore(
+        &mut self,
+        model: &checkpoint::NamedTensors,
+        optim: &checkpoint::NamedTensors,
+    ) -> Result<()> {
         let get = |k: &str| {
             model
                 .get(&format!("{INTERNAL_HEAD}.{k}"))
@@ -718,7 +823,10 @@ impl EpochRunner for HeadRunner<'_> {
         let (ws, wv) = get("weight")?;
         let (_, bv) = get("bias")?;
         if ws.as_slice() != self.head.weight.dims() {
-            return Err(Error::tensor("head.weight", format!("checkpoint has {ws:?}, model {:?}", self.head.weight.dims())));
+            return Err(Error::tensor(
+                "head.weight",
+                format!("checkpoint has {ws:?}, model {:?}", self.head.weight.dims()),
+            ));
         }
         let d = self.device.clone();
         self.head = Linear {
@@ -742,11 +850,15 @@ fn evaluate_features(
     const CHUNK: usize = 1024;
     for start in (0..n).step_by(CHUNK) {
         let end = (start + CHUNK).min(n);
-        let x = from_vec(split.x[start * dim..end * dim].to_vec(), [end - start, dim], device);
+        let x = from_vec(
+            split.x[start * dim..end * dim].to_vec(),
+            [end - start, dim],
+            device,
+        );
         let logits = head.forward(x);
         let y = &split.y[start..end];
         let l = to_vec(loss.forward(logits.clone(), label_tensor(y, device)))[0] as f64;
-        acc.add(&to_vec(logits), y, l);
+        acc.add_indexed(&to_vec(logits), y, &split.idx[start..end], l);
     }
     acc
 }
@@ -770,7 +882,11 @@ pub fn stage_of(preset: &Preset, key: &str) -> (usize, usize) {
             // Stem, one stage per row of the stage table, then the 1x1 head convolution.
             let n = spec.stages.len() + 2;
             if let Some(rest) = key.strip_prefix("_blocks.") {
-                let block: usize = rest.split('.').next().and_then(|b| b.parse().ok()).unwrap_or(0);
+                let block: usize = rest
+                    .split('.')
+                    .next()
+                    .and_then(|b| b.parse().ok())
+                    .unwrap_or(0);
                 let mut end = 0;
                 for (i, s) in spec.stages.iter().enumerate() {
                     end += s.0;
@@ -838,14 +954,26 @@ fn run_network(
         classes,
         batch_size: cfg.batch_size,
         seed: cfg.seed,
-        sampler: if ctx.plan.balanced { Sampler::Balanced } else { Sampler::Shuffle },
+        sampler: if ctx.plan.balanced {
+            Sampler::Balanced
+        } else {
+            Sampler::Shuffle
+        },
         lr_mult: mult,
         head_name: head,
         device: ad,
     };
     let (history, stopped_early) = run_epochs(ctx, &mut runner)?;
     let model = runner.model.valid();
-    let test = evaluate_network(&model, &ds.test, eval_pipe, cfg.batch_size, ctx.loss, classes, ctx.quiet)?;
+    let test = evaluate_network(
+        &model,
+        &ds.test,
+        eval_pipe,
+        cfg.batch_size,
+        ctx.loss,
+        classes,
+        ctx.quiet,
+    )?;
     Ok(Outcome {
         model,
         history,
@@ -883,7 +1011,11 @@ impl EpochRunner for NetworkRunner<'_> {
         let full_batch = self.optimizer.config.kind == OptimizerKind::Gd;
         let mult = self.lr_mult;
         let lr_of = move |key: &str| {
-            if key.starts_with(&format!("{INTERNAL_HEAD}.")) { lr } else { lr * mult }
+            if key.starts_with(&format!("{INTERNAL_HEAD}.")) {
+                lr
+            } else {
+                lr * mult
+            }
         };
         let mut grads = Grads::default();
         let mut acc = MetricsAccumulator::new(self.classes, &[]);
@@ -900,12 +1032,18 @@ impl EpochRunner for NetworkRunner<'_> {
             let b = batch.labels.len();
             let x = from_vec(batch.images, batch.shape, &self.device);
             let logits = self.model.forward(x);
-            let mut loss = self.loss.forward(logits.clone(), label_tensor(&batch.labels, &self.device));
+            let mut loss = self
+                .loss
+                .forward(logits.clone(), label_tensor(&batch.labels, &self.device));
             if full_batch {
                 loss = loss.mul_scalar(b as f64 / n as f64);
             }
             let value = to_vec(loss.clone())[0] as f64;
-            let mean = if full_batch { value * n as f64 / b as f64 } else { value };
+            let mean = if full_batch {
+                value * n as f64 / b as f64
+            } else {
+                value
+            };
             check_finite(mean, epoch, step)?;
             acc.add(&to_vec(logits.detach()), &batch.labels, mean);
             grads.accumulate(&self.model, &mut loss.backward());
@@ -914,7 +1052,11 @@ impl EpochRunner for NetworkRunner<'_> {
                 grads = Grads::default();
             }
             bar.inc(1);
-            bar.set_message(format!("loss {:.4} acc {:.3}", acc.mean_loss(), acc.accuracy()));
+            bar.set_message(format!(
+                "loss {:.4} acc {:.3}",
+                acc.mean_loss(),
+                acc.accuracy()
+            ));
         }
         if full_batch {
             self.model = self.optimizer.step(self.model.clone(), &grads, &lr_of);
@@ -938,11 +1080,23 @@ impl EpochRunner for NetworkRunner<'_> {
         Ok(Some((m.mean_loss(), m.accuracy())))
     }
 
-    fn snapshot(&self) -> (Vec<(String, Vec<usize>, Vec<f32>)>, Vec<(String, Vec<usize>, Vec<f32>)>) {
-        (named_tensors(&self.model, self.head_name), self.optimizer.state_tensors())
+    fn snapshot(
+        &self,
+    ) -> (
+        Vec<(String, Vec<usize>, Vec<f32>)>,
+        Vec<(String, Vec<usize>, Vec<f32>)>,
+    ) {
+        (
+            named_tensors(&self.model, self.head_name),
+            self.optimizer.state_tensors(),
+        )
     }
 
-    fn restore(&mut self, model: &checkpoint::NamedTensors, optim: &checkpoint::NamedTensors) -> Result<()> {
+    fn restore(
+        &mut self,
+        model: &checkpoint::NamedTensors,
+        optim: &checkpoint::NamedTensors,
+    ) -> Result<()> {
         let map = named_to_map(model);
         let (m, _) = load_into(self.model.clone(), &map, self.head_name, Strictness::Strict)?;
         self.model = m;
@@ -982,13 +1136,25 @@ pub fn evaluate_network(
 ) -> Result<MetricsAccumulator> {
     let device = model.head.weight.device();
     let mut acc = MetricsAccumulator::new(classes, &[5]);
-    let bar = if quiet { ProgressBar::hidden() } else { ProgressBar::new(subset.len() as u64) };
-    for batch in Loader::new(subset.clone(), pipe.clone(), batch_size, Sampler::Sequential, 0, 0) {
+    let bar = if quiet {
+        ProgressBar::hidden()
+    } else {
+        ProgressBar::new(subset.len() as u64)
+    };
+    for batch in Loader::new(
+        subset.clone(),
+        pipe.clone(),
+        batch_size,
+        Sampler::Sequential,
+        0,
+        0,
+    ) {
         let batch = batch?;
         let x = from_vec(batch.images, batch.shape, &device);
         let logits = model.forward(x);
-        let l = to_vec(loss.forward(logits.clone(), label_tensor(&batch.labels, &device)))[0] as f64;
-        acc.add(&to_vec(logits), &batch.labels, l);
+        let l =
+            to_vec(loss.forward(logits.clone(), label_tensor(&batch.labels, &device)))[0] as f64;
+        acc.add_indexed(&to_vec(logits), &batch.labels, &batch.indices, l);
         bar.inc(batch.labels.len() as u64);
     }
     bar.finish_and_clear();
@@ -1006,7 +1172,10 @@ fn save_model(
     classes: usize,
     size: usize,
 ) -> Result<()> {
-    save_safetensors(&run_dir.join("model.safetensors"), &named_tensors(model, preset.head_name))?;
+    save_safetensors(
+        &run_dir.join("model.safetensors"),
+        &named_tensors(model, preset.head_name),
+    )?;
     let mut names = ds.class_names.clone();
     names.extend((names.len()..classes).map(|i| format!("class {i}")));
     let card = ModelCard {
@@ -1023,7 +1192,10 @@ fn save_model(
 }
 
 /// Loads a finished run's model and card (for `graft predict --run` / `graft eval --run`).
-pub fn load_run(run_dir: &Path, device: &Device) -> Result<(Classifier, ModelCard, &'static Preset)> {
+pub fn load_run(
+    run_dir: &Path,
+    device: &Device,
+) -> Result<(Classifier, ModelCard, &'static Preset)> {
     let card_path = run_dir.join("model.json");
     let text = std::fs::read_to_string(&card_path).map_err(|e| Error::io(&card_path, e))?;
     let card: ModelCard = serde_json::from_str(&text)
@@ -1051,7 +1223,14 @@ pub fn evaluate_run(run_dir: &Path, data_spec: Option<&str>, quiet: bool) -> Res
         kind: cfg.plan()?.loss,
         class_weights: None,
     };
-    let acc = evaluate_network(&model, &ds.test, &pipe, cfg.batch_size, &loss, card.num_classes, quiet)?;
+    let acc = evaluate_network(
+        &model,
+        &ds.test,
+        &pipe,
+        cfg.batch_size,
+        &loss,
+        card.num_classes,
+        quiet,
+    )?;
     Ok(acc.finish(&card.class_names))
 }
-

@@ -55,7 +55,9 @@ impl Loss {
             .map(|w| Tensor::<1>::from_data(TensorData::new(w.clone(), [c]), &device));
         let idx = targets.clone().reshape([n, 1]);
         match self.kind {
-            LossKind::CrossEntropy { label_smoothing: eps } => {
+            LossKind::CrossEntropy {
+                label_smoothing: eps,
+            } => {
                 let logp = log_softmax(logits, 1);
                 // nll_i = -log p_i[y_i]
                 let nll = logp.clone().gather(1, idx).reshape([n]).neg();

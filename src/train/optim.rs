@@ -317,7 +317,10 @@ impl Optimizer {
 pub enum Schedule {
     Constant,
     /// Multiply by `gamma` every `every` epochs (`StepLR`).
-    Step { every: usize, gamma: f64 },
+    Step {
+        every: usize,
+        gamma: f64,
+    },
     /// Cosine annealing to 0 over the epochs after warm-up (`CosineAnnealingLR`, eta_min 0).
     Cosine,
 }
@@ -356,7 +359,9 @@ impl Schedule {
         match *self {
             Self::Constant => base,
             Self::Step { every, gamma } => base * gamma.powi((e / every) as i32),
-            Self::Cosine => base * 0.5 * (1.0 + (std::f64::consts::PI * e as f64 / span as f64).cos()),
+            Self::Cosine => {
+                base * 0.5 * (1.0 + (std::f64::consts::PI * e as f64 / span as f64).cos())
+            }
         }
     }
 }

@@ -242,9 +242,9 @@ impl TensorMap {
 /// Loads every tensor of a `.safetensors` or PyTorch `.pth`/`.pt`/`.bin` file.
 ///
 /// The format is sniffed from the bytes, not the extension (people rename files): zip magic →
-/// PyTorch zip (torch ≥ 1.6), pickle protocol byte 0x80 → PyTorch legacy, a plausible
-/// safetensors header → safetensors. PyTorch pickles are interpreted by a restricted
-/// unpickler that refuses anything but tensors and (ordered) dicts.
+/// PyTorch zip (torch ≥ 1.6); a `{` after an 8-byte length → safetensors; pickle protocol byte
+/// 0x80 → PyTorch legacy. PyTorch pickles are interpreted by a restricted unpickler that refuses
+/// anything but tensors and (ordered) dicts.
 pub fn load_weights(path: &Path) -> Result<TensorMap> {
     let bytes = read_file(path)?;
     let (format, tensors) = match sniff(&bytes) {
@@ -272,17 +272,22 @@ pub fn load_weights(path: &Path) -> Result<TensorMap> {
 }
 
 /// Decides the container from the first bytes.
+///
+/// safetensors is tested before the pickle byte on purpose: its first byte is the low byte of
+/// the header length, which is 0x80 for lengths 128, 384, 640, ... A torch legacy file cannot
+/// pass the safetensors test, because its first 15 bytes are the fixed magic-number pickle
+/// (byte 8 is 0xf9, never `{`).
 fn sniff(bytes: &[u8]) -> Option<Format> {
     if bytes.starts_with(b"PK\x03\x04") {
         return Some(Format::PthZip);
-    }
-    if bytes.first() == Some(&0x80) {
-        return Some(Format::PthLegacy);
     }
     // safetensors: u64 little-endian header length, then a JSON object. Only the `{` is required
     // here, so that a truncated safetensors file still gets a safetensors-specific error.
     if bytes.get(8) == Some(&b'{') {
         return Some(Format::Safetensors);
+    }
+    if bytes.first() == Some(&0x80) {
+        return Some(Format::PthLegacy);
     }
     None
 }
@@ -368,6 +373,8 @@ mod tests {
         assert_eq!(sniff(b"PK\x03\x04rest"), Some(Format::PthZip));
         assert_eq!(sniff(b"\x80\x02\x8a"), Some(Format::PthLegacy));
         assert_eq!(sniff(b"\x02\0\0\0\0\0\0\0{}"), Some(Format::Safetensors));
+        // A 384-byte safetensors header starts with 0x80, like a pickle.
+        assert_eq!(sniff(b"\x80\x01\0\0\0\0\0\0{"), Some(Format::Safetensors));
         assert_eq!(sniff(b"hello world"), None);
         assert_eq!(sniff(b""), None);
     }

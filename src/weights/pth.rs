@@ -4,7 +4,6 @@
 use std::collections::{BTreeMap, HashMap};
 use std::io::{Cursor, Read};
 use std::path::Path;
-use std::rc::Rc;
 
 use zip::ZipArchive;
 
@@ -26,9 +25,6 @@ const MIN_EXPANSION_CAP: usize = 1 << 24;
 const LEGACY_MAGIC: i128 = 0x1950a86a20f9469cfc6c;
 /// The legacy format's second pickle (`torch.serialization.PROTOCOL_VERSION`).
 const LEGACY_PROTOCOL: i128 = 1001;
-
-/// Storages decoded to f32, by (key, dtype): views of one storage share the decoding.
-type Cache = HashMap<(String, DType), Rc<Vec<f32>>>;
 
 /// Loads a `torch.save` zip archive: `<prefix>/data.pkl` plus one `<prefix>/data/<key>` file per
 /// storage.
@@ -75,26 +71,12 @@ pub(crate) fn load_zip(path: &Path, bytes: &[u8]) -> Result<BTreeMap<String, Raw
     let (pickle, _) = pickle::unpickle(path, &pkl_name, &pkl, 0)?;
     let entries = pickle.state_dict(path)?;
 
-    let mut cache = Cache::new();
-    let mut out = BTreeMap::new();
-    for e in entries {
-        let dtype = e.tensor.dtype.unwrap_or(e.storage.dtype);
-        let cache_key = (e.storage.key.clone(), dtype);
-        let elems = match cache.get(&cache_key) {
-            Some(v) => Rc::clone(v),
-            None => {
-                let name = format!("{prefix}data/{}", e.storage.key);
-                let expected = storage_bytes(path, &e)?;
-                let raw = read_entry(&mut zip, path, &name, Some(expected), expected)?;
-                let v = Rc::new(decode(path, &e, dtype, &raw)?);
-                cache.insert(cache_key, Rc::clone(&v));
-                v
-            }
-        };
-        let t = materialize(path, &e, dtype, &elems)?;
-        out.insert(e.name, t);
-    }
-    Ok(out)
+    build(path, entries, |e, dtype| {
+        let name = format!("{prefix}data/{}", e.storage.key);
+        let expected = storage_bytes(path, e)?;
+        let raw = read_entry(&mut zip, path, &name, Some(expected), expected)?;
+        decode(path, e, dtype, &raw)
+    })
 }
 
 /// Bytes the storage of `e` must have: numel × the storage type's element size.
@@ -274,36 +256,96 @@ pub(crate) fn load_legacy(path: &Path, bytes: &[u8]) -> Result<BTreeMap<String, 
         pos += nbytes;
     }
 
-    let mut cache = Cache::new();
+    build(path, entries, |e, dtype| {
+        let Some(&(start, count, stored)) = index.get(&e.storage.key) else {
+            return Err(Error::file(
+                path,
+                format!(
+                    "tensor `{}` uses storage `{}`, which is not in the file",
+                    e.name, e.storage.key
+                ),
+            ));
+        };
+        // In range: checked against the file length while indexing.
+        let raw = bytes
+            .get(start..start + count * stored.size())
+            .unwrap_or_default();
+        decode(path, e, dtype, raw)
+    })
+}
+
+/// Turns state-dict entries into tensors, decoding each storage (via `load`) once.
+///
+/// A decoded storage is kept only while tensors still need it, and the last tensor of a storage
+/// that covers all of it takes the decoded vector as is. So the usual case (one contiguous
+/// tensor per storage) costs one decode and no copy, and memory peaks at the output plus one
+/// storage rather than holding every decoded storage until the end.
+fn build(
+    path: &Path,
+    entries: Vec<Entry>,
+    mut load: impl FnMut(&Entry, DType) -> Result<Vec<f32>>,
+) -> Result<BTreeMap<String, RawTensor>> {
+    let key = |e: &Entry| {
+        (
+            e.storage.key.clone(),
+            e.tensor.dtype.unwrap_or(e.storage.dtype),
+        )
+    };
+    let mut uses: HashMap<(String, DType), usize> = HashMap::new();
+    for e in &entries {
+        *uses.entry(key(e)).or_default() += 1;
+    }
+    let mut decoded: HashMap<(String, DType), Vec<f32>> = HashMap::new();
     let mut out = BTreeMap::new();
     for e in entries {
-        let dtype = e.tensor.dtype.unwrap_or(e.storage.dtype);
-        let cache_key = (e.storage.key.clone(), dtype);
-        let elems = match cache.get(&cache_key) {
-            Some(v) => Rc::clone(v),
-            None => {
-                let Some(&(start, count, stored)) = index.get(&e.storage.key) else {
-                    return Err(Error::file(
-                        path,
-                        format!(
-                            "tensor `{}` uses storage `{}`, which is not in the file",
-                            e.name, e.storage.key
-                        ),
-                    ));
-                };
-                // In range: checked against the file length while indexing.
-                let raw = bytes
-                    .get(start..start + count * stored.size())
-                    .unwrap_or_default();
-                let v = Rc::new(decode(path, &e, dtype, raw)?);
-                cache.insert(cache_key, Rc::clone(&v));
-                v
+        let k = key(&e);
+        let dtype = k.1;
+        if !decoded.contains_key(&k) {
+            let v = load(&e, dtype)?;
+            decoded.insert(k.clone(), v);
+        }
+        let left = uses.get_mut(&k).map_or(0, |n| {
+            *n = n.saturating_sub(1);
+            *n
+        });
+        let t = if left == 0 {
+            let elems = decoded.remove(&k).unwrap_or_default();
+            if e.storage.view.is_none()
+                && e.tensor.offset == 0
+                && is_contiguous(&e.tensor.shape, &e.tensor.stride)
+                && numel(&e.tensor.shape) == Some(elems.len())
+            {
+                RawTensor {
+                    dtype,
+                    shape: e.tensor.shape.clone(),
+                    data: elems,
+                }
+            } else {
+                materialize(path, &e, dtype, &elems)?
             }
+        } else {
+            let elems = decoded.get(&k).map(Vec::as_slice).unwrap_or_default();
+            materialize(path, &e, dtype, elems)?
         };
-        let t = materialize(path, &e, dtype, &elems)?;
         out.insert(e.name, t);
     }
     Ok(out)
+}
+
+fn numel(shape: &[usize]) -> Option<usize> {
+    shape.iter().try_fold(1usize, |a, &d| a.checked_mul(d))
+}
+
+/// Row-major contiguous strides (size-1 dims may carry any stride; torch leaves them arbitrary).
+fn is_contiguous(shape: &[usize], stride: &[usize]) -> bool {
+    let mut expect = 1usize;
+    for (&d, &s) in shape.iter().zip(stride).rev() {
+        if d != 1 && s != expect {
+            return false;
+        }
+        expect = expect.saturating_mul(d);
+    }
+    true
 }
 
 /// Decodes a whole storage as `dtype`.
@@ -340,10 +382,8 @@ fn materialize(path: &Path, e: &Entry, dtype: DType, storage: &[f32]) -> Result<
     };
     let t = &e.tensor;
     let shape = t.shape.clone();
-    let numel = shape
-        .iter()
-        .try_fold(1usize, |a, &d| a.checked_mul(d))
-        .ok_or_else(|| fail(format!("shape {shape:?} has too many elements")))?;
+    let numel =
+        numel(&shape).ok_or_else(|| fail(format!("shape {shape:?} has too many elements")))?;
     if numel == 0 {
         return Ok(RawTensor {
             dtype,
@@ -386,16 +426,8 @@ fn materialize(path: &Path, e: &Entry, dtype: DType, storage: &[f32]) -> Result<
         )));
     }
 
-    // Row-major contiguous (size-1 dims may carry any stride): one slice copy.
-    let mut expect = 1usize;
-    let mut contiguous = true;
-    for (&d, &s) in shape.iter().zip(&t.stride).rev() {
-        if d != 1 && s != expect {
-            contiguous = false;
-        }
-        expect = expect.saturating_mul(d);
-    }
-    let data = if contiguous {
+    // Contiguous: one slice copy.
+    let data = if is_contiguous(&shape, &t.stride) {
         storage
             .get(t.offset..t.offset + numel)
             .ok_or_else(|| fail(format!("{} is out of range", view())))?

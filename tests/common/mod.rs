@@ -3,11 +3,11 @@
 #![allow(dead_code)]
 
 use std::collections::BTreeMap;
-use std::path::PathBuf;
+use std::path::{Path, PathBuf};
 
 use burn::tensor::{Device, Tensor, TensorData};
-use graft::model::Classifier;
 use graft::model::params::named_tensors;
+use graft::model::{Classifier, preset};
 use graft::weights::{DType, Format, RawTensor, TensorMap};
 
 /// Mirrors `name_phase` in tools/goldens.py.
@@ -20,6 +20,8 @@ fn name_phase(name: &str) -> u64 {
 }
 
 /// Mirrors `det_values`: offset + scale * sin(0.7853981 i + 0.1 phase + 0.3), f64 then f32.
+// 0.7853981 is the script's literal, not π/4: both sides must compute the same numbers.
+#[allow(clippy::approx_constant)]
 pub fn det_values(name: &str, n: usize, scale: f64, offset: f64) -> Vec<f32> {
     let phase = name_phase(name) as f64 * 0.1 + 0.3;
     (0..n)
@@ -68,7 +70,10 @@ pub fn det_weights(model: &Classifier, head_name: &str) -> TensorMap {
 /// A deterministic input tensor (`det_input` in the script).
 pub fn det_input(name: &str, shape: [usize; 4], scale: f64, device: &Device) -> Tensor<4> {
     let n = shape.iter().product();
-    Tensor::from_data(TensorData::new(det_values(name, n, scale, 0.0), shape), device)
+    Tensor::from_data(
+        TensorData::new(det_values(name, n, scale, 0.0), shape),
+        device,
+    )
 }
 
 /// Reads `tests/fixtures/goldens/NAME`.
@@ -105,4 +110,47 @@ pub fn rel_err(a: &[f32], b: &[f32]) -> f64 {
 /// A tensor's values as a Vec.
 pub fn values<const D: usize>(t: Tensor<D>) -> Vec<f32> {
     graft::tensor::to_vec(t)
+}
+
+/// A 3-class CIFAR-10-format dataset: class c has channel c bright, plus noise.
+pub fn write_cifar(dir: &Path) {
+    std::fs::create_dir_all(dir).unwrap();
+    let mut state = 12345u64;
+    let mut noise = move || {
+        state = state
+            .wrapping_mul(6364136223846793005)
+            .wrapping_add(1442695040888963407);
+        (state >> 33) as u8 % 96
+    };
+    let mut record = |label: u8| {
+        let mut r = vec![label];
+        for c in 0..3u8 {
+            for _ in 0..1024 {
+                let base = if c == label { 150 } else { 20 };
+                r.push(base + noise());
+            }
+        }
+        r
+    };
+    for (file, n) in [
+        ("data_batch_1.bin", 60),
+        ("data_batch_2.bin", 60),
+        ("data_batch_3.bin", 60),
+        ("data_batch_4.bin", 60),
+        ("data_batch_5.bin", 60),
+        ("test_batch.bin", 60),
+    ] {
+        let bytes: Vec<u8> = (0..n).flat_map(|i| record((i % 3) as u8)).collect();
+        std::fs::write(dir.join(file), bytes).unwrap();
+    }
+    std::fs::write(dir.join("batches.meta.txt"), "red\ngreen\nblue\n").unwrap();
+}
+
+/// Pretrained-looking weights for the tiny model (random, 1000-class head like ImageNet's).
+pub fn write_weights(path: &Path) {
+    let p = preset("resnet_tiny").unwrap();
+    let device = Device::flex();
+    device.seed(7);
+    let model = Classifier::new(p, 1000, &device);
+    graft::weights::save_safetensors(path, &named_tensors(&model, p.head_name)).unwrap();
 }

@@ -17,7 +17,7 @@ use serde_json::json;
 
 #[derive(Args, Debug)]
 pub struct BenchArgs {
-    /// train-step | infer | linear-probe | fine-tune
+    /// train-step | infer | linear-probe | fine-tune | loader (decode + augment only)
     bench: String,
     #[arg(long, default_value = "resnet18")]
     model: String,
@@ -76,7 +76,10 @@ fn default_weights(model: &str) -> String {
 
 fn model_for(a: &BenchArgs, device: &Device) -> Result<Classifier> {
     let p = preset(&a.model)?;
-    let weights = a.weights.clone().unwrap_or_else(|| default_weights(&a.model));
+    let weights = a
+        .weights
+        .clone()
+        .unwrap_or_else(|| default_weights(&a.model));
     let model = Classifier::new(p, 10, device);
     if weights == "none" {
         return Ok(model);
@@ -99,9 +102,15 @@ pub fn run(a: BenchArgs) -> Result<()> {
                 weight_decay: 5e-4,
                 ..Default::default()
             });
-            let loss = Loss { kind: LossKind::CrossEntropy { label_smoothing: 0.0 }, class_weights: None };
+            let loss = Loss {
+                kind: LossKind::CrossEntropy {
+                    label_smoothing: 0.0,
+                },
+                class_weights: None,
+            };
             let s = a.image_size;
-            let x = Tensor::<4>::random([a.batch_size, 3, s, s], Distribution::Normal(0.0, 1.0), &ad);
+            let x =
+                Tensor::<4>::random([a.batch_size, 3, s, s], Distribution::Normal(0.0, 1.0), &ad);
             let y = Tensor::<1, Int>::random([a.batch_size], Distribution::Uniform(0.0, 10.0), &ad);
             let t = timed(3, a.iters, || {
                 let l = loss.forward(model.forward(x.clone()), y.clone());
@@ -111,18 +120,26 @@ pub fn run(a: BenchArgs) -> Result<()> {
                 // Wait for the step to finish (backends may be asynchronous).
                 let _ = to_vec(model.head.bias.val());
             });
-            emit(json!({"bench": "train-step", "model": a.model, "image_size": s, "batch_size": a.batch_size,
-                "ms_per_step": round(t * 1e3, 2), "images_per_s": round(a.batch_size as f64 / t, 1), "threads": threads}));
+            emit(
+                json!({"bench": "train-step", "model": a.model, "image_size": s, "batch_size": a.batch_size,
+                "ms_per_step": round(t * 1e3, 2), "images_per_s": round(a.batch_size as f64 / t, 1), "threads": threads}),
+            );
         }
         "infer" => {
             let model = model_for(&a, &device)?.valid();
             let s = a.image_size;
-            let x = Tensor::<4>::random([a.batch_size, 3, s, s], Distribution::Normal(0.0, 1.0), &device);
+            let x = Tensor::<4>::random(
+                [a.batch_size, 3, s, s],
+                Distribution::Normal(0.0, 1.0),
+                &device,
+            );
             let t = timed(2, a.iters, || {
                 let _ = to_vec(model.forward_features(x.clone()));
             });
-            emit(json!({"bench": "infer", "model": a.model, "image_size": s, "batch_size": a.batch_size,
-                "ms_per_batch": round(t * 1e3, 2), "images_per_s": round(a.batch_size as f64 / t, 1), "threads": threads}));
+            emit(
+                json!({"bench": "infer", "model": a.model, "image_size": s, "batch_size": a.batch_size,
+                "ms_per_batch": round(t * 1e3, 2), "images_per_s": round(a.batch_size as f64 / t, 1), "threads": threads}),
+            );
         }
         "linear-probe" | "fine-tune" => {
             let probe = a.bench == "linear-probe";
@@ -135,7 +152,10 @@ pub fn run(a: BenchArgs) -> Result<()> {
             let out = std::env::temp_dir().join(format!("graft-bench-{}", std::process::id()));
             let cfg = FitConfig {
                 model: a.model.clone(),
-                weights: a.weights.clone().unwrap_or_else(|| default_weights(&a.model)),
+                weights: a
+                    .weights
+                    .clone()
+                    .unwrap_or_else(|| default_weights(&a.model)),
                 data,
                 strategy: if probe { "linear-probe" } else { "fine-tune" }.into(),
                 // The reference: probe = Adam 1e-3, 10 epochs, batches of 256 on cached
@@ -158,14 +178,25 @@ pub fn run(a: BenchArgs) -> Result<()> {
                 ..FitConfig::default()
             };
             let t = Instant::now();
-            let s = fit(&cfg, &FitOptions { quiet: true, resume: false })?;
+            let s = fit(
+                &cfg,
+                &FitOptions {
+                    quiet: true,
+                    resume: false,
+                },
+            )?;
             let total = t.elapsed().as_secs_f64();
             let _ = std::fs::remove_dir_all(&out);
-            emit(json!({"bench": a.bench, "model": a.model, "data": a.data, "image_size": a.image_size,
+            emit(
+                json!({"bench": a.bench, "model": a.model, "data": a.data, "image_size": a.image_size,
                 "epochs": s.epochs, "batch_size": cfg.batch_size, "test_accuracy": round(s.test_accuracy, 4),
-                "total_seconds": round(total, 1), "threads": threads}));
+                "total_seconds": round(total, 1), "threads": threads}),
+            );
         }
-        other => bail!("unknown bench `{other}` (train-step, infer, linear-probe, fine-tune)"),
+        "loader" => loader(&a)?,
+        other => {
+            bail!("unknown bench `{other}` (train-step, infer, linear-probe, fine-tune, loader)")
+        }
     }
     Ok(())
 }
@@ -177,4 +208,51 @@ fn round(v: f64, digits: i32) -> f64 {
 
 fn emit(v: serde_json::Value) {
     println!("{v}");
+}
+
+/// Decode + augment throughput of the training loader (no model): one epoch over the training
+/// split with the seeds' transforms (resize to --image-size, random crop with padding, flip,
+/// normalise), `--iters` epochs, median.
+fn loader(a: &BenchArgs) -> Result<()> {
+    use graft::data::{Augment, Loader, Pipeline, Sampler};
+    let mut ds = graft::data::open(&a.data)?;
+    if a.limit_train > 0 {
+        ds = ds.limit_train(a.limit_train, 0);
+    }
+    let p = preset(&a.model)?;
+    let pipe = Pipeline::train(
+        a.image_size,
+        p.mean,
+        p.std,
+        Augment {
+            crop: true,
+            flip: true,
+        },
+        a.image_size / 8,
+    )?;
+    let n = ds.train.len();
+    let mut batches = 0usize;
+    let mut epoch = 0u64;
+    let t = timed(1, a.iters, || {
+        batches = 0;
+        for b in Loader::new(
+            ds.train.clone(),
+            pipe.clone(),
+            a.batch_size,
+            Sampler::Shuffle,
+            0,
+            epoch,
+        ) {
+            if b.is_ok() {
+                batches += 1;
+            }
+        }
+        epoch += 1;
+    });
+    emit(
+        json!({"bench": "loader", "data": a.data, "image_size": a.image_size, "batch_size": a.batch_size,
+        "images": n, "batches_per_s": round(batches as f64 / t, 1), "images_per_s": round(n as f64 / t, 1),
+        "threads": rayon::current_num_threads()}),
+    );
+    Ok(())
 }

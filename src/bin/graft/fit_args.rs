@@ -151,9 +151,33 @@ impl FitArgs {
             return Ok(cfg);
         }
         apply!(
-            cfg, self, model, weights, data, strategy, bn, backbone_lr_mult, loss, class_weights,
-            label_smoothing, focal_gamma, weight_decay, optimizer, lr, momentum, nesterov, eps,
-            schedule, warmup_epochs, epochs, batch_size, resize, augment, sampler, val_split, seed,
+            cfg,
+            self,
+            model,
+            weights,
+            data,
+            strategy,
+            bn,
+            backbone_lr_mult,
+            loss,
+            class_weights,
+            label_smoothing,
+            focal_gamma,
+            weight_decay,
+            optimizer,
+            lr,
+            momentum,
+            nesterov,
+            eps,
+            schedule,
+            warmup_epochs,
+            epochs,
+            batch_size,
+            resize,
+            augment,
+            sampler,
+            val_split,
+            seed,
             device
         );
         if let Some(b) = &self.betas {
@@ -180,6 +204,15 @@ impl FitArgs {
     }
 }
 
+impl FitArgs {
+    pub fn json_flag(&self) -> bool {
+        self.json
+    }
+    pub fn quiet_flag(&self) -> bool {
+        self.quiet
+    }
+}
+
 pub fn run(args: FitArgs) -> Result<()> {
     let cfg = args.resolve()?;
     let opts = FitOptions {
@@ -187,6 +220,7 @@ pub fn run(args: FitArgs) -> Result<()> {
         resume: args.resume.is_some(),
     };
     let summary = fit(&cfg, &opts)?;
+    crate::report_for(&summary.run_dir);
     if args.json {
         println!("{}", serde_json::to_string(&summary)?);
     } else {

@@ -23,7 +23,13 @@ fn weights(path: &Path, all: bool) -> Result<()> {
     let mut map = graft::weights::load_weights(path)?;
     let format = map.format;
     let prefix = map.strip_common_prefix();
-    println!("{}: {} format, {} tensors, {} parameters", path.display(), format, map.len(), map.param_count());
+    println!(
+        "{}: {} format, {} tensors, {} parameters",
+        path.display(),
+        format,
+        map.len(),
+        map.param_count()
+    );
     if let Some(p) = prefix {
         println!("common key prefix `{p}` stripped");
     }
@@ -52,7 +58,10 @@ fn best_match(map: &graft::weights::TensorMap) -> Option<(&'static str, usize)> 
     let device = Device::flex();
     for p in ZOO {
         let head_w = format!("{}.weight", p.head_name);
-        let classes = map.get(&head_w).and_then(|t| t.shape.first().copied()).unwrap_or(1);
+        let classes = map
+            .get(&head_w)
+            .and_then(|t| t.shape.first().copied())
+            .unwrap_or(1);
         let model = Classifier::new(p, classes, &device);
         let fits = named_tensors(&model, p.head_name)
             .iter()

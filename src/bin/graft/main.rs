@@ -3,6 +3,7 @@
 //! into text.
 
 mod bench;
+mod experiments;
 mod fit_args;
 mod inspect;
 mod predict;
@@ -50,6 +51,15 @@ enum Command {
     },
     /// List the model zoo with each model's preset.
     Models,
+    /// Run a grid of fits (e.g. strategies, losses × optimizers, backbones) and tabulate them.
+    Compare(experiments::CompareArgs),
+    /// Stratified k-fold cross-validation of a fit.
+    Cv(experiments::CvArgs),
+    /// Write the HTML report of a run, comparison or cross-validation folder.
+    Report {
+        /// A run, compare or cv folder.
+        dir: PathBuf,
+    },
     /// Measure speed with the same cases and JSON fields as the PyTorch reference script.
     Bench(bench::BenchArgs),
 }
@@ -62,6 +72,11 @@ fn main() {
         Command::Predict(args) => predict::run(args),
         Command::Inspect { target, all } => inspect::run(&target, all),
         Command::Bench(args) => bench::run(args),
+        Command::Compare(args) => experiments::run_compare(args),
+        Command::Cv(args) => experiments::run_cv(args),
+        Command::Report { dir } => write_report_shim(&dir)
+            .map(|p| println!("{}", p.display()))
+            .map_err(Into::into),
         Command::Models => {
             models();
             Ok(())
@@ -70,6 +85,18 @@ fn main() {
     if let Err(e) = result {
         eprintln!("error: {e:#}");
         std::process::exit(1);
+    }
+}
+
+/// Writes the HTML report of a finished run/compare/cv folder; a failure is a warning, never
+/// the run's failure.
+pub fn report_for(dir: &std::path::Path) -> Option<PathBuf> {
+    match write_report_shim(dir) {
+        Ok(p) => Some(p),
+        Err(e) => {
+            eprintln!("warning: no report for {}: {e}", dir.display());
+            None
+        }
     }
 }
 
@@ -101,4 +128,12 @@ fn models() {
             p.summary
         );
     }
+}
+
+// TEMPORARY until src/report lands.
+fn write_report_shim(dir: &std::path::Path) -> graft::Result<PathBuf> {
+    Err(graft::Error::invalid(format!(
+        "report not available yet for {}",
+        dir.display()
+    )))
 }

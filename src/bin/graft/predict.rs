@@ -45,6 +45,10 @@ pub struct PredictArgs {
     /// One JSON object per image.
     #[arg(long)]
     json: bool,
+    /// With `--strict false`, a head whose shape differs from --num-classes is left at a fresh
+    /// init instead of being an error (every backbone tensor must still match).
+    #[arg(long, default_value_t = true, action = clap::ArgAction::Set)]
+    strict: bool,
     /// cpu | cuda
     #[arg(long, default_value = "cpu")]
     device: String,
@@ -69,7 +73,13 @@ pub fn run(a: PredictArgs) -> Result<()> {
     let (model, p, labels, size, resize) = if let Some(run) = &a.run {
         let (model, card, p) = load_run(run, &device)?;
         let resize = a.resize.clone().unwrap_or(card.resize.clone());
-        (model, p, card.class_names, a.image_size.unwrap_or(card.image_size), resize)
+        (
+            model,
+            p,
+            card.class_names,
+            a.image_size.unwrap_or(card.image_size),
+            resize,
+        )
     } else {
         let (Some(name), Some(weights)) = (&a.model, &a.weights) else {
             bail!("give either --run DIR or --model NAME --weights FILE");
@@ -77,15 +87,35 @@ pub fn run(a: PredictArgs) -> Result<()> {
         let p = preset(name)?;
         let map = load_pretrained(weights)?;
         let model = Classifier::new(p, a.num_classes, &device);
-        let (model, _) = load_into(model, &map, p.head_name, Strictness::Strict)
+        let strictness = if a.strict {
+            Strictness::Strict
+        } else {
+            Strictness::SkipHead
+        };
+        let (model, report) = load_into(model, &map, p.head_name, strictness)
             .with_context(|| format!("loading {}", weights.display()))?;
+        if !report.head_skipped.is_empty() {
+            eprintln!(
+                "warning: the file's head does not have {} classes; using an untrained head",
+                a.num_classes
+            );
+        }
         let labels: Vec<String> = if a.num_classes == 1000 {
             IMAGENET_CLASSES.lines().map(str::to_string).collect()
         } else {
             (0..a.num_classes).map(|i| format!("class {i}")).collect()
         };
-        let resize = a.resize.clone().unwrap_or_else(|| "shorter-crop".to_string());
-        (model, p, labels, a.image_size.unwrap_or(p.input_size), resize)
+        let resize = a
+            .resize
+            .clone()
+            .unwrap_or_else(|| "shorter-crop".to_string());
+        (
+            model,
+            p,
+            labels,
+            a.image_size.unwrap_or(p.input_size),
+            resize,
+        )
     };
     let pipe = Pipeline::eval(size, p.mean, p.std, &resize)?;
     let mut rng = rand::rngs::mock::StepRng::new(0, 0);

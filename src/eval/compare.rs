@@ -1,0 +1,252 @@
+//! `graft compare`: a grid of fits sharing base settings, each cell run for several seeds, into
+//! one table. Finished cells (their `summary.json` exists) are skipped on a re-run, so an
+//! interrupted comparison continues where it stopped; frozen-backbone cells reuse cached features.
+
+use std::collections::BTreeMap;
+use std::path::{Path, PathBuf};
+
+use serde::{Deserialize, Serialize};
+
+use super::cv::mean_sd;
+use crate::config::FitConfig;
+use crate::error::{Error, Result};
+use crate::train::fit::{FitOptions, finished_summary, fit};
+
+/// One axis of the grid: a `FitConfig` key (`-` or `_`) and its values.
+pub type Axis = (String, Vec<String>);
+
+/// Parses `KEY=V1,V2,...`.
+pub fn parse_axis(s: &str) -> Result<Axis> {
+    let (k, v) = s
+        .split_once('=')
+        .ok_or_else(|| Error::invalid(format!("--grid expects KEY=V1,V2, got `{s}`")))?;
+    let values: Vec<String> = v
+        .split(',')
+        .map(|x| x.trim().to_string())
+        .filter(|x| !x.is_empty())
+        .collect();
+    if values.is_empty() {
+        return Err(Error::invalid(format!("--grid {k}: no values")));
+    }
+    Ok((k.trim().replace('-', "_"), values))
+}
+
+/// The named grids: `transfer` (the transfer gain) and `seeds` (the seeds' losses × optimizers).
+pub fn preset_grid(name: &str) -> Result<Vec<Axis>> {
+    let axis = |k: &str, v: &[&str]| (k.to_string(), v.iter().map(|s| s.to_string()).collect());
+    match name {
+        "transfer" => Ok(vec![axis(
+            "strategy",
+            &["linear-probe", "fine-tune", "scratch"],
+        )]),
+        "seeds" => Ok(vec![
+            axis("loss", &["ce", "mse", "focal"]),
+            axis("optimizer", &["gd", "sgd", "adam"]),
+        ]),
+        other => Err(Error::invalid(format!(
+            "unknown compare preset `{other}` (transfer, seeds)"
+        ))),
+    }
+}
+
+/// One cell of the comparison (`compare.json`).
+#[derive(Debug, Clone, Serialize, Deserialize)]
+pub struct Cell {
+    pub settings: BTreeMap<String, String>,
+    /// Mean test accuracy over seeds.
+    pub test_accuracy: f64,
+    pub sd: f64,
+    pub accuracies: Vec<f64>,
+    pub final_loss: f64,
+    pub seconds: f64,
+    pub run_dirs: Vec<PathBuf>,
+}
+
+/// The whole comparison (`compare.json`).
+#[derive(Debug, Clone, Serialize, Deserialize)]
+pub struct Comparison {
+    pub grid: BTreeMap<String, Vec<String>>,
+    pub cells: Vec<Cell>,
+}
+
+/// Applies `key = value` to a config through its TOML form, so every key of the config file
+/// is a grid key and unknown keys are rejected by name.
+pub fn apply_setting(cfg: &FitConfig, key: &str, value: &str) -> Result<FitConfig> {
+    let mut table: toml::Table = toml::from_str(&cfg.to_toml())
+        .map_err(|e| Error::invalid(format!("config round trip: {e}")))?;
+    // `model=NAME@WEIGHTS` pairs a backbone with its weights file (for rankings).
+    if key == "model"
+        && let Some((m, w)) = value.split_once('@')
+    {
+        table.insert("model".into(), toml::Value::String(m.into()));
+        table.insert("weights".into(), toml::Value::String(w.into()));
+    } else {
+        let v = if let Ok(i) = value.parse::<i64>() {
+            toml::Value::Integer(i)
+        } else if let Ok(f) = value.parse::<f64>() {
+            toml::Value::Float(f)
+        } else if let Ok(b) = value.parse::<bool>() {
+            toml::Value::Boolean(b)
+        } else {
+            toml::Value::String(value.into())
+        };
+        table.insert(key.into(), v);
+    }
+    let text = toml::to_string(&table).map_err(|e| Error::invalid(e.to_string()))?;
+    // An integer given for a float key is fine in TOML terms only as a float.
+    let parsed: std::result::Result<FitConfig, _> = toml::from_str(&text);
+    match parsed {
+        Ok(c) => Ok(c),
+        Err(_) if value.parse::<i64>().is_ok() => {
+            table.insert(
+                key.into(),
+                toml::Value::Float(value.parse::<f64>().unwrap_or(0.0)),
+            );
+            let text = toml::to_string(&table).map_err(|e| Error::invalid(e.to_string()))?;
+            toml::from_str(&text).map_err(|e| Error::invalid(format!("--grid {key}={value}: {e}")))
+        }
+        Err(e) => Err(Error::invalid(format!("--grid {key}={value}: {e}"))),
+    }
+}
+
+/// Every combination of the axes, in order.
+fn combinations(axes: &[Axis]) -> Vec<BTreeMap<String, String>> {
+    let mut out = vec![BTreeMap::new()];
+    for (k, values) in axes {
+        out = out
+            .into_iter()
+            .flat_map(|m| {
+                values.iter().map(move |v| {
+                    let mut m = m.clone();
+                    m.insert(k.clone(), v.clone());
+                    m
+                })
+            })
+            .collect();
+    }
+    out
+}
+
+/// Runs the grid into `dir/cell-NN-seed-S`, skipping finished runs, and writes `compare.json`.
+pub fn compare(
+    base: &FitConfig,
+    axes: &[Axis],
+    seeds: usize,
+    dir: &Path,
+    opts: &FitOptions,
+) -> Result<Comparison> {
+    if axes.is_empty() {
+        return Err(Error::invalid(
+            "compare needs at least one --grid KEY=V1,V2 (or --preset)",
+        ));
+    }
+    let seeds = seeds.max(1);
+    let mut cells = Vec::new();
+    let combos = combinations(axes);
+    // Validate every cell before running any: a typo fails in a second, not after an hour.
+    let mut configs = Vec::new();
+    for settings in &combos {
+        let mut cfg = base.clone();
+        for (k, v) in settings {
+            cfg = apply_setting(&cfg, k, v)?;
+        }
+        cfg.plan()?;
+        configs.push(cfg);
+    }
+    for (i, (settings, cfg)) in combos.iter().zip(configs).enumerate() {
+        let mut accs = Vec::new();
+        let mut losses = Vec::new();
+        let mut seconds = 0.0;
+        let mut run_dirs = Vec::new();
+        for s in 0..seeds {
+            let out = dir.join(format!("cell-{:02}-seed-{s}", i + 1));
+            let summary = match finished_summary(&out) {
+                Some(done) => done,
+                None => {
+                    if !opts.quiet {
+                        let desc: Vec<String> =
+                            settings.iter().map(|(k, v)| format!("{k}={v}")).collect();
+                        eprintln!(
+                            "cell {}/{} seed {s}: {}",
+                            i + 1,
+                            combos.len(),
+                            desc.join(" ")
+                        );
+                    }
+                    let run_cfg = FitConfig {
+                        seed: cfg.seed + s as u64,
+                        out: Some(out.clone()),
+                        ..cfg.clone()
+                    };
+                    fit(&run_cfg, opts)?
+                }
+            };
+            accs.push(summary.test_accuracy);
+            losses.push(summary.train_loss);
+            seconds += summary.seconds;
+            run_dirs.push(out);
+        }
+        let (mean, sd) = mean_sd(&accs);
+        cells.push(Cell {
+            settings: settings.clone(),
+            test_accuracy: mean,
+            sd,
+            accuracies: accs,
+            final_loss: mean_sd(&losses).0,
+            seconds: seconds / seeds as f64,
+            run_dirs,
+        });
+    }
+    let result = Comparison {
+        grid: axes.iter().cloned().collect(),
+        cells,
+    };
+    std::fs::create_dir_all(dir).map_err(|e| Error::io(dir, e))?;
+    let json = serde_json::to_string_pretty(&result).unwrap_or_default();
+    crate::train::checkpoint::write_atomic(&dir.join("compare.json"), json.as_bytes())?;
+    Ok(result)
+}
+
+impl Comparison {
+    /// The table as aligned text (cells in grid order, or best first with `ranked`).
+    pub fn table(&self, ranked: bool) -> String {
+        let keys: Vec<&String> = self.grid.keys().collect();
+        let mut cells: Vec<&Cell> = self.cells.iter().collect();
+        if ranked {
+            cells.sort_by(|a, b| b.test_accuracy.total_cmp(&a.test_accuracy));
+        }
+        let width = |k: &String| {
+            cells
+                .iter()
+                .map(|c| c.settings.get(k).map_or(0, String::len))
+                .max()
+                .unwrap_or(0)
+                .max(k.len())
+        };
+        let mut s = String::new();
+        if ranked {
+            s += "rank ";
+        }
+        for k in &keys {
+            s += &format!("{:<w$}  ", k, w = width(k));
+        }
+        s += "test accuracy     final loss   seconds\n";
+        for (r, c) in cells.iter().enumerate() {
+            if ranked {
+                s += &format!("{:>4} ", r + 1);
+            }
+            for k in &keys {
+                s += &format!(
+                    "{:<w$}  ",
+                    c.settings.get(*k).map_or("", String::as_str),
+                    w = width(k)
+                );
+            }
+            s += &format!(
+                "{:.4} ± {:.4}   {:>10.4}   {:>7.1}\n",
+                c.test_accuracy, c.sd, c.final_loss, c.seconds
+            );
+        }
+        s
+    }
+}

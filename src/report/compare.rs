@@ -1,0 +1,243 @@
+//! The report of a `graft compare` folder (`compare.json`): the grid's table, with links to
+//! each cell's run report, and a bar chart of accuracy with ± sd error bars.
+
+use std::fmt;
+use std::path::{Path, PathBuf};
+
+use serde::Deserialize;
+use serde::de::{Deserializer, MapAccess, Visitor};
+use serde_json::Value;
+
+use super::charts::{self, BLUE_C, Bars};
+use super::html::{self, Cell, Page, note, num, pct};
+use super::{read_json, run_report_link, value_text, write_page};
+use crate::error::Result;
+
+/// `compare.json`, read leniently (numbers may be `null` where a run diverged).
+#[derive(Debug, Deserialize)]
+struct Comparison {
+    #[serde(default)]
+    grid: Grid,
+    cells: Vec<CellRow>,
+}
+
+#[derive(Debug, Deserialize)]
+struct CellRow {
+    #[serde(default)]
+    settings: serde_json::Map<String, Value>,
+    test_accuracy: Option<f64>,
+    sd: Option<f64>,
+    #[serde(default)]
+    accuracies: Vec<Option<f64>>,
+    final_loss: Option<f64>,
+    seconds: Option<f64>,
+    #[serde(default)]
+    run_dirs: Vec<PathBuf>,
+}
+
+/// The grid's axes in file order (so the table's columns follow the command line).
+#[derive(Debug, Default)]
+struct Grid(Vec<(String, Vec<Value>)>);
+
+impl<'de> Deserialize<'de> for Grid {
+    fn deserialize<D: Deserializer<'de>>(d: D) -> std::result::Result<Self, D::Error> {
+        struct Axes;
+        impl<'de> Visitor<'de> for Axes {
+            type Value = Grid;
+            fn expecting(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+                f.write_str("an object of setting → list of values")
+            }
+            fn visit_map<A: MapAccess<'de>>(
+                self,
+                mut map: A,
+            ) -> std::result::Result<Grid, A::Error> {
+                let mut axes = Vec::new();
+                while let Some((k, v)) = map.next_entry::<String, Value>()? {
+                    let values = match v {
+                        Value::Array(a) => a,
+                        other => vec![other],
+                    };
+                    axes.push((k, values));
+                }
+                Ok(Grid(axes))
+            }
+        }
+        d.deserialize_map(Axes)
+    }
+}
+
+/// Writes `dir/report.html` from `dir/compare.json` and returns its path.
+pub fn write_compare_report(dir: &Path) -> Result<PathBuf> {
+    let cmp: Comparison = read_json(&dir.join("compare.json"))?;
+    write_page(dir, &render(dir, &cmp))
+}
+
+/// The settings columns: the grid's keys in order, then any other keys the cells carry.
+fn columns(cmp: &Comparison) -> Vec<String> {
+    let mut cols: Vec<String> = cmp.grid.0.iter().map(|(k, _)| k.clone()).collect();
+    for cell in &cmp.cells {
+        for k in cell.settings.keys() {
+            if !cols.contains(k) {
+                cols.push(k.clone());
+            }
+        }
+    }
+    cols
+}
+
+fn setting(cell: &CellRow, key: &str) -> String {
+    cell.settings.get(key).map(value_text).unwrap_or_default()
+}
+
+fn render(dir: &Path, cmp: &Comparison) -> String {
+    let cols = columns(cmp);
+    let axes: Vec<String> = cmp
+        .grid
+        .0
+        .iter()
+        .map(|(k, vs)| {
+            format!(
+                "{k} ∈ {{{}}}",
+                vs.iter().map(value_text).collect::<Vec<_>>().join(", ")
+            )
+        })
+        .collect();
+    let runs: usize = cmp
+        .cells
+        .iter()
+        .map(|c| c.accuracies.len().max(c.run_dirs.len()))
+        .sum();
+    let mut page = Page::new(
+        &format!("Comparison: {} settings", cmp.cells.len()),
+        &format!(
+            "Folder {} · {} · {runs} runs",
+            dir.display(),
+            axes.join(" × ")
+        ),
+    );
+    let best = cmp
+        .cells
+        .iter()
+        .enumerate()
+        .filter_map(|(i, c)| Some((i, c.test_accuracy.filter(|a| a.is_finite())?)))
+        .max_by(|a, b| a.1.total_cmp(&b.1))
+        .map(|(i, _)| i);
+    if let Some(b) = best {
+        let c = &cmp.cells[b];
+        page.cards(&[
+            (
+                "best test accuracy",
+                pct(c.test_accuracy.unwrap_or(f64::NAN)),
+            ),
+            ("± sd over seeds", pct(c.sd.unwrap_or(f64::NAN))),
+            ("best setting", label(&cols, c)),
+        ]);
+    }
+    page.section("comparison-table", "Results", &table(dir, &cols, cmp, best));
+    page.section("comparison-chart", "Test accuracy", &chart(&cols, cmp));
+    page.finish()
+}
+
+/// `"lr=0.01, strategy=fine-tune"` for a cell.
+fn label(cols: &[String], cell: &CellRow) -> String {
+    let parts: Vec<String> = cols
+        .iter()
+        .filter(|k| cell.settings.contains_key(k.as_str()))
+        .map(|k| format!("{k}={}", setting(cell, k)))
+        .collect();
+    if parts.is_empty() {
+        "(base)".to_string()
+    } else {
+        parts.join(", ")
+    }
+}
+
+fn table(dir: &Path, cols: &[String], cmp: &Comparison, best: Option<usize>) -> String {
+    if cmp.cells.is_empty() {
+        return note("compare.json has no cells.");
+    }
+    let mut headers: Vec<(&str, bool)> = cols.iter().map(|c| (c.as_str(), true)).collect();
+    headers.extend([
+        ("test accuracy (mean ± sd)", false),
+        ("per seed", false),
+        ("final loss", false),
+        ("seconds", false),
+        ("report", true),
+    ]);
+    let rows: Vec<(Vec<Cell>, bool)> = cmp
+        .cells
+        .iter()
+        .enumerate()
+        .map(|(i, c)| {
+            let mut cells: Vec<Cell> = cols.iter().map(|k| Cell::Left(setting(c, k))).collect();
+            let acc = c.test_accuracy.unwrap_or(f64::NAN);
+            cells.push(Cell::Num(format!(
+                "{} ± {}",
+                pct(acc),
+                pct(c.sd.unwrap_or(f64::NAN))
+            )));
+            let seeds: Vec<String> = c
+                .accuracies
+                .iter()
+                .map(|a| pct(a.unwrap_or(f64::NAN)))
+                .collect();
+            cells.push(Cell::Num(seeds.join(", ")));
+            cells.push(Cell::Num(num(c.final_loss.unwrap_or(f64::NAN), 4)));
+            cells.push(Cell::Num(num(c.seconds.unwrap_or(f64::NAN), 1)));
+            let link = c
+                .run_dirs
+                .first()
+                .and_then(|d| run_report_link(dir, d))
+                .map_or_else(String::new, |h| format!("<a href=\"{h}\">run report</a>"));
+            cells.push(Cell::Html(link));
+            (cells, Some(i) == best)
+        })
+        .collect();
+    let mut html = html::table(&headers, &rows);
+    if best.is_some() {
+        html += "\n<p class=\"caption\">The best mean accuracy is in bold. Links open the first seed's run \
+                 report (write it with <code>graft report RUN</code>).</p>";
+    }
+    html
+}
+
+fn chart(cols: &[String], cmp: &Comparison) -> String {
+    if cmp.cells.is_empty() {
+        return note("No cells to chart.");
+    }
+    let cats: Vec<String> = cmp.cells.iter().map(|c| label(cols, c)).collect();
+    let values: Vec<f64> = cmp
+        .cells
+        .iter()
+        .map(|c| c.test_accuracy.unwrap_or(f64::NAN))
+        .collect();
+    let errors: Vec<f64> = cmp.cells.iter().map(|c| c.sd.unwrap_or(0.0)).collect();
+    let start = charts::bar_axis_start(&values, &errors);
+    let bars = [Bars {
+        name: "test accuracy".into(),
+        values,
+        errors: Some(errors),
+        color: BLUE_C,
+    }];
+    match charts::bar_chart(
+        "Test accuracy (mean ± sd over seeds)",
+        &cats,
+        &bars,
+        "test accuracy",
+        start,
+        None,
+    ) {
+        Ok(svg) => {
+            let caption = if start > 0.0 {
+                format!(
+                    "Error bars: ± one standard deviation over seeds. The axis starts at {} so that differences are visible.",
+                    pct(start)
+                )
+            } else {
+                "Error bars: ± one standard deviation over seeds.".to_string()
+            };
+            html::figure(&svg, &caption)
+        }
+        Err(e) => note(&e.to_string()),
+    }
+}

@@ -1,0 +1,163 @@
+//! The report of a `graft cv` folder (`cv.json`): accuracy per fold as bars with the mean ± sd
+//! band, and a table linking each fold's run report.
+
+use std::path::{Path, PathBuf};
+
+use serde::Deserialize;
+use serde_json::Value;
+
+use super::charts::{self, BLUE_C, Bars, Reference};
+use super::html::{self, Cell, Page, note, pct};
+use super::{read_json, run_report_link, value_text, write_page};
+use crate::error::Result;
+
+/// `cv.json`, read leniently (numbers may be `null` where a fold diverged).
+#[derive(Debug, Deserialize)]
+struct CrossValidation {
+    folds: Vec<Option<f64>>,
+    mean: Option<f64>,
+    sd: Option<f64>,
+    #[serde(default)]
+    run_dirs: Vec<PathBuf>,
+    #[serde(default)]
+    settings: Option<serde_json::Map<String, Value>>,
+}
+
+/// Writes `dir/report.html` from `dir/cv.json` and returns its path.
+pub fn write_cv_report(dir: &Path) -> Result<PathBuf> {
+    let cv: CrossValidation = read_json(&dir.join("cv.json"))?;
+    write_page(dir, &render(dir, &cv))
+}
+
+fn render(dir: &Path, cv: &CrossValidation) -> String {
+    let k = cv.folds.len();
+    let settings: Vec<(String, String)> = cv
+        .settings
+        .iter()
+        .flatten()
+        .map(|(key, v)| (key.clone(), value_text(v)))
+        .collect();
+    let get = |key: &str| {
+        settings
+            .iter()
+            .find(|(k, _)| k == key)
+            .map(|(_, v)| v.as_str())
+    };
+    let mut title = format!("Cross-validation: {k} folds");
+    if let (Some(model), Some(data)) = (get("model"), get("data")) {
+        title += &format!(" — {model} on {data}");
+    }
+    let mut page = Page::new(&title, &format!("Folder {}", dir.display()));
+    let mean = cv.mean.unwrap_or(f64::NAN);
+    let sd = cv.sd.unwrap_or(f64::NAN);
+    let finite: Vec<f64> = cv
+        .folds
+        .iter()
+        .flatten()
+        .copied()
+        .filter(|v| v.is_finite())
+        .collect();
+    let lo = finite.iter().copied().fold(f64::INFINITY, f64::min);
+    let hi = finite.iter().copied().fold(f64::NEG_INFINITY, f64::max);
+    page.cards(&[
+        ("mean accuracy", pct(mean)),
+        ("± sd over folds", pct(sd)),
+        ("worst fold", pct(lo)),
+        ("best fold", pct(hi)),
+        ("folds", k.to_string()),
+    ]);
+    page.section(
+        "cv-folds",
+        "Accuracy per fold",
+        &format!("{}\n{}", chart(cv), table(dir, cv)),
+    );
+    if !settings.is_empty() {
+        let rows: Vec<(Vec<Cell>, bool)> = settings
+            .iter()
+            .map(|(k, v)| (vec![Cell::Left(k.clone()), Cell::Left(v.clone())], false))
+            .collect();
+        page.section(
+            "cv-settings",
+            "Settings",
+            &html::table(&[("setting", true), ("value", true)], &rows),
+        );
+    }
+    page.finish()
+}
+
+fn chart(cv: &CrossValidation) -> String {
+    if cv.folds.is_empty() {
+        return note("cv.json lists no folds.");
+    }
+    let cats: Vec<String> = (1..=cv.folds.len()).map(|i| format!("fold {i}")).collect();
+    let values: Vec<f64> = cv.folds.iter().map(|v| v.unwrap_or(f64::NAN)).collect();
+    let mean = cv.mean.unwrap_or(f64::NAN);
+    let sd = cv.sd.unwrap_or(0.0);
+    let mut floor = values.clone();
+    floor.push(mean - sd);
+    let start = charts::bar_axis_start(&floor, &[]);
+    let reference = Reference {
+        value: mean,
+        band: sd,
+        label: format!("mean {} ± {}", pct(mean), pct(sd)),
+    };
+    let bars = [Bars {
+        name: "test accuracy".into(),
+        values,
+        errors: None,
+        color: BLUE_C,
+    }];
+    match charts::bar_chart(
+        "Test accuracy per fold",
+        &cats,
+        &bars,
+        "test accuracy",
+        start,
+        Some(&reference),
+    ) {
+        Ok(svg) => {
+            let mut caption =
+                "Green line: mean over folds; shaded band: ± one standard deviation.".to_string();
+            if start > 0.0 {
+                caption += &format!(
+                    " The axis starts at {} so that differences are visible.",
+                    pct(start)
+                );
+            }
+            html::figure(&svg, &caption)
+        }
+        Err(e) => note(&e.to_string()),
+    }
+}
+
+fn table(dir: &Path, cv: &CrossValidation) -> String {
+    let rows: Vec<(Vec<Cell>, bool)> = cv
+        .folds
+        .iter()
+        .enumerate()
+        .map(|(i, acc)| {
+            let run = cv.run_dirs.get(i);
+            let link = run
+                .and_then(|d| run_report_link(dir, d))
+                .map_or_else(String::new, |h| format!("<a href=\"{h}\">run report</a>"));
+            (
+                vec![
+                    Cell::Num((i + 1).to_string()),
+                    Cell::Num(pct(acc.unwrap_or(f64::NAN))),
+                    Cell::Left(run.map(|d| d.display().to_string()).unwrap_or_default()),
+                    Cell::Html(link),
+                ],
+                false,
+            )
+        })
+        .collect();
+    html::table(
+        &[
+            ("fold", false),
+            ("test accuracy", false),
+            ("run folder", true),
+            ("report", true),
+        ],
+        &rows,
+    )
+}
