@@ -26,6 +26,10 @@ pub struct FitConfig {
     /// BatchNorm policy while training: `train` (batch statistics, running stats updated) or
     /// `frozen` (pretrained statistics used and kept).
     pub bn: String,
+    /// Momentum of the BatchNorm running statistics while training (`--bn train`). Default 0.1
+    /// (PyTorch's): the pretrained value of TensorFlow-born weights (0.01 for EfficientNet-Lite)
+    /// is meant for long schedules and leaves the statistics stale after a short fine-tune.
+    pub bn_momentum: f64,
     /// Learning-rate multiplier for the backbone (the head uses `lr`).
     pub backbone_lr_mult: f64,
     /// `ce`, `focal` or `mse`.
@@ -80,6 +84,7 @@ impl Default for FitConfig {
             num_classes: None,
             strategy: "fine-tune".into(),
             bn: "train".into(),
+            bn_momentum: 0.1,
             backbone_lr_mult: 1.0,
             loss: "ce".into(),
             class_weights: "none".into(),
@@ -227,6 +232,12 @@ impl FitConfig {
         };
         positive("lr", self.lr)?;
         positive("eps", self.eps)?;
+        if !(self.bn_momentum.is_finite() && (0.0..=1.0).contains(&self.bn_momentum)) {
+            return Err(Error::invalid(format!(
+                "--bn-momentum must be in [0, 1], got {}",
+                self.bn_momentum
+            )));
+        }
         if !(self.backbone_lr_mult.is_finite() && self.backbone_lr_mult >= 0.0) {
             return Err(Error::invalid("--backbone-lr-mult must be >= 0"));
         }

@@ -78,6 +78,14 @@ impl MbConv {
         }
     }
 
+    fn for_each_bn(&mut self, f: &mut dyn FnMut(&mut BatchNorm2d)) {
+        if let Some(bn) = &mut self._bn0 {
+            f(bn);
+        }
+        f(&mut self._bn1);
+        f(&mut self._bn2);
+    }
+
     /// `(n, c_in, h, w) -> (n, c_out, h / stride, w / stride)` (rounded up).
     pub fn forward(&self, x: Tensor<4>) -> Tensor<4> {
         let mut h = x.clone();
@@ -124,6 +132,15 @@ impl EfficientNetLite {
                 .init(device),
             _bn1: bn(div(spec.head), device),
         }
+    }
+
+    /// Calls `f` on every BatchNorm layer.
+    pub fn for_each_bn(&mut self, f: &mut dyn FnMut(&mut BatchNorm2d)) {
+        f(&mut self._bn0);
+        for block in &mut self._blocks {
+            block.for_each_bn(f);
+        }
+        f(&mut self._bn1);
     }
 
     /// `(n, 3, h, w) -> (n, feature_dim)`.

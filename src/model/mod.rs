@@ -86,6 +86,17 @@ impl Classifier {
         self
     }
 
+    /// Sets the momentum of every BatchNorm's running statistics (PyTorch convention:
+    /// `running = (1 - m) running + m batch`).
+    pub fn set_bn_momentum(mut self, momentum: f64) -> Self {
+        let mut set = |bn: &mut layers::BatchNorm2d| bn.momentum = momentum;
+        match &mut self.backbone {
+            Backbone::ResNet(m) => m.for_each_bn(&mut set),
+            Backbone::EfficientNetLite(m) => m.for_each_bn(&mut set),
+        }
+        self
+    }
+
     /// Number of classes the head predicts.
     pub fn num_classes(&self) -> usize {
         self.head.d_out()

@@ -100,6 +100,17 @@ impl Block {
         }
     }
 
+    fn for_each_bn(&mut self, f: &mut dyn FnMut(&mut BatchNorm2d)) {
+        f(&mut self.bn1);
+        f(&mut self.bn2);
+        if let Some(bn3) = &mut self.bn3 {
+            f(bn3);
+        }
+        if let Some(d) = &mut self.downsample {
+            f(&mut d.bn);
+        }
+    }
+
     /// `(n, c_in, h, w) -> (n, c_out, h / stride, w / stride)`.
     pub fn forward(&self, x: Tensor<4>) -> Tensor<4> {
         let identity = match &self.downsample {
@@ -158,6 +169,20 @@ impl ResNet {
     /// The stages in order, for partial fine-tuning (`partial:K` trains the last K).
     pub fn stage_names() -> &'static [&'static str] {
         &["conv1", "layer1", "layer2", "layer3", "layer4"]
+    }
+
+    /// Calls `f` on every BatchNorm layer.
+    pub fn for_each_bn(&mut self, f: &mut dyn FnMut(&mut BatchNorm2d)) {
+        f(&mut self.bn1);
+        for block in self
+            .layer1
+            .iter_mut()
+            .chain(&mut self.layer2)
+            .chain(&mut self.layer3)
+            .chain(&mut self.layer4)
+        {
+            block.for_each_bn(f);
+        }
     }
 
     /// `(n, 3, h, w) -> (n, feature_dim)`.

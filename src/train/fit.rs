@@ -931,7 +931,7 @@ fn run_network(
     let bn_trains = |key: &str| !ctx.plan.bn_frozen && trains(&format!("{key}.weight"));
     let ad = ctx.device.clone().autodiff();
     let model = set_trainable(
-        model.train(),
+        model.set_bn_momentum(cfg.bn_momentum).train(),
         head,
         &Trainable {
             param: &trains,

@@ -170,6 +170,13 @@ pub fn run(a: BenchArgs) -> Result<()> {
                 resize: "exact".into(),
                 augment: if probe { "none" } else { "crop,flip" }.into(),
                 val_split: 0.0,
+                // The reference keeps the weights' BatchNorm momentum (0.01 for EfficientNet-Lite,
+                // 0.1 for torchvision ResNets): same settings, same numbers.
+                bn_momentum: if a.model.starts_with("efficientnet") {
+                    0.01
+                } else {
+                    0.1
+                },
                 limit_train: (a.limit_train > 0).then_some(a.limit_train),
                 limit_test: (a.limit_test > 0).then_some(a.limit_test),
                 out: Some(out.clone()),

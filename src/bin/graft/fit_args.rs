@@ -42,6 +42,9 @@ pub struct FitArgs {
     /// BatchNorm while training: train | frozen [default: train].
     #[arg(long)]
     bn: Option<String>,
+    /// Momentum of the BatchNorm running statistics while training [default: 0.1].
+    #[arg(long)]
+    bn_momentum: Option<f64>,
     /// Learning-rate multiplier of the backbone (discriminative rates) [default: 1].
     #[arg(long)]
     backbone_lr_mult: Option<f64>,
@@ -158,6 +161,7 @@ impl FitArgs {
             data,
             strategy,
             bn,
+            bn_momentum,
             backbone_lr_mult,
             loss,
             class_weights,

@@ -74,7 +74,7 @@ fn main() {
         Command::Bench(args) => bench::run(args),
         Command::Compare(args) => experiments::run_compare(args),
         Command::Cv(args) => experiments::run_cv(args),
-        Command::Report { dir } => write_report_shim(&dir)
+        Command::Report { dir } => graft::report::write_report(&dir)
             .map(|p| println!("{}", p.display()))
             .map_err(Into::into),
         Command::Models => {
@@ -91,7 +91,7 @@ fn main() {
 /// Writes the HTML report of a finished run/compare/cv folder; a failure is a warning, never
 /// the run's failure.
 pub fn report_for(dir: &std::path::Path) -> Option<PathBuf> {
-    match write_report_shim(dir) {
+    match graft::report::write_report(dir) {
         Ok(p) => Some(p),
         Err(e) => {
             eprintln!("warning: no report for {}: {e}", dir.display());
@@ -128,12 +128,4 @@ fn models() {
             p.summary
         );
     }
-}
-
-// TEMPORARY until src/report lands.
-fn write_report_shim(dir: &std::path::Path) -> graft::Result<PathBuf> {
-    Err(graft::Error::invalid(format!(
-        "report not available yet for {}",
-        dir.display()
-    )))
 }
