@@ -22,7 +22,7 @@ declare -A CASES=(
   [infer-resnet18-32-bs64]="infer --model resnet18 --image-size 32 --batch-size 64 --iters 10"
   [infer-resnet18-224-bs16]="infer --model resnet18 --image-size 224 --batch-size 16 --iters 5"
   [infer-effnet-224-bs16]="infer --model efficientnet_lite0 --image-size 224 --batch-size 16 --iters 5 --weights $effw"
-  [linear-probe-effnet-fmnist]="linear-probe --model efficientnet_lite0 --image-size 64 --weights $effw --limit-train 6000 --limit-test 2000"
+  [linear-probe-effnet-fmnist]="linear-probe --model efficientnet_lite0 --image-size 64 --epochs 10 --weights $effw --limit-train 6000 --limit-test 2000"
   [fine-tune-effnet-fmnist]="fine-tune --model efficientnet_lite0 --image-size 64 --epochs 1 --weights $effw --limit-train 3000 --limit-test 1000"
 )
 order=(train-step-resnet18-32-bs64 infer-resnet18-32-bs64 infer-resnet18-224-bs16 infer-effnet-224-bs16 linear-probe-effnet-fmnist fine-tune-effnet-fmnist)

@@ -11,7 +11,7 @@ use graft::config::FitConfig;
 use graft::model::params::{Strictness, load_into};
 use graft::model::{Classifier, preset};
 use graft::tensor::to_vec;
-use graft::train::fit::{FitOptions, fit, load_pretrained};
+use graft::train::fit::{FitOptions, fit_on, load_pretrained};
 use graft::train::{Grads, Loss, LossKind, Optimizer, OptimizerConfig, OptimizerKind};
 use serde_json::json;
 
@@ -158,13 +158,13 @@ pub fn run(a: BenchArgs) -> Result<()> {
                     .unwrap_or_else(|| default_weights(&a.model)),
                 data,
                 strategy: if probe { "linear-probe" } else { "fine-tune" }.into(),
-                // The reference: probe = Adam 1e-3, 10 epochs, batches of 256 on cached
-                // features; fine-tune = SGD(lr, momentum 0.9, wd 5e-4), crop+flip.
+                // The reference: probe = Adam 1e-3, batches of 256 on cached features;
+                // fine-tune = SGD(lr, momentum 0.9, wd 5e-4), crop+flip; --epochs for both.
                 optimizer: if probe { "adam" } else { "sgd" }.into(),
                 lr: if probe { 1e-3 } else { a.lr },
                 momentum: 0.9,
                 weight_decay: if probe { 0.0 } else { 5e-4 },
-                epochs: if probe { 10 } else { a.epochs },
+                epochs: a.epochs,
                 batch_size: if probe { 256 } else { a.batch_size },
                 image_size: Some(a.image_size),
                 resize: "exact".into(),
@@ -177,21 +177,29 @@ pub fn run(a: BenchArgs) -> Result<()> {
                 } else {
                     0.1
                 },
-                limit_train: (a.limit_train > 0).then_some(a.limit_train),
-                limit_test: (a.limit_test > 0).then_some(a.limit_test),
+                limit_train: None,
+                limit_test: None,
                 out: Some(out.clone()),
                 // A fresh cache: the reference extracts features in every run, so must we.
                 cache_dir: Some(out.join("cache")),
                 ..FitConfig::default()
             };
             let t = Instant::now();
-            let s = fit(
-                &cfg,
-                &FitOptions {
-                    quiet: true,
-                    resume: false,
-                },
-            )?;
+            // The reference limits by taking the first N samples (not a stratified subset):
+            // the same images here, so the accuracies compare.
+            let mut ds = graft::data::open(&cfg.data)?;
+            let first = |n: usize, len: usize| -> Vec<usize> { (0..n.min(len)).collect() };
+            if a.limit_train > 0 {
+                ds.train = ds.train.select(&first(a.limit_train, ds.train.len()));
+            }
+            if a.limit_test > 0 {
+                ds.test = ds.test.select(&first(a.limit_test, ds.test.len()));
+            }
+            let opts = FitOptions {
+                quiet: true,
+                resume: false,
+            };
+            let s = fit_on(&cfg, &opts, ds)?;
             let total = t.elapsed().as_secs_f64();
             let _ = std::fs::remove_dir_all(&out);
             emit(

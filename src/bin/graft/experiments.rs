@@ -25,7 +25,7 @@ pub struct CompareArgs {
     #[arg(long, default_value_t = 1)]
     seeds: usize,
     /// Rank the cells by test accuracy ("which pretrained model should I fine-tune?": use
-    /// `--grid model=A@wA.pth,B@wB.pth --strategy linear-probe`).
+    /// `--grid model=A@wA.pth,B@wB.pth`; implies `--strategy linear-probe` unless given).
     #[arg(long)]
     ranking: bool,
     #[command(flatten)]
@@ -51,7 +51,12 @@ fn out_dir(cfg_out: &Option<PathBuf>, kind: &str) -> PathBuf {
 }
 
 pub fn run_compare(a: CompareArgs) -> Result<()> {
-    let base = a.fit.resolve()?;
+    let mut base = a.fit.resolve()?;
+    // A ranking of backbones compares fast linear probes on cached features unless told
+    // otherwise.
+    if a.ranking && !a.fit.strategy_given() {
+        base.strategy = "linear-probe".into();
+    }
     let mut axes = match &a.preset {
         Some(p) => preset_grid(p)?,
         None => Vec::new(),
@@ -65,6 +70,12 @@ pub fn run_compare(a: CompareArgs) -> Result<()> {
         resume: false,
     };
     let result = compare(&base, &axes, a.seeds, &dir, &opts)?;
+    // Each cell's own report first, so the comparison page can link to them.
+    for cell in &result.cells {
+        for run in &cell.run_dirs {
+            crate::report_for(run);
+        }
+    }
     let report = crate::report_for(&dir);
     if a.fit.json_flag() {
         println!(
@@ -86,6 +97,9 @@ pub fn run_cv(a: CvArgs) -> Result<()> {
         resume: false,
     };
     let r = cross_validate(&cfg, a.folds, &dir, &opts)?;
+    for run in &r.run_dirs {
+        crate::report_for(run);
+    }
     let report = crate::report_for(&dir);
     if a.fit.json_flag() {
         println!(

@@ -215,6 +215,9 @@ impl FitArgs {
     pub fn quiet_flag(&self) -> bool {
         self.quiet
     }
+    pub fn strategy_given(&self) -> bool {
+        self.strategy.is_some()
+    }
 }
 
 pub fn run(args: FitArgs) -> Result<()> {
