@@ -4,7 +4,10 @@ pub mod cache;
 pub mod checkpoint;
 pub mod fit;
 pub mod loss;
+mod network;
 pub mod optim;
+mod probe;
+mod run_files;
 
 pub use loss::{Loss, LossKind};
 pub use optim::{Grads, Optimizer, OptimizerConfig, OptimizerKind, Schedule};
