@@ -204,10 +204,14 @@ pub fn load_into(
         ));
     }
     if !loader.problems.is_empty() {
+        const SHOW: usize = 12;
+        let n = loader.problems.len();
+        let mut lines = loader.problems[..n.min(SHOW)].join("\n  ");
+        if n > SHOW {
+            lines.push_str(&format!("\n  ... and {} more", n - SHOW));
+        }
         return Err(Error::invalid(format!(
-            "weights do not fit the model ({} problem(s)):\n  {}",
-            loader.problems.len(),
-            loader.problems.join("\n  ")
+            "weights do not fit the model ({n} problem(s)):\n  {lines}"
         )));
     }
     loader.report.unused = unused;
