@@ -39,10 +39,15 @@ fn forward_matches_pytorch() {
             .map(|v| v.as_u64().unwrap() as usize)
             .collect();
         let x = det_input("input", [s[0], s[1], s[2], s[3]], 2.0, &dev);
-        let got = values(model.forward(x));
-        let err = rel_err(&got, &floats(&case["logits"]));
-        println!("{name}: relative error {err:.2e}");
-        errors.push((name.to_string(), err, case["tolerance"].as_f64().unwrap()));
+        let got = values(model.forward(x.clone()));
+        let want = floats(&case["logits"]);
+        let err = rel_err(&got, &want);
+        // The BatchNorm-folded inference copy (feature extraction, predict) must agree too.
+        let folded = rel_err(&values(model.folded_for_inference().forward(x)), &want);
+        println!("{name}: relative error {err:.2e}, folded {folded:.2e}");
+        let tol = case["tolerance"].as_f64().unwrap();
+        errors.push((name.to_string(), err, tol));
+        errors.push((format!("{name} (BatchNorm folded)"), folded, tol));
     }
     for (name, err, tol) in errors {
         assert!(

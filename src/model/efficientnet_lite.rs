@@ -78,6 +78,14 @@ impl MbConv {
         }
     }
 
+    fn for_each_conv_bn(&mut self, f: &mut dyn FnMut(&mut Conv2d, &mut BatchNorm2d)) {
+        if let (Some(conv), Some(bn)) = (&mut self._expand_conv, &mut self._bn0) {
+            f(conv, bn);
+        }
+        f(&mut self._depthwise_conv, &mut self._bn1);
+        f(&mut self._project_conv, &mut self._bn2);
+    }
+
     fn for_each_bn(&mut self, f: &mut dyn FnMut(&mut BatchNorm2d)) {
         if let Some(bn) = &mut self._bn0 {
             f(bn);
@@ -132,6 +140,15 @@ impl EfficientNetLite {
                 .init(device),
             _bn1: bn(div(spec.head), device),
         }
+    }
+
+    /// Calls `f` on every convolution with the BatchNorm that follows it.
+    pub fn for_each_conv_bn(&mut self, f: &mut dyn FnMut(&mut Conv2d, &mut BatchNorm2d)) {
+        f(&mut self._conv_stem, &mut self._bn0);
+        for block in &mut self._blocks {
+            block.for_each_conv_bn(f);
+        }
+        f(&mut self._conv_head, &mut self._bn1);
     }
 
     /// Calls `f` on every BatchNorm layer.

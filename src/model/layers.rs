@@ -134,6 +134,10 @@ pub struct BatchNorm2d {
     pub eps: f64,
     #[module(skip)]
     pub momentum: f64,
+    /// Set by [`fold_batch_norm`]: the preceding convolution already applies this layer, so
+    /// `forward` is the identity. Only ever set on a throwaway inference copy.
+    #[module(skip)]
+    pub folded: bool,
 }
 
 impl BatchNorm2d {
@@ -147,11 +151,15 @@ impl BatchNorm2d {
             training: Param::from_bool(true),
             eps,
             momentum,
+            folded: false,
         }
     }
 
     /// `(n, c, h, w) -> (n, c, h, w)`.
     pub fn forward(&self, x: Tensor<4>) -> Tensor<4> {
+        if self.folded {
+            return x;
+        }
         let device = x.device();
         if !(device.is_autodiff() && self.training.is_enabled()) {
             let mean = self.running_mean.value().to_device(&device);
@@ -176,6 +184,27 @@ impl BatchNorm2d {
         self.running_var.update(var.detach());
         out.output
     }
+}
+
+/// Folds an inference-mode BatchNorm into the convolution before it:
+/// `W' = W * s`, `b' = (b - mean) * s + beta` with `s = gamma / sqrt(var + eps)` per output
+/// channel, and marks the BatchNorm as folded (identity). One pass over the activations less per
+/// layer; for frozen backbones only (the folded pair cannot be trained or saved as two layers).
+pub fn fold_batch_norm(conv: &mut Conv2d, bn: &mut BatchNorm2d) {
+    let c = conv.weight.dims()[0];
+    let device = conv.weight.device();
+    let var = bn.running_var.value().to_device(&device);
+    let mean = bn.running_mean.value().to_device(&device);
+    let scale = bn.weight.val() / var.add_scalar(bn.eps).sqrt();
+    let weight = conv.weight.val() * scale.clone().reshape([c, 1, 1, 1]);
+    let bias = match &conv.bias {
+        Some(b) => b.val(),
+        None => Tensor::zeros([c], &device),
+    };
+    let bias = (bias - mean) * scale + bn.bias.val();
+    conv.weight = Param::from_tensor(weight).set_require_grad(false);
+    conv.bias = Some(Param::from_tensor(bias).set_require_grad(false));
+    bn.folded = true;
 }
 
 /// `torch.nn.Linear`: `y = x W^T + b`, weight stored `(out, in)`.

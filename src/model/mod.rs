@@ -97,6 +97,18 @@ impl Classifier {
         self
     }
 
+    /// An inference copy with every BatchNorm folded into its convolution (see
+    /// [`layers::fold_batch_norm`]): same outputs, fewer passes over the activations. For frozen
+    /// backbones (feature extraction, `predict`); never train or save the result.
+    pub fn folded_for_inference(&self) -> Self {
+        let mut m = self.valid();
+        match &mut m.backbone {
+            Backbone::ResNet(r) => r.for_each_conv_bn(&mut layers::fold_batch_norm),
+            Backbone::EfficientNetLite(e) => e.for_each_conv_bn(&mut layers::fold_batch_norm),
+        }
+        m
+    }
+
     /// Number of classes the head predicts.
     pub fn num_classes(&self) -> usize {
         self.head.d_out()

@@ -100,6 +100,17 @@ impl Block {
         }
     }
 
+    fn for_each_conv_bn(&mut self, f: &mut dyn FnMut(&mut Conv2d, &mut BatchNorm2d)) {
+        f(&mut self.conv1, &mut self.bn1);
+        f(&mut self.conv2, &mut self.bn2);
+        if let (Some(conv3), Some(bn3)) = (&mut self.conv3, &mut self.bn3) {
+            f(conv3, bn3);
+        }
+        if let Some(d) = &mut self.downsample {
+            f(&mut d.conv, &mut d.bn);
+        }
+    }
+
     fn for_each_bn(&mut self, f: &mut dyn FnMut(&mut BatchNorm2d)) {
         f(&mut self.bn1);
         f(&mut self.bn2);
@@ -169,6 +180,20 @@ impl ResNet {
     /// The stages in order, for partial fine-tuning (`partial:K` trains the last K).
     pub fn stage_names() -> &'static [&'static str] {
         &["conv1", "layer1", "layer2", "layer3", "layer4"]
+    }
+
+    /// Calls `f` on every convolution with the BatchNorm that follows it.
+    pub fn for_each_conv_bn(&mut self, f: &mut dyn FnMut(&mut Conv2d, &mut BatchNorm2d)) {
+        f(&mut self.conv1, &mut self.bn1);
+        for block in self
+            .layer1
+            .iter_mut()
+            .chain(&mut self.layer2)
+            .chain(&mut self.layer3)
+            .chain(&mut self.layer4)
+        {
+            block.for_each_conv_bn(f);
+        }
     }
 
     /// Calls `f` on every BatchNorm layer.

@@ -40,6 +40,8 @@ pub(super) fn run_probe(
     // The backbone runs in inference mode on the plain device: no autodiff, BN uses its
     // pretrained statistics.
     let frozen = model.valid();
+    // Features come from a BatchNorm-folded copy: same numbers (tests/parity.rs), less work.
+    let extractor = frozen.folded_for_inference();
     let weights_id = if cfg.weights == "none" {
         None
     } else {
@@ -62,7 +64,7 @@ pub(super) fn run_probe(
         });
         let dir = cache_dir(cfg);
         let (x, status) = cached_features(
-            &frozen,
+            &extractor,
             subset,
             eval_pipe,
             key.as_ref(),

@@ -126,7 +126,8 @@ pub fn run(a: BenchArgs) -> Result<()> {
             );
         }
         "infer" => {
-            let model = model_for(&a, &device)?.valid();
+            // What graft runs for a frozen backbone: BatchNorm folded into the convolutions.
+            let model = model_for(&a, &device)?.folded_for_inference();
             let s = a.image_size;
             let x = Tensor::<4>::random(
                 [a.batch_size, 3, s, s],

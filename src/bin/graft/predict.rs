@@ -117,6 +117,8 @@ pub fn run(a: PredictArgs) -> Result<()> {
             resize,
         )
     };
+    // Inference only: fold BatchNorm into the convolutions (same outputs, less work).
+    let model = model.folded_for_inference();
     let pipe = Pipeline::eval(size, p.mean, p.std, &resize)?;
     let mut rng = rand::rngs::mock::StepRng::new(0, 0);
     for path in &a.images {
