@@ -86,14 +86,6 @@ impl MbConv {
         f(&mut self._project_conv, &mut self._bn2);
     }
 
-    fn for_each_bn(&mut self, f: &mut dyn FnMut(&mut BatchNorm2d)) {
-        if let Some(bn) = &mut self._bn0 {
-            f(bn);
-        }
-        f(&mut self._bn1);
-        f(&mut self._bn2);
-    }
-
     /// `(n, c_in, h, w) -> (n, c_out, h / stride, w / stride)` (rounded up).
     pub fn forward(&self, x: Tensor<4>) -> Tensor<4> {
         let mut h = x.clone();
@@ -149,15 +141,6 @@ impl EfficientNetLite {
             block.for_each_conv_bn(f);
         }
         f(&mut self._conv_head, &mut self._bn1);
-    }
-
-    /// Calls `f` on every BatchNorm layer.
-    pub fn for_each_bn(&mut self, f: &mut dyn FnMut(&mut BatchNorm2d)) {
-        f(&mut self._bn0);
-        for block in &mut self._blocks {
-            block.for_each_bn(f);
-        }
-        f(&mut self._bn1);
     }
 
     /// `(n, 3, h, w) -> (n, feature_dim)`.

@@ -89,11 +89,8 @@ impl Classifier {
     /// Sets the momentum of every BatchNorm's running statistics (PyTorch convention:
     /// `running = (1 - m) running + m batch`).
     pub fn set_bn_momentum(mut self, momentum: f64) -> Self {
-        let mut set = |bn: &mut layers::BatchNorm2d| bn.momentum = momentum;
-        match &mut self.backbone {
-            Backbone::ResNet(m) => m.for_each_bn(&mut set),
-            Backbone::EfficientNetLite(m) => m.for_each_bn(&mut set),
-        }
+        // Every BatchNorm of the zoo follows a convolution.
+        self.for_each_conv_bn(&mut |_, bn| bn.momentum = momentum);
         self
     }
 
@@ -102,11 +99,18 @@ impl Classifier {
     /// backbones (feature extraction, `predict`); never train or save the result.
     pub fn folded_for_inference(&self) -> Self {
         let mut m = self.valid();
-        match &mut m.backbone {
-            Backbone::ResNet(r) => r.for_each_conv_bn(&mut layers::fold_batch_norm),
-            Backbone::EfficientNetLite(e) => e.for_each_conv_bn(&mut layers::fold_batch_norm),
-        }
+        m.for_each_conv_bn(&mut layers::fold_batch_norm);
         m
+    }
+
+    fn for_each_conv_bn(
+        &mut self,
+        f: &mut dyn FnMut(&mut layers::Conv2d, &mut layers::BatchNorm2d),
+    ) {
+        match &mut self.backbone {
+            Backbone::ResNet(r) => r.for_each_conv_bn(f),
+            Backbone::EfficientNetLite(e) => e.for_each_conv_bn(f),
+        }
     }
 
     /// Number of classes the head predicts.

@@ -111,17 +111,6 @@ impl Block {
         }
     }
 
-    fn for_each_bn(&mut self, f: &mut dyn FnMut(&mut BatchNorm2d)) {
-        f(&mut self.bn1);
-        f(&mut self.bn2);
-        if let Some(bn3) = &mut self.bn3 {
-            f(bn3);
-        }
-        if let Some(d) = &mut self.downsample {
-            f(&mut d.bn);
-        }
-    }
-
     /// `(n, c_in, h, w) -> (n, c_out, h / stride, w / stride)`.
     pub fn forward(&self, x: Tensor<4>) -> Tensor<4> {
         let identity = match &self.downsample {
@@ -193,20 +182,6 @@ impl ResNet {
             .chain(&mut self.layer4)
         {
             block.for_each_conv_bn(f);
-        }
-    }
-
-    /// Calls `f` on every BatchNorm layer.
-    pub fn for_each_bn(&mut self, f: &mut dyn FnMut(&mut BatchNorm2d)) {
-        f(&mut self.bn1);
-        for block in self
-            .layer1
-            .iter_mut()
-            .chain(&mut self.layer2)
-            .chain(&mut self.layer3)
-            .chain(&mut self.layer4)
-        {
-            block.for_each_bn(f);
         }
     }
 
