@@ -246,6 +246,18 @@ impl FitConfig {
                 "--epochs and --batch-size must be at least 1",
             ));
         }
+        if let Some(p) = self.early_stopping {
+            if p == 0 {
+                return Err(Error::invalid(
+                    "--early-stopping PATIENCE must be at least 1",
+                ));
+            }
+            if self.val_split <= 0.0 {
+                return Err(Error::invalid(
+                    "--early-stopping watches the validation loss: it needs --val-split > 0",
+                ));
+            }
+        }
         if !(0.0..1.0).contains(&self.val_split) {
             return Err(Error::invalid(format!(
                 "--val-split must be in [0, 1), got {}",

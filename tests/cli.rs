@@ -255,6 +255,42 @@ fn predict_eval_and_inspect_use_the_run() {
 }
 
 #[test]
+fn early_stopping_stops_when_validation_loss_stalls() {
+    let fx = Fixture::new();
+    // A learning rate too small to move the head: the validation loss cannot improve after the
+    // first epoch, so patience 1 stops the run after epoch 2 of 6.
+    let j = json_line(&fx.fit(
+        "es",
+        &[
+            "--strategy",
+            "linear-probe",
+            "--epochs",
+            "6",
+            "--lr",
+            "1e-30",
+            "--early-stopping",
+            "1",
+        ],
+    ));
+    assert_eq!(j["stopped_early"], true, "{j}");
+    assert_eq!(j["epochs"], 2, "{j}");
+    let out = graft()
+        .args([
+            "fit",
+            "--data",
+            "fashion-mnist",
+            "--early-stopping",
+            "1",
+            "--val-split",
+            "0",
+        ])
+        .output()
+        .unwrap();
+    assert!(!out.status.success());
+    assert!(String::from_utf8_lossy(&out.stderr).contains("--val-split > 0"));
+}
+
+#[test]
 fn bad_input_gives_clear_errors() {
     let fx = Fixture::new();
     let out = fx.fit("bad", &["--strategy", "nonsense"]);
