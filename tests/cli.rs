@@ -2,7 +2,7 @@
 //! strategy learns, the feature cache is reused, `--resume` continues, a NaN stops the run
 //! without touching the last good checkpoint, and `predict`/`eval`/`inspect` work on the result.
 
-use std::path::PathBuf;
+use std::path::{Path, PathBuf};
 use std::process::Command;
 
 mod common;
@@ -288,6 +288,33 @@ fn early_stopping_stops_when_validation_loss_stalls() {
         .unwrap();
     assert!(!out.status.success());
     assert!(String::from_utf8_lossy(&out.stderr).contains("--val-split > 0"));
+}
+
+#[test]
+fn example_configs_are_valid() {
+    let dir = Path::new(env!("CARGO_MANIFEST_DIR")).join("examples");
+    let mut n = 0;
+    for entry in std::fs::read_dir(&dir).unwrap() {
+        let path = entry.unwrap().path();
+        if path.extension().is_some_and(|e| e == "toml") {
+            let cfg = graft::config::FitConfig::from_toml_file(&path).unwrap();
+            cfg.plan()
+                .unwrap_or_else(|e| panic!("{}: {e}", path.display()));
+            n += 1;
+        }
+    }
+    assert!(n >= 2);
+    // An unknown key in a config file is an error naming the file.
+    let tmp = tempfile::tempdir().unwrap();
+    let bad = tmp.path().join("bad.toml");
+    std::fs::write(&bad, "learning_rate = 0.1\n").unwrap();
+    let err = graft::config::FitConfig::from_toml_file(&bad)
+        .unwrap_err()
+        .to_string();
+    assert!(
+        err.contains("bad.toml") && err.contains("learning_rate"),
+        "{err}"
+    );
 }
 
 #[test]
