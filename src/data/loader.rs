@@ -154,6 +154,12 @@ impl Loader {
         }
     }
 
+    /// Every sample of `subset` once, in order, with no augmentation randomness to seed: what
+    /// evaluation and feature extraction read.
+    pub fn sequential(subset: Subset, pipeline: Pipeline, batch_size: usize) -> Loader {
+        Loader::new(subset, pipeline, batch_size, Sampler::Sequential, 0, 0)
+    }
+
     /// Skip the final batch when it is smaller than `batch_size`.
     pub fn drop_last(mut self, drop_last: bool) -> Loader {
         self.drop_last = drop_last;

@@ -8,18 +8,21 @@ use std::io::Write;
 use std::path::{Path, PathBuf};
 use std::time::Instant;
 
-use burn::tensor::Device;
+use burn::module::Module;
+use burn::tensor::{Device, Tensor};
 use indicatif::{ProgressBar, ProgressStyle};
 use serde::{Deserialize, Serialize};
 
 use super::checkpoint::{self, LoopState};
 use super::loss::Loss;
+use super::optim::{Grads, Optimizer, OptimizerKind};
 use crate::config::{ClassWeights, FitConfig, Plan, Strategy};
 use crate::data::{self, Dataset, Pipeline, Subset};
 use crate::error::{Error, Result};
 use crate::eval::MetricsAccumulator;
 use crate::model::params::{Strictness, load_into};
 use crate::model::{Classifier, Preset, preset};
+use crate::tensor::{labels as label_tensor, to_vec};
 use crate::weights::{TensorMap, load_weights};
 
 /// What a run reports; `graft fit --json` prints it as one line.
@@ -479,6 +482,93 @@ fn append_metrics(path: &Path, m: &EpochMetrics) -> Result<()> {
         .open(path)
         .map_err(|e| Error::io(path, e))?;
     writeln!(f, "{}", serde_json::to_string(m).unwrap_or_default()).map_err(|e| Error::io(path, e))
+}
+
+/// The optimisation of one epoch, shared by both training paths: each batch's loss, backward
+/// and optimizer step — or, for `gd`, gradients accumulated over the epoch (each batch's mean
+/// loss weighted by its share, so the sum is the full-batch mean) and one step at the end.
+pub(super) struct EpochSteps<'a> {
+    optimizer: &'a mut Optimizer,
+    loss: &'a Loss,
+    lr_of: &'a dyn Fn(&str) -> f64,
+    samples: usize,
+    epoch: usize,
+    full_batch: bool,
+    grads: Grads,
+    metrics: MetricsAccumulator,
+}
+
+impl<'a> EpochSteps<'a> {
+    pub(super) fn new(
+        optimizer: &'a mut Optimizer,
+        loss: &'a Loss,
+        lr_of: &'a dyn Fn(&str) -> f64,
+        samples: usize,
+        classes: usize,
+        epoch: usize,
+    ) -> Self {
+        let full_batch = optimizer.config.kind == OptimizerKind::Gd;
+        Self {
+            optimizer,
+            loss,
+            lr_of,
+            samples,
+            epoch,
+            full_batch,
+            grads: Grads::default(),
+            metrics: MetricsAccumulator::new(classes, &[]),
+        }
+    }
+
+    /// Loss and backward for one batch of `model`'s `logits`, then a step unless full-batch.
+    pub(super) fn batch<M: Module>(
+        &mut self,
+        model: M,
+        logits: Tensor<2>,
+        labels: &[usize],
+        step: usize,
+    ) -> Result<M> {
+        let b = labels.len();
+        let device = logits.device();
+        let mut loss = self
+            .loss
+            .forward(logits.clone(), label_tensor(labels, &device));
+        let share = b as f64 / self.samples as f64;
+        if self.full_batch {
+            loss = loss.mul_scalar(share);
+        }
+        let value = to_vec(loss.clone())[0] as f64;
+        let mean = if self.full_batch {
+            value / share
+        } else {
+            value
+        };
+        check_finite(mean, self.epoch, step)?;
+        self.metrics.add(&to_vec(logits.detach()), labels, mean);
+        self.grads.accumulate(&model, &mut loss.backward());
+        if self.full_batch {
+            return Ok(model);
+        }
+        let model = self.optimizer.step(model, &self.grads, self.lr_of);
+        self.grads = Grads::default();
+        Ok(model)
+    }
+
+    /// The running (mean loss, accuracy) of the epoch so far.
+    pub(super) fn progress(&self) -> (f64, f64) {
+        (self.metrics.mean_loss(), self.metrics.accuracy())
+    }
+
+    /// Ends the epoch (the one `gd` step); returns the model and (mean loss, accuracy).
+    pub(super) fn finish<M: Module>(self, model: M) -> (M, (f64, f64)) {
+        let progress = self.progress();
+        let model = if self.full_batch {
+            self.optimizer.step(model, &self.grads, self.lr_of)
+        } else {
+            model
+        };
+        (model, progress)
+    }
 }
 
 /// Fails the epoch when a loss is not finite.

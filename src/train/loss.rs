@@ -2,7 +2,7 @@
 //!
 //! Each formula matches PyTorch (see `tools/goldens.py`, which generates the test values).
 
-use burn::tensor::activation::{log_softmax, softmax};
+use burn::tensor::activation::log_softmax;
 use burn::tensor::{Int, Tensor, TensorData};
 
 use crate::error::{Error, Result};
@@ -99,9 +99,4 @@ impl Loss {
             }
         }
     }
-}
-
-/// Softmax probabilities `(n, c)`, for predictions and reports.
-pub fn probabilities(logits: Tensor<2>) -> Tensor<2> {
-    softmax(logits, 1)
 }

@@ -6,9 +6,9 @@ use burn::tensor::Device;
 use indicatif::ProgressBar;
 
 use super::checkpoint;
-use super::fit::{Ctx, EpochRunner, Outcome, check_finite, run_epochs};
+use super::fit::{Ctx, EpochRunner, EpochSteps, Outcome, run_epochs};
 use super::loss::Loss;
-use super::optim::{Grads, Optimizer, OptimizerKind};
+use super::optim::Optimizer;
 use crate::config::Strategy;
 use crate::data::{Dataset, Loader, Pipeline, Sampler, Subset};
 use crate::error::Result;
@@ -162,17 +162,23 @@ impl EpochRunner for NetworkRunner<'_> {
 
     fn train_epoch(&mut self, epoch: usize, lr: f64, bar: &ProgressBar) -> Result<(f64, f64)> {
         let n = self.train.len();
-        let full_batch = self.optimizer.config.kind == OptimizerKind::Gd;
         let mult = self.lr_mult;
         let lr_of = move |key: &str| {
-            if key.starts_with(&format!("{INTERNAL_HEAD}.")) {
-                lr
-            } else {
-                lr * mult
-            }
+            // Head keys are `head.*`: the head learns at `lr`, the backbone at `lr * mult`.
+            let is_head = key
+                .strip_prefix(INTERNAL_HEAD)
+                .is_some_and(|rest| rest.starts_with('.'));
+            if is_head { lr } else { lr * mult }
         };
-        let mut grads = Grads::default();
-        let mut acc = MetricsAccumulator::new(self.classes, &[]);
+        let mut steps = EpochSteps::new(
+            &mut self.optimizer,
+            self.loss,
+            &lr_of,
+            n,
+            self.classes,
+            epoch,
+        );
+        let mut model = self.model.clone();
         let loader = Loader::new(
             self.train.clone(),
             self.train_pipe.clone(),
@@ -183,39 +189,15 @@ impl EpochRunner for NetworkRunner<'_> {
         );
         for (step, batch) in loader.enumerate() {
             let batch = batch?;
-            let b = batch.labels.len();
-            let x = from_vec(batch.images, batch.shape, &self.device);
-            let logits = self.model.forward(x);
-            let mut loss = self
-                .loss
-                .forward(logits.clone(), label_tensor(&batch.labels, &self.device));
-            if full_batch {
-                loss = loss.mul_scalar(b as f64 / n as f64);
-            }
-            let value = to_vec(loss.clone())[0] as f64;
-            let mean = if full_batch {
-                value * n as f64 / b as f64
-            } else {
-                value
-            };
-            check_finite(mean, epoch, step)?;
-            acc.add(&to_vec(logits.detach()), &batch.labels, mean);
-            grads.accumulate(&self.model, &mut loss.backward());
-            if !full_batch {
-                self.model = self.optimizer.step(self.model.clone(), &grads, &lr_of);
-                grads = Grads::default();
-            }
+            let logits = model.forward(from_vec(batch.images, batch.shape, &self.device));
+            model = steps.batch(model, logits, &batch.labels, step)?;
             bar.inc(1);
-            bar.set_message(format!(
-                "loss {:.4} acc {:.3}",
-                acc.mean_loss(),
-                acc.accuracy()
-            ));
+            let (loss, acc) = steps.progress();
+            bar.set_message(format!("loss {loss:.4} acc {acc:.3}"));
         }
-        if full_batch {
-            self.model = self.optimizer.step(self.model.clone(), &grads, &lr_of);
-        }
-        Ok((acc.mean_loss(), acc.accuracy()))
+        let (model, result) = steps.finish(model);
+        self.model = model;
+        Ok(result)
     }
 
     fn validate(&self) -> Result<Option<(f64, f64)>> {
@@ -295,14 +277,7 @@ pub fn evaluate_network(
     } else {
         ProgressBar::new(subset.len() as u64)
     };
-    for batch in Loader::new(
-        subset.clone(),
-        pipe.clone(),
-        batch_size,
-        Sampler::Sequential,
-        0,
-        0,
-    ) {
+    for batch in Loader::sequential(subset.clone(), pipe.clone(), batch_size) {
         let batch = batch?;
         let x = from_vec(batch.images, batch.shape, &device);
         let logits = model.forward(x);

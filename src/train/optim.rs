@@ -121,15 +121,6 @@ impl Grads {
     pub fn is_empty(&self) -> bool {
         self.map.is_empty()
     }
-
-    /// Sum of squares of all gradients (for diagnostics and NaN checks).
-    pub fn norm(&self) -> f64 {
-        self.map
-            .values()
-            .map(|g| g.clone().powf_scalar(2.0).sum().into_scalar::<f32>() as f64)
-            .sum::<f64>()
-            .sqrt()
-    }
 }
 
 /// Per-parameter optimizer state.

@@ -9,9 +9,9 @@ use indicatif::{ProgressBar, ProgressStyle};
 
 use super::cache::{CacheKey, FeatureStore, file_sha256};
 use super::checkpoint;
-use super::fit::{Ctx, EpochRunner, Outcome, check_finite, run_epochs};
+use super::fit::{Ctx, EpochRunner, EpochSteps, Outcome, run_epochs};
 use super::loss::Loss;
-use super::optim::{Grads, Optimizer, OptimizerKind};
+use super::optim::Optimizer;
 use crate::config::FitConfig;
 use crate::data::{self, Dataset, Loader, Pipeline, Sampler, Subset};
 use crate::error::{Error, Result};
@@ -185,14 +185,7 @@ fn cached_features(
     };
     let device = model.head.weight.device();
     store.dim = dim;
-    for batch in Loader::new(
-        todo.clone(),
-        pipe.clone(),
-        batch_size,
-        Sampler::Sequential,
-        0,
-        0,
-    ) {
+    for batch in Loader::sequential(todo.clone(), pipe.clone(), batch_size) {
         let batch = batch?;
         let x = from_vec(batch.images, batch.shape, &device);
         let f = to_vec(model.forward_features(x));
@@ -235,9 +228,16 @@ impl EpochRunner for HeadRunner<'_> {
             Sampler::Shuffle
         };
         let order = data::epoch_order(&self.train.y, sampler, self.seed, epoch as u64);
-        let full_batch = self.optimizer.config.kind == OptimizerKind::Gd;
-        let mut grads = Grads::default();
-        let mut acc = MetricsAccumulator::new(self.classes, &[]);
+        let lr_of = |_: &str| lr;
+        let mut steps = EpochSteps::new(
+            &mut self.optimizer,
+            self.loss,
+            &lr_of,
+            n,
+            self.classes,
+            epoch,
+        );
+        let mut head = self.head.clone();
         for (step, idx) in order.chunks(self.batch_size).enumerate() {
             let mut xb = Vec::with_capacity(idx.len() * self.dim);
             let mut yb = Vec::with_capacity(idx.len());
@@ -245,34 +245,14 @@ impl EpochRunner for HeadRunner<'_> {
                 xb.extend_from_slice(&self.train.x[i * self.dim..(i + 1) * self.dim]);
                 yb.push(self.train.y[i]);
             }
-            let x = from_vec(xb, [idx.len(), self.dim], &self.device);
-            let logits = self.head.forward(x);
-            let mut loss = self
-                .loss
-                .forward(logits.clone(), label_tensor(&yb, &self.device));
-            if full_batch {
-                loss = loss.mul_scalar(idx.len() as f64 / n as f64);
-            }
-            let value = to_vec(loss.clone())[0] as f64;
-            let mean = if full_batch {
-                value * n as f64 / idx.len() as f64
-            } else {
-                value
-            };
-            check_finite(mean, epoch, step)?;
-            acc.add(&to_vec(logits.detach()), &yb, mean);
-            grads.accumulate(&self.head, &mut loss.backward());
-            if !full_batch {
-                self.head = self.optimizer.step(self.head.clone(), &grads, &|_| lr);
-                grads = Grads::default();
-            }
+            let logits = head.forward(from_vec(xb, [idx.len(), self.dim], &self.device));
+            head = steps.batch(head, logits, &yb, step)?;
             bar.inc(1);
-            bar.set_message(format!("loss {:.4}", acc.mean_loss()));
+            bar.set_message(format!("loss {:.4}", steps.progress().0));
         }
-        if full_batch {
-            self.head = self.optimizer.step(self.head.clone(), &grads, &|_| lr);
-        }
-        Ok((acc.mean_loss(), acc.accuracy()))
+        let (head, result) = steps.finish(head);
+        self.head = head;
+        Ok(result)
     }
 
     fn validate(&self) -> Result<Option<(f64, f64)>> {
