@@ -6,7 +6,7 @@
 //! `Linear: (n, in) -> (n, out)` with the weight stored `(out, in)` as in PyTorch.
 
 use burn::module::{Flag, Module, Param, RunningState};
-use burn::tensor::module::{batch_norm, batch_norm_train, conv2d};
+use burn::tensor::module::{batch_norm, batch_norm_train};
 use burn::tensor::ops::ConvOptions;
 use burn::tensor::{Device, Distribution, Tensor};
 
@@ -100,7 +100,7 @@ impl Conv2d {
             Padding::TfSame => [tf_same(h, k, self.stride), tf_same(w, k, self.stride)],
         };
         let options = ConvOptions::new_with_padding([self.stride; 2], padding, [1, 1], self.groups);
-        conv2d(
+        crate::kernels::conv2d(
             x,
             self.weight.val(),
             self.bias.as_ref().map(|b| b.val()),

@@ -1,0 +1,244 @@
+//! graft's convolution plugged into burn through its backend-extension mechanism.
+//!
+//! `#[backend_extension]` generates the routing: a `Tensor` on the `flex` device reaches the
+//! `Flex` implementation below, a tensor on an autodiff `flex` device reaches the
+//! `Autodiff<Flex, C>` one, which records a backward step computed by the same kernels. The tensor
+//! data is borrowed as plain `f32` slices (copied only when a view is not contiguous).
+
+use std::borrow::Cow;
+
+use burn::backend::TensorMetadata;
+use burn::backend::autodiff::NodeId;
+use burn::backend::autodiff::checkpoint::base::Checkpointer;
+use burn::backend::autodiff::checkpoint::strategy::CheckpointStrategy;
+use burn::backend::autodiff::grads::Gradients;
+use burn::backend::autodiff::ops::{Backward, Ops, OpsKind};
+use burn::backend::flex::FlexTensor;
+use burn::backend::ops::ModuleOps;
+use burn::backend::tensor::FloatTensor;
+use burn::backend::{Autodiff, Backend, Flex, backend_extension};
+use burn::tensor::ops::ConvOptions;
+use burn::tensor::{DType, TensorData};
+
+use super::conv::{
+    ConvGeometry, conv2d_backward_bias, conv2d_backward_input, conv2d_backward_weight,
+    conv2d_forward,
+};
+
+/// A dense (groups = 1) 2-D convolution with graft's CPU kernels. (Two methods because the
+/// extension macro of burn 0.22 does not route `Option<FloatTensor>` arguments.)
+#[backend_extension(Flex, Autodiff)]
+pub trait GraftConv: Backend {
+    fn graft_conv2d(
+        x: FloatTensor<Self>,
+        weight: FloatTensor<Self>,
+        options: ConvOptions<2>,
+    ) -> FloatTensor<Self>;
+
+    fn graft_conv2d_bias(
+        x: FloatTensor<Self>,
+        weight: FloatTensor<Self>,
+        bias: FloatTensor<Self>,
+        options: ConvOptions<2>,
+    ) -> FloatTensor<Self>;
+}
+
+/// Whether the kernels apply: f32 data, no groups. Anything else goes to burn's own convolution.
+fn supported(x: &FlexTensor, weight: &FlexTensor, options: &ConvOptions<2>) -> bool {
+    x.dtype() == DType::F32 && weight.dtype() == DType::F32 && options.groups == 1
+}
+
+fn geometry(x: &FlexTensor, weight: &FlexTensor, options: &ConvOptions<2>) -> ConvGeometry {
+    let xs = x.shape();
+    let ws = weight.shape();
+    ConvGeometry {
+        batch: xs[0],
+        c_in: xs[1],
+        h: xs[2],
+        w: xs[3],
+        c_out: ws[0],
+        kh: ws[2],
+        kw: ws[3],
+        stride: options.stride,
+        padding: options.padding,
+        dilation: options.dilation,
+    }
+}
+
+/// The tensor's elements in row-major order, borrowed when they already are.
+fn values(t: &FlexTensor) -> Cow<'_, [f32]> {
+    match t.as_slice::<f32>() {
+        Some(s) => Cow::Borrowed(s),
+        None => Cow::Owned(
+            t.to_contiguous()
+                .as_slice::<f32>()
+                .expect("contiguous")
+                .to_vec(),
+        ),
+    }
+}
+
+fn flex_tensor(data: Vec<f32>, shape: Vec<usize>) -> FlexTensor {
+    FlexTensor::from_data(TensorData::new(data, shape))
+}
+
+fn forward(
+    x: &FlexTensor,
+    weight: &FlexTensor,
+    bias: Option<&FlexTensor>,
+    options: &ConvOptions<2>,
+) -> FlexTensor {
+    let g = geometry(x, weight, options);
+    let (oh, ow) = g.out_hw();
+    let bias = bias.map(values);
+    let out = conv2d_forward(&g, &values(x), &values(weight), bias.as_deref());
+    flex_tensor(out, vec![g.batch, g.c_out, oh, ow])
+}
+
+impl GraftConv for Flex {
+    fn graft_conv2d(x: FlexTensor, weight: FlexTensor, options: ConvOptions<2>) -> FlexTensor {
+        if !supported(&x, &weight, &options) {
+            return Flex::conv2d(x, weight, None, options);
+        }
+        forward(&x, &weight, None, &options)
+    }
+
+    fn graft_conv2d_bias(
+        x: FlexTensor,
+        weight: FlexTensor,
+        bias: FlexTensor,
+        options: ConvOptions<2>,
+    ) -> FlexTensor {
+        if !supported(&x, &weight, &options) {
+            return Flex::conv2d(x, weight, Some(bias), options);
+        }
+        forward(&x, &weight, Some(&bias), &options)
+    }
+}
+
+/// The backward step of one convolution: gradients for whichever of input, weight and bias
+/// require them, from the checkpointed input and weight.
+#[derive(Debug)]
+struct ConvBackward;
+
+impl Backward<Flex, 3> for ConvBackward {
+    type State = (NodeId, NodeId, ConvOptions<2>);
+
+    fn backward(
+        self,
+        ops: Ops<Self::State, 3>,
+        grads: &mut Gradients,
+        checkpointer: &mut Checkpointer,
+    ) {
+        let [node_x, node_weight, node_bias] = ops.parents;
+        let d_out = grads.consume::<Flex>(&ops.node);
+        let (x_state, weight_state, options) = ops.state;
+        let x: FlexTensor = checkpointer.retrieve_node_output(x_state);
+        let weight: FlexTensor = checkpointer.retrieve_node_output(weight_state);
+        let g = geometry(&x, &weight, &options);
+        let d_out = values(&d_out);
+        if let Some(node) = node_x {
+            let dx = conv2d_backward_input(&g, &values(&weight), &d_out);
+            grads.register::<Flex>(node.id, flex_tensor(dx, x.shape().to_vec()));
+        }
+        if let Some(node) = node_weight {
+            let dw = conv2d_backward_weight(&g, &values(&x), &d_out);
+            grads.register::<Flex>(node.id, flex_tensor(dw, weight.shape().to_vec()));
+        }
+        if let Some(node) = node_bias {
+            let db = conv2d_backward_bias(&g, &d_out);
+            grads.register::<Flex>(node.id, flex_tensor(db, vec![g.c_out]));
+        }
+    }
+}
+
+/// Same routine as [`ConvBackward`] for a convolution without bias.
+#[derive(Debug)]
+struct ConvNoBiasBackward;
+
+impl Backward<Flex, 2> for ConvNoBiasBackward {
+    type State = (NodeId, NodeId, ConvOptions<2>);
+
+    fn backward(
+        self,
+        ops: Ops<Self::State, 2>,
+        grads: &mut Gradients,
+        checkpointer: &mut Checkpointer,
+    ) {
+        let [node_x, node_weight] = ops.parents;
+        ConvBackward.backward(
+            Ops {
+                parents: [node_x, node_weight, None],
+                node: ops.node,
+                state: ops.state,
+            },
+            grads,
+            checkpointer,
+        );
+    }
+}
+
+impl<C: CheckpointStrategy> GraftConv for Autodiff<Flex, C> {
+    fn graft_conv2d(
+        x: FloatTensor<Self>,
+        weight: FloatTensor<Self>,
+        options: ConvOptions<2>,
+    ) -> FloatTensor<Self> {
+        autodiff_conv2d::<C>(x, weight, None, options)
+    }
+
+    fn graft_conv2d_bias(
+        x: FloatTensor<Self>,
+        weight: FloatTensor<Self>,
+        bias: FloatTensor<Self>,
+        options: ConvOptions<2>,
+    ) -> FloatTensor<Self> {
+        autodiff_conv2d::<C>(x, weight, Some(bias), options)
+    }
+}
+
+/// The tracked convolution: graft's forward now, [`ConvBackward`] when gradients are asked for.
+fn autodiff_conv2d<C: CheckpointStrategy>(
+    x: FloatTensor<Autodiff<Flex, C>>,
+    weight: FloatTensor<Autodiff<Flex, C>>,
+    bias: Option<FloatTensor<Autodiff<Flex, C>>>,
+    options: ConvOptions<2>,
+) -> FloatTensor<Autodiff<Flex, C>> {
+    {
+        if !supported(x.primitive(), weight.primitive(), &options) {
+            return <Autodiff<Flex, C> as ModuleOps<Autodiff<Flex, C>>>::conv2d(
+                x, weight, bias, options,
+            );
+        }
+        let run =
+            |bias: Option<&FlexTensor>| forward(x.primitive(), weight.primitive(), bias, &options);
+        match bias {
+            Some(bias) => match ConvBackward
+                .prepare::<C>([x.node(), weight.node(), bias.node()])
+                .compute_bound()
+                .stateful()
+            {
+                OpsKind::Tracked(mut prep) => {
+                    let out = run(Some(bias.primitive()));
+                    let x_state = prep.checkpoint(&x);
+                    let weight_state = prep.checkpoint(&weight);
+                    prep.finish((x_state, weight_state, options.clone()), out)
+                }
+                OpsKind::UnTracked(prep) => prep.finish(run(Some(bias.primitive()))),
+            },
+            None => match ConvNoBiasBackward
+                .prepare::<C>([x.node(), weight.node()])
+                .compute_bound()
+                .stateful()
+            {
+                OpsKind::Tracked(mut prep) => {
+                    let out = run(None);
+                    let x_state = prep.checkpoint(&x);
+                    let weight_state = prep.checkpoint(&weight);
+                    prep.finish((x_state, weight_state, options.clone()), out)
+                }
+                OpsKind::UnTracked(prep) => prep.finish(run(None)),
+            },
+        }
+    }
+}

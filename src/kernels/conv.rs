@@ -1,0 +1,636 @@
+//! Dense 2-D convolution on plain `f32` slices (NCHW): forward, input gradient, weight gradient.
+//!
+//! The method is the classic lowering to one large matrix product: a chunk of images is unfolded
+//! into a "column" matrix `col[(c_in, ky, kx), (image, oy, ox)]` (im2col), and
+//! `out[c_out, (image, oy, ox)] = weight[c_out, (c_in, ky, kx)] × col`. Putting *several images*
+//! side by side in the columns is what makes this fast for the small spatial sizes of transfer
+//! learning (a 32 px CIFAR image is 1×1 in ResNet's last stage): every product has thousands of
+//! columns, so the GEMM micro-kernel runs at full speed and the GEMM's own threads have work to
+//! split. Chunks are sized to keep the column matrix in a few MiB.
+//!
+//! Backward uses the same pieces: `d_col = weightᵀ × d_out` folded back onto the input (col2im),
+//! and `d_weight += d_out × colᵀ` accumulated over chunks. Nothing is kept from the forward pass
+//! (the column matrix is recomputed), so training memory stays at the activations.
+//!
+//! Only `groups == 1` lives here: depthwise convolutions have no reduction to speak of and stay on
+//! burn's own direct kernel (see `kernels::conv2d`).
+
+use rayon::prelude::*;
+
+/// Shapes and options of one convolution (NCHW input, OIHW weight).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct ConvGeometry {
+    pub batch: usize,
+    pub c_in: usize,
+    pub h: usize,
+    pub w: usize,
+    pub c_out: usize,
+    pub kh: usize,
+    pub kw: usize,
+    pub stride: [usize; 2],
+    /// (before, after) zero padding for the height and the width axes.
+    pub padding: [(usize, usize); 2],
+    pub dilation: [usize; 2],
+}
+
+impl ConvGeometry {
+    /// Output height and width (PyTorch's formula; asymmetric padding allowed).
+    pub fn out_hw(&self) -> (usize, usize) {
+        let axis = |size: usize, k: usize, s: usize, (pb, pa): (usize, usize), d: usize| {
+            (size + pb + pa - d * (k - 1) - 1) / s + 1
+        };
+        (
+            axis(
+                self.h,
+                self.kh,
+                self.stride[0],
+                self.padding[0],
+                self.dilation[0],
+            ),
+            axis(
+                self.w,
+                self.kw,
+                self.stride[1],
+                self.padding[1],
+                self.dilation[1],
+            ),
+        )
+    }
+
+    /// Rows of the column matrix: one per (input channel, kernel row, kernel column).
+    fn patch_len(&self) -> usize {
+        self.c_in * self.kh * self.kw
+    }
+
+    fn out_plane(&self) -> usize {
+        let (oh, ow) = self.out_hw();
+        oh * ow
+    }
+
+    /// A pointwise convolution that reads every input pixel once, in order: no unfolding needed.
+    fn is_plain_pointwise(&self) -> bool {
+        self.kh == 1 && self.kw == 1 && self.stride == [1, 1] && self.padding == [(0, 0), (0, 0)]
+    }
+
+    /// How many images go into one column matrix: enough columns for an efficient GEMM, few
+    /// enough that the column matrix stays around `COL_BUDGET` floats.
+    fn images_per_chunk(&self) -> usize {
+        const MIN_COLUMNS: usize = 4096;
+        const COL_BUDGET: usize = 4 << 20;
+        let plane = self.out_plane().max(1);
+        let wanted = MIN_COLUMNS.div_ceil(plane);
+        let affordable = (COL_BUDGET / (self.patch_len() * plane).max(1)).max(1);
+        wanted.min(affordable).clamp(1, self.batch.max(1))
+    }
+}
+
+/// `dst := (if accumulate { dst } else { 0 }) + lhs × rhs` for row/column-strided f32 matrices,
+/// `dst` being m×n, `lhs` m×k, `rhs` k×n. Strides are (row, column) in elements.
+#[allow(clippy::too_many_arguments)]
+fn matmul(
+    m: usize,
+    n: usize,
+    k: usize,
+    dst: &mut [f32],
+    dst_strides: (isize, isize),
+    accumulate: bool,
+    lhs: &[f32],
+    lhs_strides: (isize, isize),
+    rhs: &[f32],
+    rhs_strides: (isize, isize),
+) {
+    if m == 0 || n == 0 {
+        return;
+    }
+    let extent = |rows: usize, cols: usize, (rs, cs): (isize, isize)| {
+        if rows == 0 || cols == 0 {
+            0
+        } else {
+            (rows - 1) * rs as usize + (cols - 1) * cs as usize + 1
+        }
+    };
+    // The bounds the unsafe call relies on, checked once per product.
+    assert!(
+        dst.len() >= extent(m, n, dst_strides),
+        "matmul: dst too small"
+    );
+    assert!(
+        lhs.len() >= extent(m, k, lhs_strides),
+        "matmul: lhs too small"
+    );
+    assert!(
+        rhs.len() >= extent(k, n, rhs_strides),
+        "matmul: rhs too small"
+    );
+    if k == 0 {
+        if !accumulate {
+            for i in 0..m {
+                for j in 0..n {
+                    dst[i * dst_strides.0 as usize + j * dst_strides.1 as usize] = 0.0;
+                }
+            }
+        }
+        return;
+    }
+    // SAFETY: the three extents were checked above; strides are non-negative and the slices do
+    // not overlap (dst is borrowed mutably).
+    unsafe {
+        gemm::gemm(
+            m,
+            n,
+            k,
+            dst.as_mut_ptr(),
+            dst_strides.1,
+            dst_strides.0,
+            accumulate,
+            lhs.as_ptr(),
+            lhs_strides.1,
+            lhs_strides.0,
+            rhs.as_ptr(),
+            rhs_strides.1,
+            rhs_strides.0,
+            1.0,
+            1.0,
+            false,
+            false,
+            false,
+            gemm::Parallelism::Rayon(0),
+        );
+    }
+}
+
+/// The valid output range `lo..hi` along one axis for kernel offset `k_off` (= k·dilation):
+/// outputs whose input coordinate `o·stride + k_off - pad` falls inside `0..size`.
+fn valid_range(out: usize, size: usize, stride: usize, k_off: usize, pad: usize) -> (usize, usize) {
+    // o·s + k_off >= pad  <=>  o >= ceil((pad - k_off) / s)
+    let lo = if pad > k_off {
+        (pad - k_off).div_ceil(stride)
+    } else {
+        0
+    };
+    // o·s + k_off - pad <= size - 1  <=>  o <= (size - 1 + pad - k_off) / s
+    let hi = if size + pad > k_off {
+        ((size - 1 + pad - k_off) / stride + 1).min(out)
+    } else {
+        0
+    };
+    (lo.min(hi), hi)
+}
+
+/// Unfolds images `first..first + count` into `col` (`patch_len × count·plane`, row-major).
+fn im2col(g: &ConvGeometry, x: &[f32], first: usize, count: usize, col: &mut [f32]) {
+    let (oh, ow) = g.out_hw();
+    let plane_in = g.h * g.w;
+    let plane_out = oh * ow;
+    let row_len = count * plane_out;
+    col.par_chunks_mut(row_len)
+        .enumerate()
+        .for_each(|(r, row)| {
+            let ci = r / (g.kh * g.kw);
+            let ky = (r / g.kw) % g.kh;
+            let kx = r % g.kw;
+            let (ky_off, kx_off) = (ky * g.dilation[0], kx * g.dilation[1]);
+            let (y_lo, y_hi) = valid_range(oh, g.h, g.stride[0], ky_off, g.padding[0].0);
+            let (x_lo, x_hi) = valid_range(ow, g.w, g.stride[1], kx_off, g.padding[1].0);
+            for b in 0..count {
+                let src = &x[((first + b) * g.c_in + ci) * plane_in..][..plane_in];
+                let dst = &mut row[b * plane_out..][..plane_out];
+                dst[..y_lo * ow].fill(0.0);
+                dst[y_hi * ow..].fill(0.0);
+                for oy in y_lo..y_hi {
+                    let iy = oy * g.stride[0] + ky_off - g.padding[0].0;
+                    let src_row = &src[iy * g.w..][..g.w];
+                    let dst_row = &mut dst[oy * ow..][..ow];
+                    dst_row[..x_lo].fill(0.0);
+                    dst_row[x_hi..].fill(0.0);
+                    let ix0 = x_lo * g.stride[1] + kx_off - g.padding[1].0;
+                    if g.stride[1] == 1 {
+                        dst_row[x_lo..x_hi].copy_from_slice(&src_row[ix0..ix0 + (x_hi - x_lo)]);
+                    } else {
+                        for (o, d) in dst_row[x_lo..x_hi].iter_mut().enumerate() {
+                            *d = src_row[ix0 + o * g.stride[1]];
+                        }
+                    }
+                }
+            }
+        });
+}
+
+/// Folds `col` (as produced by [`im2col`] for images `first..first + count`) back onto `dx`,
+/// adding every entry to the input pixel it was read from.
+fn col2im(g: &ConvGeometry, col: &[f32], first: usize, count: usize, dx: &mut [f32]) {
+    let (oh, ow) = g.out_hw();
+    let plane_in = g.h * g.w;
+    let plane_out = oh * ow;
+    let row_len = count * plane_out;
+    let taps = g.kh * g.kw;
+    // One task per (image, input channel) plane: the planes are disjoint, so no two tasks write
+    // the same pixel.
+    dx[first * g.c_in * plane_in..(first + count) * g.c_in * plane_in]
+        .par_chunks_mut(plane_in)
+        .enumerate()
+        .for_each(|(bc, dst)| {
+            let (b, ci) = (bc / g.c_in, bc % g.c_in);
+            for t in 0..taps {
+                let (ky, kx) = (t / g.kw, t % g.kw);
+                let (ky_off, kx_off) = (ky * g.dilation[0], kx * g.dilation[1]);
+                let (y_lo, y_hi) = valid_range(oh, g.h, g.stride[0], ky_off, g.padding[0].0);
+                let (x_lo, x_hi) = valid_range(ow, g.w, g.stride[1], kx_off, g.padding[1].0);
+                let row = &col[(ci * taps + t) * row_len + b * plane_out..][..plane_out];
+                for oy in y_lo..y_hi {
+                    let iy = oy * g.stride[0] + ky_off - g.padding[0].0;
+                    let dst_row = &mut dst[iy * g.w..][..g.w];
+                    let src_row = &row[oy * ow..][..ow];
+                    let ix0 = x_lo * g.stride[1] + kx_off - g.padding[1].0;
+                    if g.stride[1] == 1 {
+                        for (d, s) in dst_row[ix0..ix0 + (x_hi - x_lo)]
+                            .iter_mut()
+                            .zip(&src_row[x_lo..x_hi])
+                        {
+                            *d += s;
+                        }
+                    } else {
+                        for (o, s) in src_row[x_lo..x_hi].iter().enumerate() {
+                            dst_row[ix0 + o * g.stride[1]] += s;
+                        }
+                    }
+                }
+            }
+        });
+}
+
+/// Copies images `first..first + count` of an NCHW tensor with `channels` channels into
+/// channel-major order `[channel, (image, pixel)]`.
+fn gather_channel_major(
+    src: &[f32],
+    channels: usize,
+    plane: usize,
+    first: usize,
+    count: usize,
+    dst: &mut [f32],
+) {
+    dst.par_chunks_mut(count * plane)
+        .enumerate()
+        .for_each(|(c, row)| {
+            for b in 0..count {
+                row[b * plane..][..plane]
+                    .copy_from_slice(&src[((first + b) * channels + c) * plane..][..plane]);
+            }
+        });
+}
+
+/// The inverse of [`gather_channel_major`]: writes `[channel, (image, pixel)]` back to NCHW.
+fn scatter_channel_major(
+    src: &[f32],
+    channels: usize,
+    plane: usize,
+    first: usize,
+    count: usize,
+    dst: &mut [f32],
+) {
+    dst[first * channels * plane..(first + count) * channels * plane]
+        .par_chunks_mut(plane)
+        .enumerate()
+        .for_each(|(bc, out)| {
+            let (b, c) = (bc / channels, bc % channels);
+            out.copy_from_slice(&src[c * count * plane + b * plane..][..plane]);
+        });
+}
+
+/// The input of images `first..first + count` as a `patch_len × count·plane` matrix: borrowed
+/// when the convolution is a plain pointwise one over a single image, else built in `scratch`.
+fn columns<'a>(
+    g: &ConvGeometry,
+    x: &'a [f32],
+    first: usize,
+    count: usize,
+    scratch: &'a mut Vec<f32>,
+) -> &'a [f32] {
+    let plane_in = g.h * g.w;
+    if g.is_plain_pointwise() && count == 1 {
+        return &x[first * g.c_in * plane_in..][..g.c_in * plane_in];
+    }
+    scratch.resize(g.patch_len() * count * g.out_plane(), 0.0);
+    if g.is_plain_pointwise() {
+        gather_channel_major(x, g.c_in, plane_in, first, count, scratch);
+    } else {
+        im2col(g, x, first, count, scratch);
+    }
+    scratch
+}
+
+/// Forward convolution: `x` (batch, c_in, h, w), `weight` (c_out, c_in, kh, kw), optional
+/// `bias` (c_out) → (batch, c_out, oh, ow), row-major.
+pub fn conv2d_forward(
+    g: &ConvGeometry,
+    x: &[f32],
+    weight: &[f32],
+    bias: Option<&[f32]>,
+) -> Vec<f32> {
+    let plane = g.out_plane();
+    let k = g.patch_len();
+    let mut out = vec![0.0f32; g.batch * g.c_out * plane];
+    let chunk = g.images_per_chunk();
+    let mut scratch = Vec::new();
+    let mut staged = Vec::new();
+    for first in (0..g.batch).step_by(chunk) {
+        let count = chunk.min(g.batch - first);
+        let n = count * plane;
+        let col = columns(g, x, first, count, &mut scratch);
+        if count == 1 {
+            let dst = &mut out[first * g.c_out * plane..][..g.c_out * plane];
+            matmul(
+                g.c_out,
+                n,
+                k,
+                dst,
+                (n as isize, 1),
+                false,
+                weight,
+                (k as isize, 1),
+                col,
+                (n as isize, 1),
+            );
+        } else {
+            staged.resize(g.c_out * n, 0.0);
+            matmul(
+                g.c_out,
+                n,
+                k,
+                &mut staged,
+                (n as isize, 1),
+                false,
+                weight,
+                (k as isize, 1),
+                col,
+                (n as isize, 1),
+            );
+            scatter_channel_major(&staged, g.c_out, plane, first, count, &mut out);
+        }
+    }
+    if let Some(bias) = bias {
+        out.par_chunks_mut(plane).enumerate().for_each(|(bc, p)| {
+            let b = bias[bc % g.c_out];
+            p.iter_mut().for_each(|v| *v += b);
+        });
+    }
+    out
+}
+
+/// The output gradient of images `first..first + count` as a `c_out × count·plane` matrix.
+fn grad_rows<'a>(
+    g: &ConvGeometry,
+    d_out: &'a [f32],
+    first: usize,
+    count: usize,
+    scratch: &'a mut Vec<f32>,
+) -> &'a [f32] {
+    let plane = g.out_plane();
+    if count == 1 {
+        return &d_out[first * g.c_out * plane..][..g.c_out * plane];
+    }
+    scratch.resize(g.c_out * count * plane, 0.0);
+    gather_channel_major(d_out, g.c_out, plane, first, count, scratch);
+    scratch
+}
+
+/// Gradient of the loss with respect to the input, given the output gradient `d_out`.
+pub fn conv2d_backward_input(g: &ConvGeometry, weight: &[f32], d_out: &[f32]) -> Vec<f32> {
+    let plane = g.out_plane();
+    let k = g.patch_len();
+    let mut dx = vec![0.0f32; g.batch * g.c_in * g.h * g.w];
+    let chunk = g.images_per_chunk();
+    let (mut d_col, mut staged) = (Vec::new(), Vec::new());
+    for first in (0..g.batch).step_by(chunk) {
+        let count = chunk.min(g.batch - first);
+        let n = count * plane;
+        let rows = grad_rows(g, d_out, first, count, &mut staged);
+        d_col.resize(k * n, 0.0);
+        // d_col (k × n) = weightᵀ (k × c_out) × d_out (c_out × n)
+        matmul(
+            k,
+            n,
+            g.c_out,
+            &mut d_col,
+            (n as isize, 1),
+            false,
+            weight,
+            (1, k as isize),
+            rows,
+            (n as isize, 1),
+        );
+        if g.is_plain_pointwise() {
+            scatter_channel_major(&d_col, g.c_in, plane, first, count, &mut dx);
+        } else {
+            col2im(g, &d_col, first, count, &mut dx);
+        }
+    }
+    dx
+}
+
+/// Gradient of the loss with respect to the weight (c_out, c_in, kh, kw).
+pub fn conv2d_backward_weight(g: &ConvGeometry, x: &[f32], d_out: &[f32]) -> Vec<f32> {
+    let plane = g.out_plane();
+    let k = g.patch_len();
+    let mut dw = vec![0.0f32; g.c_out * k];
+    let chunk = g.images_per_chunk();
+    let (mut scratch, mut staged) = (Vec::new(), Vec::new());
+    for (i, first) in (0..g.batch).step_by(chunk).enumerate() {
+        let count = chunk.min(g.batch - first);
+        let n = count * plane;
+        let col = columns(g, x, first, count, &mut scratch);
+        let rows = grad_rows(g, d_out, first, count, &mut staged);
+        // d_weight (c_out × k) += d_out (c_out × n) × colᵀ (n × k)
+        matmul(
+            g.c_out,
+            k,
+            n,
+            &mut dw,
+            (k as isize, 1),
+            i > 0,
+            rows,
+            (n as isize, 1),
+            col,
+            (1, n as isize),
+        );
+    }
+    dw
+}
+
+/// Gradient with respect to the bias: the output gradient summed over images and pixels.
+pub fn conv2d_backward_bias(g: &ConvGeometry, d_out: &[f32]) -> Vec<f32> {
+    let plane = g.out_plane();
+    (0..g.c_out)
+        .into_par_iter()
+        .map(|c| {
+            (0..g.batch)
+                .map(|b| {
+                    d_out[(b * g.c_out + c) * plane..][..plane]
+                        .iter()
+                        .sum::<f32>()
+                })
+                .sum()
+        })
+        .collect()
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    /// The definition, six nested loops, in f64.
+    fn reference(g: &ConvGeometry, x: &[f32], w: &[f32]) -> Vec<f64> {
+        let (oh, ow) = g.out_hw();
+        let mut out = vec![0.0; g.batch * g.c_out * oh * ow];
+        for b in 0..g.batch {
+            for co in 0..g.c_out {
+                for oy in 0..oh {
+                    for ox in 0..ow {
+                        let mut acc = 0.0f64;
+                        for ci in 0..g.c_in {
+                            for ky in 0..g.kh {
+                                for kx in 0..g.kw {
+                                    let iy = (oy * g.stride[0] + ky * g.dilation[0]) as isize
+                                        - g.padding[0].0 as isize;
+                                    let ix = (ox * g.stride[1] + kx * g.dilation[1]) as isize
+                                        - g.padding[1].0 as isize;
+                                    if iy < 0 || ix < 0 || iy >= g.h as isize || ix >= g.w as isize
+                                    {
+                                        continue;
+                                    }
+                                    let xv = x[((b * g.c_in + ci) * g.h + iy as usize) * g.w
+                                        + ix as usize];
+                                    let wv = w[((co * g.c_in + ci) * g.kh + ky) * g.kw + kx];
+                                    acc += xv as f64 * wv as f64;
+                                }
+                            }
+                        }
+                        out[((b * g.c_out + co) * oh + oy) * ow + ox] = acc;
+                    }
+                }
+            }
+        }
+        out
+    }
+
+    fn values(n: usize, seed: u32) -> Vec<f32> {
+        (0..n)
+            .map(|i| {
+                ((i as u32).wrapping_mul(2654435761).wrapping_add(seed) % 1000) as f32 / 500.0 - 1.0
+            })
+            .collect()
+    }
+
+    fn geometries() -> Vec<ConvGeometry> {
+        let base = ConvGeometry {
+            batch: 3,
+            c_in: 4,
+            h: 9,
+            w: 7,
+            c_out: 5,
+            kh: 3,
+            kw: 3,
+            stride: [1, 1],
+            padding: [(1, 1), (1, 1)],
+            dilation: [1, 1],
+        };
+        vec![
+            base,
+            ConvGeometry {
+                stride: [2, 2],
+                ..base
+            },
+            ConvGeometry {
+                padding: [(0, 1), (1, 2)],
+                stride: [2, 1],
+                ..base
+            },
+            ConvGeometry {
+                kh: 1,
+                kw: 1,
+                padding: [(0, 0), (0, 0)],
+                ..base
+            },
+            ConvGeometry {
+                kh: 1,
+                kw: 1,
+                padding: [(0, 0), (0, 0)],
+                stride: [2, 2],
+                ..base
+            },
+            ConvGeometry {
+                kh: 7,
+                kw: 5,
+                stride: [2, 2],
+                padding: [(3, 3), (2, 2)],
+                ..base
+            },
+            ConvGeometry {
+                dilation: [2, 2],
+                padding: [(2, 2), (2, 2)],
+                ..base
+            },
+            ConvGeometry { batch: 1, ..base },
+            // many images per chunk and a 1x1 output plane, like ResNet's last stage on CIFAR
+            ConvGeometry {
+                batch: 40,
+                h: 2,
+                w: 2,
+                stride: [2, 2],
+                ..base
+            },
+        ]
+    }
+
+    #[test]
+    fn forward_matches_the_definition() {
+        for g in geometries() {
+            let x = values(g.batch * g.c_in * g.h * g.w, 1);
+            let w = values(g.c_out * g.c_in * g.kh * g.kw, 2);
+            let bias = values(g.c_out, 3);
+            let got = conv2d_forward(&g, &x, &w, Some(&bias));
+            let want = reference(&g, &x, &w);
+            let plane = g.out_plane();
+            for (i, (a, b)) in got.iter().zip(&want).enumerate() {
+                let b = b + bias[(i / plane) % g.c_out] as f64;
+                assert!((*a as f64 - b).abs() < 1e-4, "{g:?} at {i}: {a} vs {b}");
+            }
+        }
+    }
+
+    /// The gradients are the adjoints of the forward map: for random `d_out`,
+    /// <d_out, conv(x, w)> = <conv_backward_input(d_out), x> = <conv_backward_weight(d_out), w>.
+    #[test]
+    fn gradients_are_the_adjoints_of_the_forward() {
+        for g in geometries() {
+            let x = values(g.batch * g.c_in * g.h * g.w, 4);
+            let w = values(g.c_out * g.c_in * g.kh * g.kw, 5);
+            let y = reference(&g, &x, &w);
+            let d_out = values(y.len(), 6);
+            let lhs: f64 = y.iter().zip(&d_out).map(|(a, b)| a * *b as f64).sum();
+            let dx = conv2d_backward_input(&g, &w, &d_out);
+            let dw = conv2d_backward_weight(&g, &x, &d_out);
+            let via_x: f64 = dx.iter().zip(&x).map(|(a, b)| *a as f64 * *b as f64).sum();
+            let via_w: f64 = dw.iter().zip(&w).map(|(a, b)| *a as f64 * *b as f64).sum();
+            let tol = 1e-4 * lhs.abs().max(1.0);
+            assert!(
+                (lhs - via_x).abs() < tol,
+                "{g:?}: input grad {via_x} vs {lhs}"
+            );
+            assert!(
+                (lhs - via_w).abs() < tol,
+                "{g:?}: weight grad {via_w} vs {lhs}"
+            );
+            let db = conv2d_backward_bias(&g, &d_out);
+            let want_db: f32 = d_out[..g.out_plane()].iter().sum::<f32>()
+                + (1..g.batch)
+                    .map(|b| {
+                        d_out[b * g.c_out * g.out_plane()..][..g.out_plane()]
+                            .iter()
+                            .sum::<f32>()
+                    })
+                    .sum::<f32>();
+            assert!((db[0] - want_db).abs() < 1e-3, "{g:?}: bias grad");
+        }
+    }
+}

@@ -1,0 +1,78 @@
+//! graft's own CPU kernels, where burn's `flex` backend leaves speed on the table.
+//!
+//! Today that is the dense convolution (`conv.rs`: im2col over several images at once + one large
+//! GEMM per chunk, with matching backward), plugged into burn as a backend extension
+//! (`backend.rs`) so that it works with autodiff like any burn op. Layers call [`conv2d`], which
+//! picks graft's kernel on the `flex` device and burn's everywhere else (depthwise convolutions,
+//! other backends).
+//!
+//! The switch back to stock burn, for comparisons and bug hunts: `GRAFT_KERNELS=burn` in the
+//! environment, or [`set_enabled`]`(false)`.
+
+mod backend;
+pub mod conv;
+
+use std::sync::atomic::{AtomicU8, Ordering};
+
+use burn::backend::{Dispatch, DispatchDevice};
+use burn::tensor::ops::ConvOptions;
+use burn::tensor::{Tensor, module};
+
+pub use backend::GraftConv;
+
+/// 0 = not decided yet (read `GRAFT_KERNELS` on first use), 1 = on, 2 = off.
+static ENABLED: AtomicU8 = AtomicU8::new(0);
+
+/// Whether graft's kernels are used where they apply.
+pub fn enabled() -> bool {
+    match ENABLED.load(Ordering::Relaxed) {
+        1 => true,
+        2 => false,
+        _ => {
+            let on = !matches!(std::env::var("GRAFT_KERNELS").as_deref(), Ok("burn"));
+            set_enabled(on);
+            on
+        }
+    }
+}
+
+/// Turns graft's kernels on or off for the whole process (off = burn's stock ops).
+pub fn set_enabled(on: bool) {
+    ENABLED.store(if on { 1 } else { 2 }, Ordering::Relaxed);
+}
+
+/// Which implementation [`conv2d`] would use for a tensor on this device, for logs and benches.
+pub fn describe() -> &'static str {
+    if enabled() {
+        "graft (im2col + GEMM) for dense convolutions on flex"
+    } else {
+        "burn flex (GRAFT_KERNELS=burn)"
+    }
+}
+
+fn is_flex(x: &Tensor<4>) -> bool {
+    matches!(
+        x.device().as_dispatch().clone().inner(),
+        DispatchDevice::Flex(_)
+    )
+}
+
+/// `burn::tensor::module::conv2d` with graft's kernel for dense convolutions on `flex`.
+pub fn conv2d(
+    x: Tensor<4>,
+    weight: Tensor<4>,
+    bias: Option<Tensor<1>>,
+    options: ConvOptions<2>,
+) -> Tensor<4> {
+    if options.groups != 1 || !enabled() || !is_flex(&x) {
+        return module::conv2d(x, weight, bias, options);
+    }
+    let (x, weight) = (x.into_dispatch(), weight.into_dispatch());
+    let out = match bias {
+        Some(bias) => {
+            <Dispatch as GraftConv>::graft_conv2d_bias(x, weight, bias.into_dispatch(), options)
+        }
+        None => <Dispatch as GraftConv>::graft_conv2d(x, weight, options),
+    };
+    Tensor::from_dispatch(out)
+}
