@@ -1,0 +1,77 @@
+//! graft's convolution kernel against burn's stock `flex` convolution, through burn's public API:
+//! the same outputs and the same gradients (input, weight, bias) for the geometries the backbones
+//! use. The kernel's own unit tests check it against the definition; `tests/parity.rs` checks whole
+//! models against PyTorch. One test function, because the switch is process-wide.
+
+use burn::tensor::ops::ConvOptions;
+use burn::tensor::{Device, Distribution, Tensor};
+use graft::kernels;
+
+struct Case {
+    x: [usize; 4],
+    c_out: usize,
+    k: usize,
+    stride: usize,
+    padding: [(usize, usize); 2],
+    bias: bool,
+}
+
+/// Output, input gradient, weight gradient, bias gradient, all flattened.
+fn run(case: &Case, graft_kernels: bool) -> [Vec<f32>; 4] {
+    kernels::set_enabled(graft_kernels);
+    let dev = Device::flex().autodiff();
+    // The same random numbers both times.
+    dev.seed(7);
+    let [n, c, h, w] = case.x;
+    let x = Tensor::<4>::random(case.x, Distribution::Normal(0.0, 1.0), &dev).require_grad();
+    let weight = Tensor::<4>::random([case.c_out, c, case.k, case.k], Distribution::Normal(0.0, 0.5), &dev)
+        .require_grad();
+    let bias = case
+        .bias
+        .then(|| Tensor::<1>::random([case.c_out], Distribution::Normal(0.0, 1.0), &dev).require_grad());
+    let options = ConvOptions::new_with_padding([case.stride; 2], case.padding, [1, 1], 1);
+    let y = kernels::conv2d(x.clone(), weight.clone(), bias.clone(), options);
+    let probe = Tensor::<4>::random(y.dims(), Distribution::Normal(0.0, 1.0), &dev);
+    let grads = (y.clone() * probe).sum().backward();
+    let flat = |t: Tensor<4>| t.into_data().to_vec::<f32>().unwrap();
+    let out = flat(y.inner());
+    let dx = flat(x.grad(&grads).expect("input grad"));
+    assert_eq!(dx.len(), n * c * h * w);
+    let dw = flat(weight.grad(&grads).expect("weight grad"));
+    let db = bias
+        .map(|b| b.grad(&grads).expect("bias grad").into_data().to_vec::<f32>().unwrap())
+        .unwrap_or_default();
+    [out, dx, dw, db]
+}
+
+#[test]
+fn graft_conv_matches_burn_conv_forward_and_backward() {
+    let cases = [
+        // ResNet stem: 7x7 stride 2 pad 3
+        Case { x: [2, 3, 33, 31], c_out: 8, k: 7, stride: 2, padding: [(3, 3), (3, 3)], bias: false },
+        // 3x3 blocks, stride 1 and 2
+        Case { x: [3, 6, 9, 9], c_out: 5, k: 3, stride: 1, padding: [(1, 1), (1, 1)], bias: true },
+        Case { x: [3, 6, 9, 8], c_out: 5, k: 3, stride: 2, padding: [(1, 1), (1, 1)], bias: false },
+        // downsample 1x1 stride 2, and pointwise 1x1 (EfficientNet)
+        Case { x: [4, 6, 7, 7], c_out: 9, k: 1, stride: 2, padding: [(0, 0), (0, 0)], bias: false },
+        Case { x: [4, 6, 5, 5], c_out: 9, k: 1, stride: 1, padding: [(0, 0), (0, 0)], bias: true },
+        // TensorFlow SAME padding (asymmetric), as in EfficientNet-Lite
+        Case { x: [2, 3, 10, 10], c_out: 4, k: 3, stride: 2, padding: [(0, 1), (0, 1)], bias: false },
+        // many small images: the last ResNet stage on CIFAR
+        Case { x: [70, 4, 2, 2], c_out: 6, k: 3, stride: 2, padding: [(1, 1), (1, 1)], bias: true },
+    ];
+    for (i, case) in cases.iter().enumerate() {
+        let ours = run(case, true);
+        let burns = run(case, false);
+        for (what, (a, b)) in ["output", "input grad", "weight grad", "bias grad"]
+            .iter()
+            .zip(ours.iter().zip(&burns))
+        {
+            assert_eq!(a.len(), b.len(), "case {i} {what}: length");
+            let scale = b.iter().fold(1.0f32, |m, v| m.max(v.abs()));
+            let worst = a.iter().zip(b).map(|(x, y)| (x - y).abs()).fold(0.0f32, f32::max);
+            assert!(worst <= 1e-5 * scale, "case {i} {what}: max abs diff {worst} (scale {scale})");
+        }
+    }
+    kernels::set_enabled(true);
+}
