@@ -1,11 +1,15 @@
 //! graft's convolution kernel against burn's stock `flex` convolution, through burn's public API:
 //! the same outputs and the same gradients (input, weight, bias) for the geometries the backbones
 //! use. The kernel's own unit tests check it against the definition; `tests/parity.rs` checks whole
-//! models against PyTorch. One test function, because the switch is process-wide.
+//! models against PyTorch. The switch is process-wide, so the tests take turns (`SWITCH`).
 
 use burn::tensor::ops::ConvOptions;
 use burn::tensor::{Device, Distribution, Tensor};
 use graft::kernels;
+use std::sync::Mutex;
+
+/// Held by each test while it flips `kernels::set_enabled`.
+static SWITCH: Mutex<()> = Mutex::new(());
 
 struct Case {
     x: [usize; 4],
@@ -24,11 +28,15 @@ fn run(case: &Case, graft_kernels: bool) -> [Vec<f32>; 4] {
     dev.seed(7);
     let [n, c, h, w] = case.x;
     let x = Tensor::<4>::random(case.x, Distribution::Normal(0.0, 1.0), &dev).require_grad();
-    let weight = Tensor::<4>::random([case.c_out, c, case.k, case.k], Distribution::Normal(0.0, 0.5), &dev)
-        .require_grad();
-    let bias = case
-        .bias
-        .then(|| Tensor::<1>::random([case.c_out], Distribution::Normal(0.0, 1.0), &dev).require_grad());
+    let weight = Tensor::<4>::random(
+        [case.c_out, c, case.k, case.k],
+        Distribution::Normal(0.0, 0.5),
+        &dev,
+    )
+    .require_grad();
+    let bias = case.bias.then(|| {
+        Tensor::<1>::random([case.c_out], Distribution::Normal(0.0, 1.0), &dev).require_grad()
+    });
     let options = ConvOptions::new_with_padding([case.stride; 2], case.padding, [1, 1], 1);
     let y = kernels::conv2d(x.clone(), weight.clone(), bias.clone(), options);
     let probe = Tensor::<4>::random(y.dims(), Distribution::Normal(0.0, 1.0), &dev);
@@ -39,26 +47,82 @@ fn run(case: &Case, graft_kernels: bool) -> [Vec<f32>; 4] {
     assert_eq!(dx.len(), n * c * h * w);
     let dw = flat(weight.grad(&grads).expect("weight grad"));
     let db = bias
-        .map(|b| b.grad(&grads).expect("bias grad").into_data().to_vec::<f32>().unwrap())
+        .map(|b| {
+            b.grad(&grads)
+                .expect("bias grad")
+                .into_data()
+                .to_vec::<f32>()
+                .unwrap()
+        })
         .unwrap_or_default();
     [out, dx, dw, db]
 }
 
 #[test]
 fn graft_conv_matches_burn_conv_forward_and_backward() {
+    let _turn = SWITCH.lock().unwrap_or_else(|e| e.into_inner());
     let cases = [
         // ResNet stem: 7x7 stride 2 pad 3
-        Case { x: [2, 3, 33, 31], c_out: 8, k: 7, stride: 2, padding: [(3, 3), (3, 3)], bias: false },
+        Case {
+            x: [2, 3, 33, 31],
+            c_out: 8,
+            k: 7,
+            stride: 2,
+            padding: [(3, 3), (3, 3)],
+            bias: false,
+        },
         // 3x3 blocks, stride 1 and 2
-        Case { x: [3, 6, 9, 9], c_out: 5, k: 3, stride: 1, padding: [(1, 1), (1, 1)], bias: true },
-        Case { x: [3, 6, 9, 8], c_out: 5, k: 3, stride: 2, padding: [(1, 1), (1, 1)], bias: false },
+        Case {
+            x: [3, 6, 9, 9],
+            c_out: 5,
+            k: 3,
+            stride: 1,
+            padding: [(1, 1), (1, 1)],
+            bias: true,
+        },
+        Case {
+            x: [3, 6, 9, 8],
+            c_out: 5,
+            k: 3,
+            stride: 2,
+            padding: [(1, 1), (1, 1)],
+            bias: false,
+        },
         // downsample 1x1 stride 2, and pointwise 1x1 (EfficientNet)
-        Case { x: [4, 6, 7, 7], c_out: 9, k: 1, stride: 2, padding: [(0, 0), (0, 0)], bias: false },
-        Case { x: [4, 6, 5, 5], c_out: 9, k: 1, stride: 1, padding: [(0, 0), (0, 0)], bias: true },
+        Case {
+            x: [4, 6, 7, 7],
+            c_out: 9,
+            k: 1,
+            stride: 2,
+            padding: [(0, 0), (0, 0)],
+            bias: false,
+        },
+        Case {
+            x: [4, 6, 5, 5],
+            c_out: 9,
+            k: 1,
+            stride: 1,
+            padding: [(0, 0), (0, 0)],
+            bias: true,
+        },
         // TensorFlow SAME padding (asymmetric), as in EfficientNet-Lite
-        Case { x: [2, 3, 10, 10], c_out: 4, k: 3, stride: 2, padding: [(0, 1), (0, 1)], bias: false },
+        Case {
+            x: [2, 3, 10, 10],
+            c_out: 4,
+            k: 3,
+            stride: 2,
+            padding: [(0, 1), (0, 1)],
+            bias: false,
+        },
         // many small images: the last ResNet stage on CIFAR
-        Case { x: [70, 4, 2, 2], c_out: 6, k: 3, stride: 2, padding: [(1, 1), (1, 1)], bias: true },
+        Case {
+            x: [70, 4, 2, 2],
+            c_out: 6,
+            k: 3,
+            stride: 2,
+            padding: [(1, 1), (1, 1)],
+            bias: true,
+        },
     ];
     for (i, case) in cases.iter().enumerate() {
         let ours = run(case, true);
@@ -69,9 +133,51 @@ fn graft_conv_matches_burn_conv_forward_and_backward() {
         {
             assert_eq!(a.len(), b.len(), "case {i} {what}: length");
             let scale = b.iter().fold(1.0f32, |m, v| m.max(v.abs()));
-            let worst = a.iter().zip(b).map(|(x, y)| (x - y).abs()).fold(0.0f32, f32::max);
-            assert!(worst <= 1e-5 * scale, "case {i} {what}: max abs diff {worst} (scale {scale})");
+            let worst = a
+                .iter()
+                .zip(b)
+                .map(|(x, y)| (x - y).abs())
+                .fold(0.0f32, f32::max);
+            assert!(
+                worst <= 1e-5 * scale,
+                "case {i} {what}: max abs diff {worst} (scale {scale})"
+            );
         }
+    }
+    kernels::set_enabled(true);
+}
+
+/// Pooled output and input gradient.
+fn run_pool(
+    x: [usize; 4],
+    kernel: usize,
+    stride: usize,
+    padding: usize,
+    graft_kernels: bool,
+) -> [Vec<f32>; 2] {
+    kernels::set_enabled(graft_kernels);
+    let dev = Device::flex().autodiff();
+    dev.seed(11);
+    let x = Tensor::<4>::random(x, Distribution::Normal(0.0, 1.0), &dev).require_grad();
+    let y = kernels::max_pool2d(x.clone(), [kernel; 2], [stride; 2], [padding; 2]);
+    let probe = Tensor::<4>::random(y.dims(), Distribution::Normal(0.0, 1.0), &dev);
+    let grads = (y.clone() * probe).sum().backward();
+    let flat = |t: Tensor<4>| t.into_data().to_vec::<f32>().unwrap();
+    [flat(y.inner()), flat(x.grad(&grads).expect("input grad"))]
+}
+
+#[test]
+fn graft_max_pool_matches_burn_max_pool_forward_and_backward() {
+    let _turn = SWITCH.lock().unwrap_or_else(|e| e.into_inner());
+    for (x, k, s, p) in [
+        ([2, 3, 9, 8], 3, 2, 1),
+        ([3, 2, 6, 6], 2, 2, 0),
+        ([1, 4, 5, 7], 3, 1, 1),
+    ] {
+        let ours = run_pool(x, k, s, p, true);
+        let burns = run_pool(x, k, s, p, false);
+        assert_eq!(ours[0], burns[0], "{x:?} k{k} s{s} p{p}: output");
+        assert_eq!(ours[1], burns[1], "{x:?} k{k} s{s} p{p}: input grad");
     }
     kernels::set_enabled(true);
 }

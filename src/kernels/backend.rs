@@ -6,6 +6,7 @@
 //! data is borrowed as plain `f32` slices (copied only when a view is not contiguous).
 
 use std::borrow::Cow;
+use std::sync::Arc;
 
 use burn::backend::TensorMetadata;
 use burn::backend::autodiff::NodeId;
@@ -24,6 +25,7 @@ use super::conv::{
     ConvGeometry, conv2d_backward_bias, conv2d_backward_input, conv2d_backward_weight,
     conv2d_forward,
 };
+use super::pool::{PoolGeometry, max_pool2d_backward, max_pool2d_forward};
 
 /// A dense (groups = 1) 2-D convolution with graft's CPU kernels. (Two methods because the
 /// extension macro of burn 0.22 does not route `Option<FloatTensor>` arguments.)
@@ -239,6 +241,110 @@ fn autodiff_conv2d<C: CheckpointStrategy>(
                 }
                 OpsKind::UnTracked(prep) => prep.finish(run(None)),
             },
+        }
+    }
+}
+
+/// 2-D max pooling with graft's CPU kernel: no argmax bookkeeping in inference, a flat argmax
+/// per output while training.
+#[backend_extension(Flex, Autodiff)]
+pub trait GraftPool: Backend {
+    fn graft_max_pool2d(
+        x: FloatTensor<Self>,
+        kernel: [usize; 2],
+        stride: [usize; 2],
+        padding: [usize; 2],
+    ) -> FloatTensor<Self>;
+}
+
+fn pool_geometry(
+    x: &FlexTensor,
+    kernel: [usize; 2],
+    stride: [usize; 2],
+    padding: [usize; 2],
+) -> PoolGeometry {
+    let s = x.shape();
+    PoolGeometry {
+        planes: s[0] * s[1],
+        h: s[2],
+        w: s[3],
+        kernel,
+        stride,
+        padding,
+    }
+}
+
+impl GraftPool for Flex {
+    fn graft_max_pool2d(
+        x: FlexTensor,
+        kernel: [usize; 2],
+        stride: [usize; 2],
+        padding: [usize; 2],
+    ) -> FlexTensor {
+        if x.dtype() != DType::F32 {
+            return Flex::max_pool2d(x, kernel, stride, padding, [1, 1], false);
+        }
+        let g = pool_geometry(&x, kernel, stride, padding);
+        let (oh, ow) = g.out_hw();
+        let out = max_pool2d_forward(&g, &values(&x), None);
+        let s = x.shape();
+        flex_tensor(out, vec![s[0], s[1], oh, ow])
+    }
+}
+
+/// Routes the output gradient back to the inputs the maxima came from.
+#[derive(Debug)]
+struct MaxPoolBackward;
+
+impl Backward<Flex, 1> for MaxPoolBackward {
+    type State = (PoolGeometry, Arc<Vec<u32>>, Vec<usize>);
+
+    fn backward(self, ops: Ops<Self::State, 1>, grads: &mut Gradients, _: &mut Checkpointer) {
+        let [node_x] = ops.parents;
+        let d_out = grads.consume::<Flex>(&ops.node);
+        let (g, argmax, x_shape) = ops.state;
+        if let Some(node) = node_x {
+            let dx = max_pool2d_backward(&g, &argmax, &values(&d_out));
+            grads.register::<Flex>(node.id, flex_tensor(dx, x_shape));
+        }
+    }
+}
+
+impl<C: CheckpointStrategy> GraftPool for Autodiff<Flex, C> {
+    fn graft_max_pool2d(
+        x: FloatTensor<Self>,
+        kernel: [usize; 2],
+        stride: [usize; 2],
+        padding: [usize; 2],
+    ) -> FloatTensor<Self> {
+        if x.primitive().dtype() != DType::F32 {
+            return <Self as ModuleOps<Self>>::max_pool2d(
+                x,
+                kernel,
+                stride,
+                padding,
+                [1, 1],
+                false,
+            );
+        }
+        let g = pool_geometry(x.primitive(), kernel, stride, padding);
+        let (oh, ow) = g.out_hw();
+        let s = x.primitive().shape().to_vec();
+        let out_shape = vec![s[0], s[1], oh, ow];
+        match MaxPoolBackward
+            .prepare::<C>([x.node()])
+            .compute_bound()
+            .stateful()
+        {
+            OpsKind::Tracked(prep) => {
+                let mut argmax = vec![0u32; g.planes * oh * ow];
+                let out = max_pool2d_forward(&g, &values(x.primitive()), Some(&mut argmax));
+                prep.finish((g, Arc::new(argmax), s), flex_tensor(out, out_shape))
+            }
+            OpsKind::UnTracked(prep) => {
+                let out = max_pool2d_forward(&g, &values(x.primitive()), None);
+                prep.finish(flex_tensor(out, out_shape))
+            }
         }
     }
 }

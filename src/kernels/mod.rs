@@ -11,14 +11,15 @@
 
 mod backend;
 pub mod conv;
+pub mod pool;
 
 use std::sync::atomic::{AtomicU8, Ordering};
 
 use burn::backend::{Dispatch, DispatchDevice};
-use burn::tensor::ops::ConvOptions;
+use burn::tensor::ops::{ConvOptions, MaxPoolOptions};
 use burn::tensor::{Tensor, module};
 
-pub use backend::GraftConv;
+pub use backend::{GraftConv, GraftPool};
 
 /// 0 = not decided yet (read `GRAFT_KERNELS` on first use), 1 = on, 2 = off.
 static ENABLED: AtomicU8 = AtomicU8::new(0);
@@ -74,5 +75,23 @@ pub fn conv2d(
         }
         None => <Dispatch as GraftConv>::graft_conv2d(x, weight, options),
     };
+    Tensor::from_dispatch(out)
+}
+
+/// `burn::tensor::module::max_pool2d` (dilation 1, `ceil_mode` off) with graft's kernel on `flex`:
+/// no argmax bookkeeping unless gradients are tracked.
+pub fn max_pool2d(
+    x: Tensor<4>,
+    kernel: [usize; 2],
+    stride: [usize; 2],
+    padding: [usize; 2],
+) -> Tensor<4> {
+    if !enabled() || !is_flex(&x) {
+        let options = MaxPoolOptions::new(kernel)
+            .with_stride(stride)
+            .with_padding(padding);
+        return module::max_pool2d(x, options);
+    }
+    let out = <Dispatch as GraftPool>::graft_max_pool2d(x.into_dispatch(), kernel, stride, padding);
     Tensor::from_dispatch(out)
 }

@@ -5,8 +5,6 @@
 //! `width` scales every channel count (64 = torchvision); tests build narrow nets with the same code.
 
 use burn::module::Module;
-use burn::tensor::module::max_pool2d;
-use burn::tensor::ops::MaxPoolOptions;
 use burn::tensor::{Device, Tensor, activation::relu};
 
 use super::layers::{BatchNorm2d, Conv2d, ConvSpec, Padding};
@@ -188,10 +186,7 @@ impl ResNet {
     /// `(n, 3, h, w) -> (n, feature_dim)`.
     pub fn forward_features(&self, x: Tensor<4>) -> Tensor<2> {
         let x = relu(self.bn1.forward(self.conv1.forward(x)));
-        let pool = MaxPoolOptions::new([3, 3])
-            .with_stride([2, 2])
-            .with_padding([1, 1]);
-        let mut x = max_pool2d(x, pool);
+        let mut x = crate::kernels::max_pool2d(x, [3, 3], [2, 2], [1, 1]);
         for block in self
             .layer1
             .iter()
