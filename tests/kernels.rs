@@ -41,7 +41,7 @@ fn run(case: &Case, graft_kernels: bool) -> [Vec<f32>; 4] {
     let y = kernels::conv2d(x.clone(), weight.clone(), bias.clone(), options);
     let probe = Tensor::<4>::random(y.dims(), Distribution::Normal(0.0, 1.0), &dev);
     let grads = (y.clone() * probe).sum().backward();
-    let flat = |t: Tensor<4>| t.into_data().to_vec::<f32>().unwrap();
+    let flat = |t: Tensor<4>| t.into_data().try_to_vec::<f32>().unwrap();
     let out = flat(y.inner());
     let dx = flat(x.grad(&grads).expect("input grad"));
     assert_eq!(dx.len(), n * c * h * w);
@@ -51,7 +51,7 @@ fn run(case: &Case, graft_kernels: bool) -> [Vec<f32>; 4] {
             b.grad(&grads)
                 .expect("bias grad")
                 .into_data()
-                .to_vec::<f32>()
+                .try_to_vec::<f32>()
                 .unwrap()
         })
         .unwrap_or_default();
@@ -162,7 +162,7 @@ fn run_pool(
     let y = kernels::max_pool2d(x.clone(), [kernel; 2], [stride; 2], [padding; 2]);
     let probe = Tensor::<4>::random(y.dims(), Distribution::Normal(0.0, 1.0), &dev);
     let grads = (y.clone() * probe).sum().backward();
-    let flat = |t: Tensor<4>| t.into_data().to_vec::<f32>().unwrap();
+    let flat = |t: Tensor<4>| t.into_data().try_to_vec::<f32>().unwrap();
     [flat(y.inner()), flat(x.grad(&grads).expect("input grad"))]
 }
 
