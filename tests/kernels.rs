@@ -18,6 +18,7 @@ struct Case {
     stride: usize,
     padding: [(usize, usize); 2],
     bias: bool,
+    groups: usize,
 }
 
 /// Output, input gradient, weight gradient, bias gradient, all flattened.
@@ -29,7 +30,7 @@ fn run(case: &Case, graft_kernels: bool) -> [Vec<f32>; 4] {
     let [n, c, h, w] = case.x;
     let x = Tensor::<4>::random(case.x, Distribution::Normal(0.0, 1.0), &dev).require_grad();
     let weight = Tensor::<4>::random(
-        [case.c_out, c, case.k, case.k],
+        [case.c_out, c / case.groups, case.k, case.k],
         Distribution::Normal(0.0, 0.5),
         &dev,
     )
@@ -37,7 +38,8 @@ fn run(case: &Case, graft_kernels: bool) -> [Vec<f32>; 4] {
     let bias = case.bias.then(|| {
         Tensor::<1>::random([case.c_out], Distribution::Normal(0.0, 1.0), &dev).require_grad()
     });
-    let options = ConvOptions::new_with_padding([case.stride; 2], case.padding, [1, 1], 1);
+    let options =
+        ConvOptions::new_with_padding([case.stride; 2], case.padding, [1, 1], case.groups);
     let y = kernels::conv2d(x.clone(), weight.clone(), bias.clone(), options);
     let probe = Tensor::<4>::random(y.dims(), Distribution::Normal(0.0, 1.0), &dev);
     let grads = (y.clone() * probe).sum().backward();
@@ -70,6 +72,7 @@ fn graft_conv_matches_burn_conv_forward_and_backward() {
             stride: 2,
             padding: [(3, 3), (3, 3)],
             bias: false,
+            groups: 1,
         },
         // 3x3 blocks, stride 1 and 2
         Case {
@@ -79,6 +82,7 @@ fn graft_conv_matches_burn_conv_forward_and_backward() {
             stride: 1,
             padding: [(1, 1), (1, 1)],
             bias: true,
+            groups: 1,
         },
         Case {
             x: [3, 6, 9, 8],
@@ -87,6 +91,7 @@ fn graft_conv_matches_burn_conv_forward_and_backward() {
             stride: 2,
             padding: [(1, 1), (1, 1)],
             bias: false,
+            groups: 1,
         },
         // downsample 1x1 stride 2, and pointwise 1x1 (EfficientNet)
         Case {
@@ -96,6 +101,7 @@ fn graft_conv_matches_burn_conv_forward_and_backward() {
             stride: 2,
             padding: [(0, 0), (0, 0)],
             bias: false,
+            groups: 1,
         },
         Case {
             x: [4, 6, 5, 5],
@@ -104,6 +110,7 @@ fn graft_conv_matches_burn_conv_forward_and_backward() {
             stride: 1,
             padding: [(0, 0), (0, 0)],
             bias: true,
+            groups: 1,
         },
         // TensorFlow SAME padding (asymmetric), as in EfficientNet-Lite
         Case {
@@ -113,6 +120,7 @@ fn graft_conv_matches_burn_conv_forward_and_backward() {
             stride: 2,
             padding: [(0, 1), (0, 1)],
             bias: false,
+            groups: 1,
         },
         // many small images: the last ResNet stage on CIFAR
         Case {
@@ -122,6 +130,27 @@ fn graft_conv_matches_burn_conv_forward_and_backward() {
             stride: 2,
             padding: [(1, 1), (1, 1)],
             bias: true,
+            groups: 1,
+        },
+        // depthwise (EfficientNet): a small plane (channels-last path) and a large one (per-plane
+        // path), TF SAME padding
+        Case {
+            x: [3, 16, 8, 8],
+            c_out: 16,
+            k: 3,
+            stride: 1,
+            padding: [(1, 1), (1, 1)],
+            bias: true,
+            groups: 16,
+        },
+        Case {
+            x: [2, 8, 40, 40],
+            c_out: 8,
+            k: 5,
+            stride: 2,
+            padding: [(1, 2), (1, 2)],
+            bias: false,
+            groups: 8,
         },
     ];
     for (i, case) in cases.iter().enumerate() {

@@ -25,9 +25,10 @@ use super::conv::{
     ConvGeometry, conv2d_backward_bias, conv2d_backward_input, conv2d_backward_weight,
     conv2d_forward,
 };
+use super::depthwise::{depthwise_backward_input, depthwise_backward_weight, depthwise_forward};
 use super::pool::{PoolGeometry, max_pool2d_backward, max_pool2d_forward};
 
-/// A dense (groups = 1) 2-D convolution with graft's CPU kernels. (Two methods because the
+/// A dense (groups = 1) or depthwise 2-D convolution with graft's CPU kernels. (Two methods because the
 /// extension macro of burn 0.22 does not route `Option<FloatTensor>` arguments.)
 #[backend_extension(Flex, Autodiff)]
 pub trait GraftConv: Backend {
@@ -45,9 +46,17 @@ pub trait GraftConv: Backend {
     ) -> FloatTensor<Self>;
 }
 
-/// Whether the kernels apply: f32 data, no groups. Anything else goes to burn's own convolution.
+/// Whether the kernels apply: f32 data, and a dense (groups = 1) or depthwise (one filter per
+/// channel) convolution. Anything else goes to burn's own convolution.
 fn supported(x: &FlexTensor, weight: &FlexTensor, options: &ConvOptions<2>) -> bool {
-    x.dtype() == DType::F32 && weight.dtype() == DType::F32 && options.groups == 1
+    x.dtype() == DType::F32
+        && weight.dtype() == DType::F32
+        && (options.groups == 1 || is_depthwise(x, weight, options))
+}
+
+fn is_depthwise(x: &FlexTensor, weight: &FlexTensor, options: &ConvOptions<2>) -> bool {
+    let (c_in, ws) = (x.shape()[1], weight.shape());
+    options.groups > 1 && options.groups == c_in && ws[0] == c_in && ws[1] == 1
 }
 
 fn geometry(x: &FlexTensor, weight: &FlexTensor, options: &ConvOptions<2>) -> ConvGeometry {
@@ -93,7 +102,11 @@ fn forward(
     let g = geometry(x, weight, options);
     let (oh, ow) = g.out_hw();
     let bias = bias.map(values);
-    let out = conv2d_forward(&g, &values(x), &values(weight), bias.as_deref());
+    let out = if is_depthwise(x, weight, options) {
+        depthwise_forward(&g, &values(x), &values(weight), bias.as_deref())
+    } else {
+        conv2d_forward(&g, &values(x), &values(weight), bias.as_deref())
+    };
     flex_tensor(out, vec![g.batch, g.c_out, oh, ow])
 }
 
@@ -138,13 +151,22 @@ impl Backward<Flex, 3> for ConvBackward {
         let x: FlexTensor = checkpointer.retrieve_node_output(x_state);
         let weight: FlexTensor = checkpointer.retrieve_node_output(weight_state);
         let g = geometry(&x, &weight, &options);
+        let depthwise = is_depthwise(&x, &weight, &options);
         let d_out = values(&d_out);
         if let Some(node) = node_x {
-            let dx = conv2d_backward_input(&g, &values(&weight), &d_out);
+            let dx = if depthwise {
+                depthwise_backward_input(&g, &values(&weight), &d_out)
+            } else {
+                conv2d_backward_input(&g, &values(&weight), &d_out)
+            };
             grads.register::<Flex>(node.id, flex_tensor(dx, x.shape().to_vec()));
         }
         if let Some(node) = node_weight {
-            let dw = conv2d_backward_weight(&g, &values(&x), &d_out);
+            let dw = if depthwise {
+                depthwise_backward_weight(&g, &values(&x), &d_out)
+            } else {
+                conv2d_backward_weight(&g, &values(&x), &d_out)
+            };
             grads.register::<Flex>(node.id, flex_tensor(dw, weight.shape().to_vec()));
         }
         if let Some(node) = node_bias {

@@ -11,6 +11,7 @@
 
 mod backend;
 pub mod conv;
+pub mod depthwise;
 pub mod pool;
 
 use std::sync::atomic::{AtomicU8, Ordering};
@@ -45,7 +46,7 @@ pub fn set_enabled(on: bool) {
 /// Which implementation [`conv2d`] would use for a tensor on this device, for logs and benches.
 pub fn describe() -> &'static str {
     if enabled() {
-        "graft (im2col + GEMM) for dense convolutions on flex"
+        "graft kernels on flex (dense and depthwise convolution, max-pool)"
     } else {
         "burn flex (GRAFT_KERNELS=burn)"
     }
@@ -58,14 +59,18 @@ fn is_flex(x: &Tensor<4>) -> bool {
     )
 }
 
-/// `burn::tensor::module::conv2d` with graft's kernel for dense convolutions on `flex`.
+/// `burn::tensor::module::conv2d` with graft's kernels for dense and depthwise convolutions on
+/// `flex`.
 pub fn conv2d(
     x: Tensor<4>,
     weight: Tensor<4>,
     bias: Option<Tensor<1>>,
     options: ConvOptions<2>,
 ) -> Tensor<4> {
-    if options.groups != 1 || !enabled() || !is_flex(&x) {
+    let [_, c_in, _, _] = x.dims();
+    let [c_out, per_group, _, _] = weight.dims();
+    let depthwise = options.groups == c_in && c_out == c_in && per_group == 1;
+    if (options.groups != 1 && !depthwise) || !enabled() || !is_flex(&x) {
         return module::conv2d(x, weight, bias, options);
     }
     let (x, weight) = (x.into_dispatch(), weight.into_dispatch());
