@@ -210,3 +210,30 @@ fn graft_max_pool_matches_burn_max_pool_forward_and_backward() {
     }
     kernels::set_enabled(true);
 }
+
+/// ReLU6 output and input gradient.
+fn run_relu6(graft_kernels: bool) -> [Vec<f32>; 2] {
+    kernels::set_enabled(graft_kernels);
+    let dev = Device::flex().autodiff();
+    dev.seed(13);
+    let x = Tensor::<4>::random([3, 5, 7, 6], Distribution::Normal(2.0, 4.0), &dev).require_grad();
+    let y = kernels::relu6(x.clone());
+    let probe = Tensor::<4>::random(y.dims(), Distribution::Normal(0.0, 1.0), &dev);
+    let grads = (y.clone() * probe).sum().backward();
+    let flat = |t: Tensor<4>| t.into_data().try_to_vec::<f32>().unwrap();
+    [flat(y.inner()), flat(x.grad(&grads).expect("input grad"))]
+}
+
+#[test]
+fn graft_relu6_matches_burn_clamp_forward_and_backward() {
+    let _turn = SWITCH.lock().unwrap_or_else(|e| e.into_inner());
+    let ours = run_relu6(true);
+    let burns = run_relu6(false);
+    kernels::set_enabled(true);
+    assert!(
+        ours[0].contains(&0.0) && ours[0].contains(&6.0),
+        "both clamps exercised"
+    );
+    assert_eq!(ours[0], burns[0], "output");
+    assert_eq!(ours[1], burns[1], "input grad");
+}

@@ -8,6 +8,8 @@
 use std::borrow::Cow;
 use std::sync::Arc;
 
+use rayon::prelude::*;
+
 use burn::backend::TensorMetadata;
 use burn::backend::autodiff::NodeId;
 use burn::backend::autodiff::checkpoint::base::Checkpointer;
@@ -15,7 +17,7 @@ use burn::backend::autodiff::checkpoint::strategy::CheckpointStrategy;
 use burn::backend::autodiff::grads::Gradients;
 use burn::backend::autodiff::ops::{Backward, Ops, OpsKind};
 use burn::backend::flex::FlexTensor;
-use burn::backend::ops::ModuleOps;
+use burn::backend::ops::{FloatTensorOps, ModuleOps};
 use burn::backend::tensor::FloatTensor;
 use burn::backend::{Autodiff, Backend, Flex, backend_extension};
 use burn::tensor::ops::ConvOptions;
@@ -25,7 +27,7 @@ use super::conv::{
     ConvGeometry, conv2d_backward_bias, conv2d_backward_input, conv2d_backward_weight,
     conv2d_forward,
 };
-use super::depthwise::{depthwise_backward_input, depthwise_backward_weight, depthwise_forward};
+use super::depthwise::{depthwise_backward, depthwise_forward};
 use super::pool::{PoolGeometry, max_pool2d_backward, max_pool2d_forward};
 
 /// A dense (groups = 1) or depthwise 2-D convolution with graft's CPU kernels. (Two methods because the
@@ -151,23 +153,25 @@ impl Backward<Flex, 3> for ConvBackward {
         let x: FlexTensor = checkpointer.retrieve_node_output(x_state);
         let weight: FlexTensor = checkpointer.retrieve_node_output(weight_state);
         let g = geometry(&x, &weight, &options);
-        let depthwise = is_depthwise(&x, &weight, &options);
         let d_out = values(&d_out);
-        if let Some(node) = node_x {
-            let dx = if depthwise {
-                depthwise_backward_input(&g, &values(&weight), &d_out)
-            } else {
-                conv2d_backward_input(&g, &values(&weight), &d_out)
-            };
-            grads.register::<Flex>(node.id, flex_tensor(dx, x.shape().to_vec()));
-        }
-        if let Some(node) = node_weight {
-            let dw = if depthwise {
-                depthwise_backward_weight(&g, &values(&x), &d_out)
-            } else {
-                conv2d_backward_weight(&g, &values(&x), &d_out)
-            };
-            grads.register::<Flex>(node.id, flex_tensor(dw, weight.shape().to_vec()));
+        if is_depthwise(&x, &weight, &options) {
+            // one pass gives both gradients
+            let (dx, dw) = depthwise_backward(&g, &values(&x), &values(&weight), &d_out);
+            if let Some(node) = node_x {
+                grads.register::<Flex>(node.id, flex_tensor(dx, x.shape().to_vec()));
+            }
+            if let Some(node) = node_weight {
+                grads.register::<Flex>(node.id, flex_tensor(dw, weight.shape().to_vec()));
+            }
+        } else {
+            if let Some(node) = node_x {
+                let dx = conv2d_backward_input(&g, &values(&weight), &d_out);
+                grads.register::<Flex>(node.id, flex_tensor(dx, x.shape().to_vec()));
+            }
+            if let Some(node) = node_weight {
+                let dw = conv2d_backward_weight(&g, &values(&x), &d_out);
+                grads.register::<Flex>(node.id, flex_tensor(dw, weight.shape().to_vec()));
+            }
         }
         if let Some(node) = node_bias {
             let db = conv2d_backward_bias(&g, &d_out);
@@ -367,6 +371,101 @@ impl<C: CheckpointStrategy> GraftPool for Autodiff<Flex, C> {
                 let out = max_pool2d_forward(&g, &values(x.primitive()), None);
                 prep.finish(flex_tensor(out, out_shape))
             }
+        }
+    }
+}
+
+/// ReLU6, `min(max(x, 0), 6)`, in one pass (burn's `clamp` is two masked fills, and two more in
+/// its backward).
+#[backend_extension(Flex, Autodiff)]
+pub trait GraftActivation: Backend {
+    fn graft_relu6(x: FloatTensor<Self>) -> FloatTensor<Self>;
+}
+
+/// Elements per parallel task of the element-wise kernels.
+const ELEMENTWISE_CHUNK: usize = 1 << 15;
+
+fn relu6_values(x: &[f32]) -> Vec<f32> {
+    let mut out = vec![0.0f32; x.len()];
+    out.par_chunks_mut(ELEMENTWISE_CHUNK)
+        .zip(x.par_chunks(ELEMENTWISE_CHUNK))
+        .for_each(|(o, x)| {
+            // `clamp` keeps NaN, like PyTorch's
+            o.iter_mut()
+                .zip(x)
+                .for_each(|(o, v)| *o = v.clamp(0.0, 6.0));
+        });
+    out
+}
+
+impl GraftActivation for Flex {
+    fn graft_relu6(x: FlexTensor) -> FlexTensor {
+        if x.dtype() != DType::F32 {
+            let x = Flex::float_clamp_min(x, 0.0.into());
+            return Flex::float_clamp_max(x, 6.0.into());
+        }
+        flex_tensor(relu6_values(&values(&x)), x.shape().to_vec())
+    }
+}
+
+/// The gradient passes where `0 < x < 6` (PyTorch's `hardtanh_backward`).
+#[derive(Debug)]
+struct Relu6Backward;
+
+impl Backward<Flex, 1> for Relu6Backward {
+    type State = NodeId;
+
+    fn backward(
+        self,
+        ops: Ops<Self::State, 1>,
+        grads: &mut Gradients,
+        checkpointer: &mut Checkpointer,
+    ) {
+        let [node_x] = ops.parents;
+        let d_out = grads.consume::<Flex>(&ops.node);
+        let x: FlexTensor = checkpointer.retrieve_node_output(ops.state);
+        if let Some(node) = node_x {
+            let (x_values, grad) = (values(&x), values(&d_out));
+            let mut dx = vec![0.0f32; grad.len()];
+            dx.par_chunks_mut(ELEMENTWISE_CHUNK)
+                .zip(
+                    x_values
+                        .par_chunks(ELEMENTWISE_CHUNK)
+                        .zip(grad.par_chunks(ELEMENTWISE_CHUNK)),
+                )
+                .for_each(|(d, (x, g))| {
+                    for ((d, x), g) in d.iter_mut().zip(x).zip(g) {
+                        *d = if *x > 0.0 && *x < 6.0 { *g } else { 0.0 };
+                    }
+                });
+            grads.register::<Flex>(node.id, flex_tensor(dx, x.shape().to_vec()));
+        }
+    }
+}
+
+impl<C: CheckpointStrategy> GraftActivation for Autodiff<Flex, C> {
+    fn graft_relu6(x: FloatTensor<Self>) -> FloatTensor<Self> {
+        if x.primitive().dtype() != DType::F32 {
+            let x = <Self as FloatTensorOps<Self>>::float_clamp_min(x, 0.0.into());
+            return <Self as FloatTensorOps<Self>>::float_clamp_max(x, 6.0.into());
+        }
+        let out = || {
+            flex_tensor(
+                relu6_values(&values(x.primitive())),
+                x.primitive().shape().to_vec(),
+            )
+        };
+        match Relu6Backward
+            .prepare::<C>([x.node()])
+            .compute_bound()
+            .stateful()
+        {
+            OpsKind::Tracked(mut prep) => {
+                let y = out();
+                let state = prep.checkpoint(&x);
+                prep.finish(state, y)
+            }
+            OpsKind::UnTracked(prep) => prep.finish(out()),
         }
     }
 }

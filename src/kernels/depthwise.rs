@@ -140,6 +140,114 @@ fn forward_image_nhwc_body(
 
 wide_simd!(fn forward_image_nhwc(g: &ConvGeometry, x: &[f32], w_tc: &[f32], bias: &[f32], out: &mut [f32]) = forward_image_nhwc_body);
 
+/// Backward of [`forward_image_nhwc_body`] for one image, channels-last: adds the input
+/// gradient to `dx` and the weight gradient (tap-major, `[tap, channel]`) to `dw_tc`.
+#[inline(always)]
+fn backward_image_nhwc_body(
+    g: &ConvGeometry,
+    x: &[f32],
+    w_tc: &[f32],
+    d_out: &[f32],
+    dx: &mut [f32],
+    dw_tc: &mut [f32],
+) {
+    let (oh, ow) = g.out_hw();
+    let c = g.c_in;
+    for oy in 0..oh {
+        for ox in 0..ow {
+            let grad = &d_out[(oy * ow + ox) * c..][..c];
+            for ky in 0..g.kh {
+                let iy = (oy * g.stride[0] + ky * g.dilation[0]) as isize - g.padding[0].0 as isize;
+                if iy < 0 || iy >= g.h as isize {
+                    continue;
+                }
+                for kx in 0..g.kw {
+                    let ix =
+                        (ox * g.stride[1] + kx * g.dilation[1]) as isize - g.padding[1].0 as isize;
+                    if ix < 0 || ix >= g.w as isize {
+                        continue;
+                    }
+                    let at = (iy as usize * g.w + ix as usize) * c;
+                    let t = (ky * g.kw + kx) * c;
+                    let (w, dw) = (&w_tc[t..][..c], &mut dw_tc[t..][..c]);
+                    let (dx, x) = (&mut dx[at..][..c], &x[at..][..c]);
+                    for i in 0..c {
+                        dx[i] += w[i] * grad[i];
+                        dw[i] += grad[i] * x[i];
+                    }
+                }
+            }
+        }
+    }
+}
+
+wide_simd!(fn backward_image_nhwc(g: &ConvGeometry, x: &[f32], w_tc: &[f32], d_out: &[f32], dx: &mut [f32], dw_tc: &mut [f32]) = backward_image_nhwc_body);
+
+/// Input and weight gradients at once, channels-last, for small planes: per image, transpose
+/// in, accumulate, transpose the input gradient back; weight gradients are summed per thread.
+fn backward_small_planes(
+    g: &ConvGeometry,
+    x: &[f32],
+    weight: &[f32],
+    d_out: &[f32],
+) -> (Vec<f32>, Vec<f32>) {
+    let (oh, ow) = g.out_hw();
+    let (c, taps) = (g.c_in, g.kh * g.kw);
+    let (plane_in, plane_out) = (g.h * g.w, oh * ow);
+    let mut w_tc = vec![0.0f32; taps * c];
+    transpose(weight, c, taps, &mut w_tc);
+    let mut dx = vec![0.0f32; g.batch * c * plane_in];
+    let dw_tc = dx
+        .par_chunks_mut(c * plane_in)
+        .zip(
+            x.par_chunks(c * plane_in)
+                .zip(d_out.par_chunks(c * plane_out)),
+        )
+        .fold(
+            || {
+                let scratch = [c * plane_in, c * plane_out, c * plane_in].map(|n| vec![0.0f32; n]);
+                (vec![0.0f32; taps * c], scratch)
+            },
+            |(mut dw_tc, [mut x_hwc, mut grad_hwc, mut dx_hwc]), (dx_img, (x_img, grad_img))| {
+                transpose(x_img, c, plane_in, &mut x_hwc);
+                transpose(grad_img, c, plane_out, &mut grad_hwc);
+                dx_hwc.fill(0.0);
+                backward_image_nhwc(g, &x_hwc, &w_tc, &grad_hwc, &mut dx_hwc, &mut dw_tc);
+                transpose(&dx_hwc, plane_in, c, dx_img);
+                (dw_tc, [x_hwc, grad_hwc, dx_hwc])
+            },
+        )
+        .map(|(dw_tc, _)| dw_tc)
+        .reduce(
+            || vec![0.0f32; taps * c],
+            |mut a, b| {
+                a.iter_mut().zip(&b).for_each(|(a, b)| *a += b);
+                a
+            },
+        );
+    let mut dw = vec![0.0f32; c * taps];
+    transpose(&dw_tc, taps, c, &mut dw);
+    (dx, dw)
+}
+
+/// Gradients with respect to the input and the weight (c, 1, kh, kw).
+pub fn depthwise_backward(
+    g: &ConvGeometry,
+    x: &[f32],
+    weight: &[f32],
+    d_out: &[f32],
+) -> (Vec<f32>, Vec<f32>) {
+    check(g);
+    let (oh, ow) = g.out_hw();
+    if oh * ow <= SMALL_PLANE {
+        return backward_small_planes(g, x, weight, d_out);
+    }
+    (
+        depthwise_backward_input(g, weight, d_out),
+        depthwise_backward_weight(g, x, d_out),
+    )
+}
+
 /// Output planes up to this many pixels go through the channels-last path.
 const SMALL_PLANE: usize = 256;
 
@@ -197,8 +305,8 @@ pub fn depthwise_forward(
     out
 }
 
-/// Gradient with respect to the input.
-pub fn depthwise_backward_input(g: &ConvGeometry, weight: &[f32], d_out: &[f32]) -> Vec<f32> {
+/// Gradient with respect to the input, per plane.
+fn depthwise_backward_input(g: &ConvGeometry, weight: &[f32], d_out: &[f32]) -> Vec<f32> {
     check(g);
     let (oh, ow) = g.out_hw();
     let (hp, wp) = padded_hw(g);
@@ -239,8 +347,8 @@ pub fn depthwise_backward_input(g: &ConvGeometry, weight: &[f32], d_out: &[f32])
     dx
 }
 
-/// Gradient with respect to the weight (c, 1, kh, kw).
-pub fn depthwise_backward_weight(g: &ConvGeometry, x: &[f32], d_out: &[f32]) -> Vec<f32> {
+/// Gradient with respect to the weight (c, 1, kh, kw), per channel.
+fn depthwise_backward_weight(g: &ConvGeometry, x: &[f32], d_out: &[f32]) -> Vec<f32> {
     check(g);
     let (oh, ow) = g.out_hw();
     let (_, wp) = padded_hw(g);
@@ -374,8 +482,7 @@ mod tests {
             }
             let d_out = values(want.len(), 4);
             let lhs: f64 = want.iter().zip(&d_out).map(|(a, b)| a * *b as f64).sum();
-            let dx = depthwise_backward_input(&g, &w, &d_out);
-            let dw = depthwise_backward_weight(&g, &x, &d_out);
+            let (dx, dw) = depthwise_backward(&g, &x, &w, &d_out);
             let via_x: f64 = dx.iter().zip(&x).map(|(a, b)| *a as f64 * *b as f64).sum();
             let via_w: f64 = dw.iter().zip(&w).map(|(a, b)| *a as f64 * *b as f64).sum();
             let tol = 1e-4 * lhs.abs().max(1.0);

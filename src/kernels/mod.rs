@@ -20,7 +20,7 @@ use burn::backend::{Dispatch, DispatchDevice};
 use burn::tensor::ops::{ConvOptions, MaxPoolOptions};
 use burn::tensor::{Tensor, module};
 
-pub use backend::{GraftConv, GraftPool};
+pub use backend::{GraftActivation, GraftConv, GraftPool};
 
 /// 0 = not decided yet (read `GRAFT_KERNELS` on first use), 1 = on, 2 = off.
 static ENABLED: AtomicU8 = AtomicU8::new(0);
@@ -52,7 +52,7 @@ pub fn describe() -> &'static str {
     }
 }
 
-fn is_flex(x: &Tensor<4>) -> bool {
+fn is_flex<const D: usize>(x: &Tensor<D>) -> bool {
     matches!(
         x.device().as_dispatch().clone().inner(),
         DispatchDevice::Flex(_)
@@ -99,4 +99,14 @@ pub fn max_pool2d(
     }
     let out = <Dispatch as GraftPool>::graft_max_pool2d(x.into_dispatch(), kernel, stride, padding);
     Tensor::from_dispatch(out)
+}
+
+/// ReLU6 (`min(max(x, 0), 6)`), one pass with graft's kernel on `flex`.
+pub fn relu6<const D: usize>(x: Tensor<D>) -> Tensor<D> {
+    if !enabled() || !is_flex(&x) {
+        return x.clamp(0.0, 6.0);
+    }
+    Tensor::from_dispatch(<Dispatch as GraftActivation>::graft_relu6(
+        x.into_dispatch(),
+    ))
 }
