@@ -185,13 +185,40 @@ fn im2col(g: &ConvGeometry, x: &[f32], first: usize, count: usize, col: &mut [f3
     let row_len = count * plane_out;
     col.par_chunks_mut(row_len)
         .enumerate()
-        .for_each(|(r, row)| {
+        .for_each_init(Vec::new, |gather, (r, row)| {
             let ci = r / (g.kh * g.kw);
             let ky = (r / g.kw) % g.kh;
             let kx = r % g.kw;
             let (ky_off, kx_off) = (ky * g.dilation[0], kx * g.dilation[1]);
             let (y_lo, y_hi) = valid_range(oh, g.h, g.stride[0], ky_off, g.padding[0].0);
             let (x_lo, x_hi) = valid_range(ow, g.w, g.stride[1], kx_off, g.padding[1].0);
+            if ow < SHORT_ROW {
+                // Short rows (the small planes of late stages): copy/fill calls per row would
+                // cost more than the data, so gather through an index list shared by all images.
+                gather.clear();
+                gather.extend((0..plane_out).map(|p| {
+                    let (oy, ox) = (p / ow, p % ow);
+                    if (y_lo..y_hi).contains(&oy) && (x_lo..x_hi).contains(&ox) {
+                        let iy = oy * g.stride[0] + ky_off - g.padding[0].0;
+                        let ix = ox * g.stride[1] + kx_off - g.padding[1].0;
+                        (iy * g.w + ix) as u32
+                    } else {
+                        u32::MAX
+                    }
+                }));
+                for b in 0..count {
+                    let src = &x[((first + b) * g.c_in + ci) * plane_in..][..plane_in];
+                    let dst = &mut row[b * plane_out..][..plane_out];
+                    for (d, i) in dst.iter_mut().zip(gather.iter()) {
+                        *d = if *i == u32::MAX {
+                            0.0
+                        } else {
+                            src[*i as usize]
+                        };
+                    }
+                }
+                return;
+            }
             for b in 0..count {
                 let src = &x[((first + b) * g.c_in + ci) * plane_in..][..plane_in];
                 let dst = &mut row[b * plane_out..][..plane_out];
@@ -215,6 +242,9 @@ fn im2col(g: &ConvGeometry, x: &[f32], first: usize, count: usize, col: &mut [f3
             }
         });
 }
+
+/// Output rows shorter than this are unfolded element by element through an index list.
+const SHORT_ROW: usize = 16;
 
 /// Folds `col` (as produced by [`im2col`] for images `first..first + count`) back onto `dx`,
 /// adding every entry to the input pixel it was read from.
