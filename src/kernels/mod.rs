@@ -1,10 +1,11 @@
 //! graft's own CPU kernels, where burn's `flex` backend leaves speed on the table.
 //!
-//! Today that is the dense convolution (`conv.rs`: im2col over several images at once + one large
-//! GEMM per chunk, with matching backward), plugged into burn as a backend extension
-//! (`backend.rs`) so that it works with autodiff like any burn op. Layers call [`conv2d`], which
-//! picks graft's kernel on the `flex` device and burn's everywhere else (depthwise convolutions,
-//! other backends).
+//! Today: dense convolution (`conv.rs`: im2col over several images at once + one large GEMM per
+//! chunk), depthwise convolution (`depthwise.rs`), max-pool (`pool.rs`) and ReLU6, each with its
+//! backward, plugged into burn as backend extensions (`backend.rs`) so that they work with
+//! autodiff like any burn op. Layers call [`conv2d`], [`max_pool2d`] and [`relu6`], which pick
+//! graft's kernel on the `flex` device and burn's op everywhere else (other backends, grouped
+//! convolutions that are not depthwise).
 //!
 //! The switch back to stock burn, for comparisons and bug hunts: `GRAFT_KERNELS=burn` in the
 //! environment, or [`set_enabled`]`(false)`.
@@ -41,15 +42,6 @@ pub fn enabled() -> bool {
 /// Turns graft's kernels on or off for the whole process (off = burn's stock ops).
 pub fn set_enabled(on: bool) {
     ENABLED.store(if on { 1 } else { 2 }, Ordering::Relaxed);
-}
-
-/// Which implementation [`conv2d`] would use for a tensor on this device, for logs and benches.
-pub fn describe() -> &'static str {
-    if enabled() {
-        "graft kernels on flex (dense and depthwise convolution, max-pool)"
-    } else {
-        "burn flex (GRAFT_KERNELS=burn)"
-    }
 }
 
 fn is_flex<const D: usize>(x: &Tensor<D>) -> bool {

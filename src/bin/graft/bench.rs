@@ -222,7 +222,13 @@ fn round(v: f64, digits: i32) -> f64 {
     (v * f).round() / f
 }
 
-fn emit(v: serde_json::Value) {
+/// Prints one result line, noting whether graft's kernels or burn's stock ops ran.
+fn emit(mut v: serde_json::Value) {
+    v["kernels"] = json!(if graft::kernels::enabled() {
+        "graft"
+    } else {
+        "burn"
+    });
     println!("{v}");
 }
 
