@@ -57,6 +57,15 @@ impl ConvGeometry {
         )
     }
 
+    /// The input pixel (`iy·w + ix` within a plane) that kernel tap (ky, kx) of output (oy, ox)
+    /// reads, `None` where it falls in the padding.
+    #[inline(always)]
+    pub fn tap_source(&self, oy: usize, ox: usize, ky: usize, kx: usize) -> Option<usize> {
+        let iy = (oy * self.stride[0] + ky * self.dilation[0]).checked_sub(self.padding[0].0)?;
+        let ix = (ox * self.stride[1] + kx * self.dilation[1]).checked_sub(self.padding[1].0)?;
+        (iy < self.h && ix < self.w).then_some(iy * self.w + ix)
+    }
+
     /// Rows of the column matrix: one per (input channel, kernel row, kernel column).
     fn patch_len(&self) -> usize {
         self.c_in * self.kh * self.kw
@@ -505,7 +514,7 @@ pub fn conv2d_backward_bias(g: &ConvGeometry, d_out: &[f32]) -> Vec<f32> {
 }
 
 #[cfg(test)]
-mod tests {
+pub(crate) mod tests {
     use super::*;
 
     /// The definition, six nested loops, in f64.
@@ -520,18 +529,11 @@ mod tests {
                         for ci in 0..g.c_in {
                             for ky in 0..g.kh {
                                 for kx in 0..g.kw {
-                                    let iy = (oy * g.stride[0] + ky * g.dilation[0]) as isize
-                                        - g.padding[0].0 as isize;
-                                    let ix = (ox * g.stride[1] + kx * g.dilation[1]) as isize
-                                        - g.padding[1].0 as isize;
-                                    if iy < 0 || ix < 0 || iy >= g.h as isize || ix >= g.w as isize
-                                    {
-                                        continue;
+                                    if let Some(at) = g.tap_source(oy, ox, ky, kx) {
+                                        let xv = x[(b * g.c_in + ci) * g.h * g.w + at];
+                                        let wv = w[((co * g.c_in + ci) * g.kh + ky) * g.kw + kx];
+                                        acc += xv as f64 * wv as f64;
                                     }
-                                    let xv = x[((b * g.c_in + ci) * g.h + iy as usize) * g.w
-                                        + ix as usize];
-                                    let wv = w[((co * g.c_in + ci) * g.kh + ky) * g.kw + kx];
-                                    acc += xv as f64 * wv as f64;
                                 }
                             }
                         }
@@ -543,7 +545,8 @@ mod tests {
         out
     }
 
-    fn values(n: usize, seed: u32) -> Vec<f32> {
+    /// Deterministic test values in [-1, 1).
+    pub(crate) fn values(n: usize, seed: u32) -> Vec<f32> {
         (0..n)
             .map(|i| {
                 ((i as u32).wrapping_mul(2654435761).wrapping_add(seed) % 1000) as f32 / 500.0 - 1.0

@@ -117,17 +117,11 @@ fn forward_image_nhwc_body(
             let acc = &mut out[(oy * ow + ox) * c..][..c];
             acc.copy_from_slice(bias);
             for ky in 0..g.kh {
-                let iy = (oy * g.stride[0] + ky * g.dilation[0]) as isize - g.padding[0].0 as isize;
-                if iy < 0 || iy >= g.h as isize {
-                    continue;
-                }
                 for kx in 0..g.kw {
-                    let ix =
-                        (ox * g.stride[1] + kx * g.dilation[1]) as isize - g.padding[1].0 as isize;
-                    if ix < 0 || ix >= g.w as isize {
+                    let Some(at) = g.tap_source(oy, ox, ky, kx) else {
                         continue;
-                    }
-                    let src = &x[(iy as usize * g.w + ix as usize) * c..][..c];
+                    };
+                    let src = &x[at * c..][..c];
                     let w = &w_tc[(ky * g.kw + kx) * c..][..c];
                     for ((a, s), w) in acc.iter_mut().zip(src).zip(w) {
                         *a += w * s;
@@ -157,20 +151,13 @@ fn backward_image_nhwc_body(
         for ox in 0..ow {
             let grad = &d_out[(oy * ow + ox) * c..][..c];
             for ky in 0..g.kh {
-                let iy = (oy * g.stride[0] + ky * g.dilation[0]) as isize - g.padding[0].0 as isize;
-                if iy < 0 || iy >= g.h as isize {
-                    continue;
-                }
                 for kx in 0..g.kw {
-                    let ix =
-                        (ox * g.stride[1] + kx * g.dilation[1]) as isize - g.padding[1].0 as isize;
-                    if ix < 0 || ix >= g.w as isize {
+                    let Some(at) = g.tap_source(oy, ox, ky, kx) else {
                         continue;
-                    }
-                    let at = (iy as usize * g.w + ix as usize) * c;
+                    };
                     let t = (ky * g.kw + kx) * c;
                     let (w, dw) = (&w_tc[t..][..c], &mut dw_tc[t..][..c]);
-                    let (dx, x) = (&mut dx[at..][..c], &x[at..][..c]);
+                    let (dx, x) = (&mut dx[at * c..][..c], &x[at * c..][..c]);
                     for i in 0..c {
                         dx[i] += w[i] * grad[i];
                         dw[i] += grad[i] * x[i];
@@ -382,14 +369,7 @@ fn depthwise_backward_weight(g: &ConvGeometry, x: &[f32], d_out: &[f32]) -> Vec<
 #[cfg(test)]
 mod tests {
     use super::*;
-
-    fn values(n: usize, seed: u32) -> Vec<f32> {
-        (0..n)
-            .map(|i| {
-                ((i as u32).wrapping_mul(2654435761).wrapping_add(seed) % 1000) as f32 / 500.0 - 1.0
-            })
-            .collect()
-    }
+    use crate::kernels::conv::tests::values;
 
     /// The definition, in f64.
     fn reference(g: &ConvGeometry, x: &[f32], w: &[f32]) -> Vec<f64> {
@@ -402,16 +382,10 @@ mod tests {
                         let mut acc = 0.0f64;
                         for ky in 0..g.kh {
                             for kx in 0..g.kw {
-                                let iy = (oy * g.stride[0] + ky * g.dilation[0]) as isize
-                                    - g.padding[0].0 as isize;
-                                let ix = (ox * g.stride[1] + kx * g.dilation[1]) as isize
-                                    - g.padding[1].0 as isize;
-                                if iy < 0 || ix < 0 || iy >= g.h as isize || ix >= g.w as isize {
-                                    continue;
+                                if let Some(at) = g.tap_source(oy, ox, ky, kx) {
+                                    acc += x[(b * g.c_in + c) * g.h * g.w + at] as f64
+                                        * w[(c * g.kh + ky) * g.kw + kx] as f64;
                                 }
-                                acc += x[((b * g.c_in + c) * g.h + iy as usize) * g.w + ix as usize]
-                                    as f64
-                                    * w[(c * g.kh + ky) * g.kw + kx] as f64;
                             }
                         }
                         out[((b * g.c_in + c) * oh + oy) * ow + ox] = acc;
