@@ -1,7 +1,7 @@
-//! graft's convolution kernel against burn's stock `flex` convolution, through burn's public API:
-//! the same outputs and the same gradients (input, weight, bias) for the geometries the backbones
-//! use. The kernel's own unit tests check it against the definition; `tests/parity.rs` checks whole
-//! models against PyTorch. The switch is process-wide, so the tests take turns (`SWITCH`).
+//! graft's kernels (dense and depthwise convolution, max-pool, ReLU6) against burn's stock `flex`
+//! ops, through burn's public API: the same outputs and the same gradients (input, weight, bias) for
+//! the geometries the backbones use. The kernels' own unit tests check them against their
+//! definitions; `tests/parity.rs` checks whole models through them against PyTorch. The switch is process-wide, so the tests take turns (`SWITCH`).
 
 use burn::tensor::ops::ConvOptions;
 use burn::tensor::{Device, Distribution, Tensor};

@@ -61,6 +61,14 @@ pub fn conv2d(
 ) -> Tensor<4> {
     let [_, c_in, _, _] = x.dims();
     let [c_out, per_group, _, _] = weight.dims();
+    // The same contract burn's conv2d checks before running (a model bug, never user input:
+    // weight files are shape-checked when loaded).
+    assert_eq!(
+        c_in,
+        per_group * options.groups,
+        "conv2d: input has {c_in} channels, the weight expects {per_group} × {} groups",
+        options.groups
+    );
     let depthwise = options.groups == c_in && c_out == c_in && per_group == 1;
     if (options.groups != 1 && !depthwise) || !enabled() || !is_flex(&x) {
         return module::conv2d(x, weight, bias, options);
