@@ -1,4 +1,5 @@
-//! graft's convolution plugged into burn through its backend-extension mechanism.
+//! graft's kernels (convolutions, max-pool, ReLU6) plugged into burn through its backend-extension
+//! mechanism.
 //!
 //! `#[backend_extension]` generates the routing: a `Tensor` on the `flex` device reaches the
 //! `Flex` implementation below, a tensor on an autodiff `flex` device reaches the
@@ -30,8 +31,8 @@ use super::conv::{
 use super::depthwise::{depthwise_backward, depthwise_forward};
 use super::pool::{PoolGeometry, max_pool2d_backward, max_pool2d_forward};
 
-/// A dense (groups = 1) or depthwise 2-D convolution with graft's CPU kernels. (Two methods because the
-/// extension macro of burn 0.22 does not route `Option<FloatTensor>` arguments.)
+/// A dense (groups = 1) or depthwise 2-D convolution with graft's CPU kernels. (Two methods
+/// because the extension macro of burn 0.22 does not route `Option<FloatTensor>` arguments.)
 #[backend_extension(Flex, Autodiff)]
 pub trait GraftConv: Backend {
     fn graft_conv2d(
@@ -232,42 +233,40 @@ fn autodiff_conv2d<C: CheckpointStrategy>(
     bias: Option<FloatTensor<Autodiff<Flex, C>>>,
     options: ConvOptions<2>,
 ) -> FloatTensor<Autodiff<Flex, C>> {
-    {
-        if !supported(x.primitive(), weight.primitive(), &options) {
-            return <Autodiff<Flex, C> as ModuleOps<Autodiff<Flex, C>>>::conv2d(
-                x, weight, bias, options,
-            );
-        }
-        let run =
-            |bias: Option<&FlexTensor>| forward(x.primitive(), weight.primitive(), bias, &options);
-        match bias {
-            Some(bias) => match ConvBackward
-                .prepare::<C>([x.node(), weight.node(), bias.node()])
-                .compute_bound()
-                .stateful()
-            {
-                OpsKind::Tracked(mut prep) => {
-                    let out = run(Some(bias.primitive()));
-                    let x_state = prep.checkpoint(&x);
-                    let weight_state = prep.checkpoint(&weight);
-                    prep.finish((x_state, weight_state, options.clone()), out)
-                }
-                OpsKind::UnTracked(prep) => prep.finish(run(Some(bias.primitive()))),
-            },
-            None => match ConvNoBiasBackward
-                .prepare::<C>([x.node(), weight.node()])
-                .compute_bound()
-                .stateful()
-            {
-                OpsKind::Tracked(mut prep) => {
-                    let out = run(None);
-                    let x_state = prep.checkpoint(&x);
-                    let weight_state = prep.checkpoint(&weight);
-                    prep.finish((x_state, weight_state, options.clone()), out)
-                }
-                OpsKind::UnTracked(prep) => prep.finish(run(None)),
-            },
-        }
+    if !supported(x.primitive(), weight.primitive(), &options) {
+        return <Autodiff<Flex, C> as ModuleOps<Autodiff<Flex, C>>>::conv2d(
+            x, weight, bias, options,
+        );
+    }
+    let run =
+        |bias: Option<&FlexTensor>| forward(x.primitive(), weight.primitive(), bias, &options);
+    match bias {
+        Some(bias) => match ConvBackward
+            .prepare::<C>([x.node(), weight.node(), bias.node()])
+            .compute_bound()
+            .stateful()
+        {
+            OpsKind::Tracked(mut prep) => {
+                let out = run(Some(bias.primitive()));
+                let x_state = prep.checkpoint(&x);
+                let weight_state = prep.checkpoint(&weight);
+                prep.finish((x_state, weight_state, options.clone()), out)
+            }
+            OpsKind::UnTracked(prep) => prep.finish(run(Some(bias.primitive()))),
+        },
+        None => match ConvNoBiasBackward
+            .prepare::<C>([x.node(), weight.node()])
+            .compute_bound()
+            .stateful()
+        {
+            OpsKind::Tracked(mut prep) => {
+                let out = run(None);
+                let x_state = prep.checkpoint(&x);
+                let weight_state = prep.checkpoint(&weight);
+                prep.finish((x_state, weight_state, options.clone()), out)
+            }
+            OpsKind::UnTracked(prep) => prep.finish(run(None)),
+        },
     }
 }
 
