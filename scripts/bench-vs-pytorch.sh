@@ -7,6 +7,8 @@
 # Needs: ../shared/bench/setup-pytorch.sh (PyTorch venv at $PYTORCH_VENV, default /tmp/pytorch-ref)
 # and scripts/fetch-assets.sh (EfficientNet-Lite0 weights, Fashion-MNIST).
 # Set GRAFT_BENCH_CASES to a subset of the case names below to run fewer.
+# BENCH_AGAINST=burn-kernels compares graft with its own kernels against the same binary on burn's
+# stock ops (GRAFT_KERNELS=burn) instead of PyTorch; the table's "PyTorch" column is then that run.
 set -euo pipefail
 root=$(cd "$(dirname "$0")/.." && pwd)
 cd "$root"
@@ -35,7 +37,11 @@ for name in "${order[@]}"; do
     # shellcheck disable=SC2086
     ./target/release/graft bench $args >>"$out/$name.graft"
     # shellcheck disable=SC2086
-    "$venv/bin/python" "$ref" $args >>"$out/$name.torch"
+    if [ "${BENCH_AGAINST:-pytorch}" = burn-kernels ]; then
+      GRAFT_KERNELS=burn ./target/release/graft bench $args >>"$out/$name.torch"
+    else
+      "$venv/bin/python" "$ref" $args >>"$out/$name.torch"
+    fi
   done
 done
 python3 - "$out" "${order[@]}" <<'PY'
