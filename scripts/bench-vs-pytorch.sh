@@ -8,7 +8,7 @@
 # and scripts/fetch-assets.sh (EfficientNet-Lite0 weights, Fashion-MNIST).
 # Set GRAFT_BENCH_CASES to a subset of the case names below to run fewer.
 # BENCH_AGAINST=burn-kernels compares graft with its own kernels against the same binary on burn's
-# stock ops (GRAFT_KERNELS=burn) instead of PyTorch; the table's "PyTorch" column is then that run.
+# stock ops (GRAFT_KERNELS=burn) instead of PyTorch.
 set -euo pipefail
 root=$(cd "$(dirname "$0")/.." && pwd)
 cd "$root"
@@ -49,7 +49,8 @@ import json, statistics, sys, os
 out, names = sys.argv[1], sys.argv[2:]
 def load(p):
     return [json.loads(l) for l in open(p) if l.strip().startswith("{")]
-print("| case | metric | graft median (range) | PyTorch median (range) | ratio graft/PyTorch |")
+other = "burn stock ops" if os.environ.get("BENCH_AGAINST") == "burn-kernels" else "PyTorch"
+print(f"| case | metric | graft median (range) | {other} median (range) | ratio graft/{other} |")
 print("|---|---|---|---|---|")
 for n in names:
     g, t = load(os.path.join(out, n + ".graft")), load(os.path.join(out, n + ".torch"))
