@@ -376,34 +376,27 @@ pub fn conv2d_forward(
         let count = chunk.min(g.batch - first);
         let n = count * plane;
         let col = columns(g, x, first, count, &mut scratch);
-        if count == 1 {
-            let dst = &mut out[first * g.c_out * plane..][..g.c_out * plane];
-            matmul(
-                g.c_out,
-                n,
-                k,
-                dst,
-                (n as isize, 1),
-                false,
-                weight,
-                (k as isize, 1),
-                col,
-                (n as isize, 1),
-            );
+        // A single image's product lands in the output directly; several images' are staged
+        // channel-major and then scattered back to NCHW.
+        let dst = if count == 1 {
+            &mut out[first * g.c_out * plane..][..g.c_out * plane]
         } else {
             staged.resize(g.c_out * n, 0.0);
-            matmul(
-                g.c_out,
-                n,
-                k,
-                &mut staged,
-                (n as isize, 1),
-                false,
-                weight,
-                (k as isize, 1),
-                col,
-                (n as isize, 1),
-            );
+            &mut staged[..]
+        };
+        matmul(
+            g.c_out,
+            n,
+            k,
+            dst,
+            (n as isize, 1),
+            false,
+            weight,
+            (k as isize, 1),
+            col,
+            (n as isize, 1),
+        );
+        if count > 1 {
             scatter_channel_major(&staged, g.c_out, plane, first, count, &mut out);
         }
     }
@@ -545,6 +538,34 @@ pub(crate) mod tests {
         out
     }
 
+    /// Checks that `dx` and `dw` are the adjoints of the forward map `y(x, w)` along `d_out`:
+    /// <d_out, y> = <dx, x> = <dw, w> (the convolution is linear in each argument).
+    pub(crate) fn assert_adjoint(
+        g: &ConvGeometry,
+        y: &[f64],
+        d_out: &[f32],
+        (x, dx): (&[f32], &[f32]),
+        (w, dw): (&[f32], &[f32]),
+    ) {
+        let dot = |a: &[f32], b: &[f32]| {
+            a.iter()
+                .zip(b)
+                .map(|(a, b)| *a as f64 * *b as f64)
+                .sum::<f64>()
+        };
+        let lhs: f64 = y.iter().zip(d_out).map(|(a, b)| a * *b as f64).sum();
+        let (via_x, via_w) = (dot(dx, x), dot(dw, w));
+        let tol = 1e-4 * lhs.abs().max(1.0);
+        assert!(
+            (lhs - via_x).abs() < tol,
+            "{g:?}: input grad {via_x} vs {lhs}"
+        );
+        assert!(
+            (lhs - via_w).abs() < tol,
+            "{g:?}: weight grad {via_w} vs {lhs}"
+        );
+    }
+
     /// Deterministic test values in [-1, 1).
     pub(crate) fn values(n: usize, seed: u32) -> Vec<f32> {
         (0..n)
@@ -640,20 +661,9 @@ pub(crate) mod tests {
             let w = values(g.c_out * g.c_in * g.kh * g.kw, 5);
             let y = reference(&g, &x, &w);
             let d_out = values(y.len(), 6);
-            let lhs: f64 = y.iter().zip(&d_out).map(|(a, b)| a * *b as f64).sum();
             let dx = conv2d_backward_input(&g, &w, &d_out);
             let dw = conv2d_backward_weight(&g, &x, &d_out);
-            let via_x: f64 = dx.iter().zip(&x).map(|(a, b)| *a as f64 * *b as f64).sum();
-            let via_w: f64 = dw.iter().zip(&w).map(|(a, b)| *a as f64 * *b as f64).sum();
-            let tol = 1e-4 * lhs.abs().max(1.0);
-            assert!(
-                (lhs - via_x).abs() < tol,
-                "{g:?}: input grad {via_x} vs {lhs}"
-            );
-            assert!(
-                (lhs - via_w).abs() < tol,
-                "{g:?}: weight grad {via_w} vs {lhs}"
-            );
+            assert_adjoint(&g, &y, &d_out, (&x, &dx), (&w, &dw));
             let db = conv2d_backward_bias(&g, &d_out);
             let want_db: f32 = d_out[..g.out_plane()].iter().sum::<f32>()
                 + (1..g.batch)

@@ -369,7 +369,7 @@ fn depthwise_backward_weight(g: &ConvGeometry, x: &[f32], d_out: &[f32]) -> Vec<
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::kernels::conv::tests::values;
+    use crate::kernels::conv::tests::{assert_adjoint, values};
 
     /// The definition, in f64.
     fn reference(g: &ConvGeometry, x: &[f32], w: &[f32]) -> Vec<f64> {
@@ -455,19 +455,8 @@ mod tests {
                 assert!((*a as f64 - b).abs() < 1e-5, "{g:?} at {i}: {a} vs {b}");
             }
             let d_out = values(want.len(), 4);
-            let lhs: f64 = want.iter().zip(&d_out).map(|(a, b)| a * *b as f64).sum();
             let (dx, dw) = depthwise_backward(&g, &x, &w, &d_out);
-            let via_x: f64 = dx.iter().zip(&x).map(|(a, b)| *a as f64 * *b as f64).sum();
-            let via_w: f64 = dw.iter().zip(&w).map(|(a, b)| *a as f64 * *b as f64).sum();
-            let tol = 1e-4 * lhs.abs().max(1.0);
-            assert!(
-                (lhs - via_x).abs() < tol,
-                "{g:?}: input grad {via_x} vs {lhs}"
-            );
-            assert!(
-                (lhs - via_w).abs() < tol,
-                "{g:?}: weight grad {via_w} vs {lhs}"
-            );
+            assert_adjoint(&g, &want, &d_out, (&x, &dx), (&w, &dw));
         }
     }
 }

@@ -60,7 +60,7 @@ pub fn conv2d(
     options: ConvOptions<2>,
 ) -> Tensor<4> {
     let [_, c_in, _, _] = x.dims();
-    let [c_out, per_group, _, _] = weight.dims();
+    let [_, per_group, _, _] = weight.dims();
     // The same contract burn's conv2d checks before running (a model bug, never user input:
     // weight files are shape-checked when loaded).
     assert_eq!(
@@ -69,8 +69,9 @@ pub fn conv2d(
         "conv2d: input has {c_in} channels, the weight expects {per_group} × {} groups",
         options.groups
     );
-    let depthwise = options.groups == c_in && c_out == c_in && per_group == 1;
-    if (options.groups != 1 && !depthwise) || !enabled() || !is_flex(&x) {
+    // Which convolutions graft's kernels take is decided in one place, `backend::supported`; the
+    // rest go back to burn's op from there.
+    if !enabled() || !is_flex(&x) {
         return module::conv2d(x, weight, bias, options);
     }
     let (x, weight) = (x.into_dispatch(), weight.into_dispatch());
