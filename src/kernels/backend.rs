@@ -384,24 +384,50 @@ pub trait GraftActivation: Backend {
 /// Elements per parallel task of the element-wise kernels.
 const ELEMENTWISE_CHUNK: usize = 1 << 15;
 
+/// `min(max(v, 0), 6)`, NaN kept (like PyTorch's): written with comparisons, which the compiler
+/// turns into vector blends (`f32::clamp` is not vectorised).
+#[inline(always)]
+fn relu6_scalar(v: f32) -> f32 {
+    if v < 0.0 {
+        0.0
+    } else if v > 6.0 {
+        6.0
+    } else {
+        v
+    }
+}
+
 fn relu6_values(x: &[f32]) -> Vec<f32> {
-    let mut out = vec![0.0f32; x.len()];
-    out.par_chunks_mut(ELEMENTWISE_CHUNK)
-        .zip(x.par_chunks(ELEMENTWISE_CHUNK))
-        .for_each(|(o, x)| {
-            // `clamp` keeps NaN, like PyTorch's
-            o.iter_mut()
-                .zip(x)
-                .for_each(|(o, v)| *o = v.clamp(0.0, 6.0));
-        });
+    let mut out = x.to_vec();
+    relu6_in_place(&mut out);
     out
 }
 
+fn relu6_in_place(x: &mut [f32]) {
+    x.par_chunks_mut(ELEMENTWISE_CHUNK)
+        .for_each(|o| o.iter_mut().for_each(|v| *v = relu6_scalar(*v)));
+}
+
+/// The tensor's elements, mutable, when it owns them alone and holds exactly them (no view
+/// into a larger buffer): then an element-wise op can reuse the buffer instead of allocating.
+fn owned_values_mut(t: &mut FlexTensor) -> Option<&mut [f32]> {
+    let n = t.layout().num_elements();
+    if t.dtype() != DType::F32 || t.layout().contiguous_offsets() != Some((0, n)) {
+        return None;
+    }
+    t.try_storage_mut::<f32>().filter(|s| s.len() == n)
+}
+
 impl GraftActivation for Flex {
-    fn graft_relu6(x: FlexTensor) -> FlexTensor {
+    fn graft_relu6(mut x: FlexTensor) -> FlexTensor {
         if x.dtype() != DType::F32 {
             let x = Flex::float_clamp_min(x, 0.0.into());
             return Flex::float_clamp_max(x, 6.0.into());
+        }
+        // Inference: the input is usually a temporary nobody else holds, so clamp it in place.
+        if let Some(v) = owned_values_mut(&mut x) {
+            relu6_in_place(v);
+            return x;
         }
         flex_tensor(relu6_values(&values(&x)), x.shape().to_vec())
     }
@@ -421,23 +447,34 @@ impl Backward<Flex, 1> for Relu6Backward {
         checkpointer: &mut Checkpointer,
     ) {
         let [node_x] = ops.parents;
-        let d_out = grads.consume::<Flex>(&ops.node);
+        let mut d_out = grads.consume::<Flex>(&ops.node);
         let x: FlexTensor = checkpointer.retrieve_node_output(ops.state);
         if let Some(node) = node_x {
-            let (x_values, grad) = (values(&x), values(&d_out));
-            let mut dx = vec![0.0f32; grad.len()];
-            dx.par_chunks_mut(ELEMENTWISE_CHUNK)
-                .zip(
-                    x_values
-                        .par_chunks(ELEMENTWISE_CHUNK)
-                        .zip(grad.par_chunks(ELEMENTWISE_CHUNK)),
-                )
-                .for_each(|(d, (x, g))| {
-                    for ((d, x), g) in d.iter_mut().zip(x).zip(g) {
-                        *d = if *x > 0.0 && *x < 6.0 { *g } else { 0.0 };
+            let x_values = values(&x);
+            let pass = |d: &mut [f32], x: &[f32]| {
+                for (d, x) in d.iter_mut().zip(x) {
+                    if !(*x > 0.0 && *x < 6.0) {
+                        *d = 0.0;
                     }
-                });
-            grads.register::<Flex>(node.id, flex_tensor(dx, x.shape().to_vec()));
+                }
+            };
+            // The output gradient is usually this node's alone: mask it in place.
+            let dx = match owned_values_mut(&mut d_out) {
+                Some(d) => {
+                    d.par_chunks_mut(ELEMENTWISE_CHUNK)
+                        .zip(x_values.par_chunks(ELEMENTWISE_CHUNK))
+                        .for_each(|(d, x)| pass(d, x));
+                    d_out
+                }
+                None => {
+                    let mut dx = values(&d_out).into_owned();
+                    dx.par_chunks_mut(ELEMENTWISE_CHUNK)
+                        .zip(x_values.par_chunks(ELEMENTWISE_CHUNK))
+                        .for_each(|(d, x)| pass(d, x));
+                    flex_tensor(dx, x.shape().to_vec())
+                }
+            };
+            grads.register::<Flex>(node.id, dx);
         }
     }
 }

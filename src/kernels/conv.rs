@@ -318,13 +318,15 @@ fn gather_channel_major(
         });
 }
 
-/// The inverse of [`gather_channel_major`]: writes `[channel, (image, pixel)]` back to NCHW.
+/// The inverse of [`gather_channel_major`]: writes `[channel, (image, pixel)]` back to NCHW,
+/// adding `bias[channel]` on the way when given (one pass over the output instead of two).
 fn scatter_channel_major(
     src: &[f32],
     channels: usize,
     plane: usize,
     first: usize,
     count: usize,
+    bias: Option<&[f32]>,
     dst: &mut [f32],
 ) {
     dst[first * channels * plane..(first + count) * channels * plane]
@@ -332,8 +334,19 @@ fn scatter_channel_major(
         .enumerate()
         .for_each(|(bc, out)| {
             let (b, c) = (bc / channels, bc % channels);
-            out.copy_from_slice(&src[c * count * plane + b * plane..][..plane]);
+            let row = &src[c * count * plane + b * plane..][..plane];
+            match bias {
+                Some(bias) => out.iter_mut().zip(row).for_each(|(o, v)| *o = v + bias[c]),
+                None => out.copy_from_slice(row),
+            }
         });
+}
+
+/// Adds `bias[channel]` to each plane of a `(channels, plane)` block.
+fn add_bias(out: &mut [f32], bias: &[f32], plane: usize) {
+    out.par_chunks_mut(plane)
+        .zip(bias.par_iter())
+        .for_each(|(p, b)| p.iter_mut().for_each(|v| *v += b));
 }
 
 /// The input of images `first..first + count` as a `patch_len × count·plane` matrix: borrowed
@@ -396,15 +409,16 @@ pub fn conv2d_forward(
             col,
             (n as isize, 1),
         );
+        // The bias is added while the chunk's output is still in cache.
         if count > 1 {
-            scatter_channel_major(&staged, g.c_out, plane, first, count, &mut out);
+            scatter_channel_major(&staged, g.c_out, plane, first, count, bias, &mut out);
+        } else if let Some(bias) = bias {
+            add_bias(
+                &mut out[first * g.c_out * plane..][..g.c_out * plane],
+                bias,
+                plane,
+            );
         }
-    }
-    if let Some(bias) = bias {
-        out.par_chunks_mut(plane).enumerate().for_each(|(bc, p)| {
-            let b = bias[bc % g.c_out];
-            p.iter_mut().for_each(|v| *v += b);
-        });
     }
     out
 }
@@ -452,7 +466,7 @@ pub fn conv2d_backward_input(g: &ConvGeometry, weight: &[f32], d_out: &[f32]) ->
             (n as isize, 1),
         );
         if g.is_plain_pointwise() {
-            scatter_channel_major(&d_col, g.c_in, plane, first, count, &mut dx);
+            scatter_channel_major(&d_col, g.c_in, plane, first, count, None, &mut dx);
         } else {
             col2im(g, &d_col, first, count, &mut dx);
         }

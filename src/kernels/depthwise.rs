@@ -10,6 +10,7 @@
 use rayon::prelude::*;
 
 use super::conv::ConvGeometry;
+use super::transpose::transpose;
 
 /// The padded plane: enough rows and columns for every tap of every output.
 fn padded_hw(g: &ConvGeometry) -> (usize, usize) {
@@ -237,15 +238,6 @@ pub fn depthwise_backward(
 
 /// Output planes up to this many pixels go through the channels-last path.
 const SMALL_PLANE: usize = 256;
-
-/// `src` (rows × cols, row-major) transposed into `dst` (cols × rows).
-fn transpose(src: &[f32], rows: usize, cols: usize, dst: &mut [f32]) {
-    for (r, row) in src.chunks(cols).enumerate().take(rows) {
-        for (c, v) in row.iter().enumerate() {
-            dst[c * rows + r] = *v;
-        }
-    }
-}
 
 fn check(g: &ConvGeometry) {
     assert_eq!(g.c_in, g.c_out, "depthwise: channels in and out must match");

@@ -14,6 +14,7 @@ mod backend;
 pub mod conv;
 pub mod depthwise;
 pub mod pool;
+pub mod transpose;
 
 use std::sync::atomic::{AtomicU8, Ordering};
 
