@@ -387,6 +387,7 @@ const ELEMENTWISE_CHUNK: usize = 1 << 15;
 /// `min(max(v, 0), 6)`, NaN kept (like PyTorch's): written with comparisons, which the compiler
 /// turns into vector blends (`f32::clamp` is not vectorised).
 #[inline(always)]
+#[allow(clippy::manual_clamp)] // on purpose: see above
 fn relu6_scalar(v: f32) -> f32 {
     if v < 0.0 {
         0.0
