@@ -211,13 +211,17 @@ fn graft_max_pool_matches_burn_max_pool_forward_and_backward() {
     kernels::set_enabled(true);
 }
 
-/// ReLU6 output and input gradient.
-fn run_relu6(graft_kernels: bool) -> [Vec<f32>; 2] {
+/// ReLU6 (or ReLU) output and input gradient.
+fn run_clamp(six: bool, graft_kernels: bool) -> [Vec<f32>; 2] {
     kernels::set_enabled(graft_kernels);
     let dev = Device::flex().autodiff();
     dev.seed(13);
     let x = Tensor::<4>::random([3, 5, 7, 6], Distribution::Normal(2.0, 4.0), &dev).require_grad();
-    let y = kernels::relu6(x.clone());
+    let y = if six {
+        kernels::relu6(x.clone())
+    } else {
+        kernels::relu(x.clone())
+    };
     let probe = Tensor::<4>::random(y.dims(), Distribution::Normal(0.0, 1.0), &dev);
     let grads = (y.clone() * probe).sum().backward();
     let flat = |t: Tensor<4>| t.into_data().try_to_vec::<f32>().unwrap();
@@ -225,15 +229,91 @@ fn run_relu6(graft_kernels: bool) -> [Vec<f32>; 2] {
 }
 
 #[test]
-fn graft_relu6_matches_burn_clamp_forward_and_backward() {
+fn graft_relu6_and_relu_match_burn_forward_and_backward() {
     let _turn = SWITCH.lock().unwrap_or_else(|e| e.into_inner());
-    let ours = run_relu6(true);
-    let burns = run_relu6(false);
+    let relu6 = [run_clamp(true, true), run_clamp(true, false)];
+    let relu = [run_clamp(false, true), run_clamp(false, false)];
     kernels::set_enabled(true);
     assert!(
-        ours[0].contains(&0.0) && ours[0].contains(&6.0),
+        relu6[0][0].contains(&0.0) && relu6[0][0].contains(&6.0),
         "both clamps exercised"
     );
-    assert_eq!(ours[0], burns[0], "output");
-    assert_eq!(ours[1], burns[1], "input grad");
+    assert!(
+        relu[0][0].iter().any(|v| *v > 6.0),
+        "ReLU has no upper clamp"
+    );
+    for (name, [ours, burns]) in [("relu6", relu6), ("relu", relu)] {
+        assert_eq!(ours[0], burns[0], "{name} output");
+        assert_eq!(ours[1], burns[1], "{name} input grad");
+    }
+}
+
+/// A frozen network's kernels on channels-last activations (convolutions with their fused
+/// bias and activation, max-pool, residual add) give what burn's ops give on NCHW.
+#[test]
+fn channels_last_inference_matches_burn() {
+    use burn::tensor::module;
+    use burn::tensor::ops::{ConvOptions, MaxPoolOptions};
+    use kernels::Activation;
+    let _turn = SWITCH.lock().unwrap_or_else(|e| e.into_inner());
+    let dev = Device::flex();
+    dev.seed(21);
+    let normal =
+        |shape: [usize; 4]| Tensor::<4>::random(shape, Distribution::Normal(0.0, 1.0), &dev);
+    let x = normal([2, 6, 9, 8]);
+    let (w1, b1) = (
+        normal([8, 6, 3, 3]),
+        Tensor::<1>::random([8], Distribution::Normal(0.0, 1.0), &dev),
+    );
+    let (w2, b2) = (
+        normal([8, 1, 3, 3]),
+        Tensor::<1>::random([8], Distribution::Normal(0.0, 1.0), &dev),
+    );
+    let (w3, b3) = (
+        normal([8, 8, 1, 1]),
+        Tensor::<1>::random([8], Distribution::Normal(0.0, 1.0), &dev),
+    );
+    let dense = ConvOptions::new_with_padding([2, 2], [(0, 1), (1, 1)], [1, 1], 1);
+    let depthwise = ConvOptions::new([1, 1], [1, 1], [1, 1], 8);
+    let pointwise = ConvOptions::new([1, 1], [0, 0], [1, 1], 1);
+    let ours = {
+        let h = kernels::to_channels_last(x.clone());
+        let h = kernels::conv2d_act(h, w1.clone(), b1.clone(), dense.clone(), Activation::Relu);
+        let p = kernels::max_pool2d(h.clone(), [3, 3], [1, 1], [1, 1]);
+        let d = kernels::conv2d_act(
+            p.clone(),
+            w2.clone(),
+            b2.clone(),
+            depthwise.clone(),
+            Activation::Relu6,
+        );
+        let o = kernels::conv2d_act(
+            d,
+            w3.clone(),
+            b3.clone(),
+            pointwise.clone(),
+            Activation::Identity,
+        );
+        kernels::relu(kernels::add(o, p))
+    };
+    let burns = {
+        let h = burn::tensor::activation::relu(module::conv2d(x, w1, Some(b1), dense));
+        let p = module::max_pool2d(
+            h,
+            MaxPoolOptions::new([3, 3])
+                .with_stride([1, 1])
+                .with_padding([1, 1]),
+        );
+        let d = module::conv2d(p.clone(), w2, Some(b2), depthwise).clamp(0.0, 6.0);
+        let o = module::conv2d(d, w3, Some(b3), pointwise);
+        burn::tensor::activation::relu(o + p)
+    };
+    let (ours, burns) = (
+        ours.into_data().try_to_vec::<f32>().unwrap(),
+        burns.into_data().try_to_vec::<f32>().unwrap(),
+    );
+    assert_eq!(ours.len(), burns.len());
+    for (i, (a, b)) in ours.iter().zip(&burns).enumerate() {
+        assert!((a - b).abs() <= 1e-4 * (1.0 + b.abs()), "[{i}]: {a} vs {b}");
+    }
 }

@@ -327,8 +327,12 @@ fn efficientnet_lite0_real_weights_match_pytorch() {
     let model = Classifier::new(p, 1000, &dev);
     let (model, _) = load_into(model, &weights, p.head_name, Strictness::Strict).unwrap();
     let x = det_input("image", [1, 3, 224, 224], 100.0 / 128.0, &dev);
-    let got = values(model.forward(x));
+    let got = values(model.forward(x.clone()));
     let err = rel_err(&got, &floats(&g["logits"]));
-    println!("efficientnet_lite0 real weights: rel err {err:.2e}");
+    // The folded copy runs channels-last with fused convolution + bias + ReLU6.
+    let folded = values(model.folded_for_inference().forward(x));
+    let folded_err = rel_err(&folded, &floats(&g["logits"]));
+    println!("efficientnet_lite0 real weights: rel err {err:.2e}, folded {folded_err:.2e}");
     assert!(err <= 1e-4, "rel err {err}");
+    assert!(folded_err <= 1e-4, "folded: rel err {folded_err}");
 }

@@ -6,7 +6,6 @@
 //! `Autodiff<Flex, C>` one, which records a backward step computed by the same kernels. The tensor
 //! data is borrowed as plain `f32` slices (copied only when a view is not contiguous).
 
-use std::borrow::Cow;
 use std::sync::Arc;
 
 use rayon::prelude::*;
@@ -21,15 +20,21 @@ use burn::backend::flex::FlexTensor;
 use burn::backend::ops::{FloatTensorOps, ModuleOps};
 use burn::backend::tensor::FloatTensor;
 use burn::backend::{Autodiff, Backend, Flex, backend_extension};
+use burn::tensor::DType;
 use burn::tensor::ops::ConvOptions;
-use burn::tensor::{DType, TensorData};
 
+use super::channels_last;
 use super::conv::{
     ConvGeometry, conv2d_backward_bias, conv2d_backward_input, conv2d_backward_weight,
     conv2d_forward,
 };
 use super::depthwise::{depthwise_backward, depthwise_forward};
+use super::layout::{
+    channels_last_tensor, channels_last_values, dense_values_mut, flex_tensor, is_channels_last,
+    values,
+};
 use super::pool::{PoolGeometry, max_pool2d_backward, max_pool2d_forward};
+use super::{Activation, clamp};
 
 /// A dense (groups = 1) or depthwise 2-D convolution with graft's CPU kernels. (Two methods
 /// because the extension macro of burn 0.22 does not route `Option<FloatTensor>` arguments.)
@@ -46,6 +51,16 @@ pub trait GraftConv: Backend {
         weight: FloatTensor<Self>,
         bias: FloatTensor<Self>,
         options: ConvOptions<2>,
+    ) -> FloatTensor<Self>;
+
+    /// Convolution, bias and activation; in one pass over the output where the kernels allow
+    /// (channels-last inference).
+    fn graft_conv2d_bias_act(
+        x: FloatTensor<Self>,
+        weight: FloatTensor<Self>,
+        bias: FloatTensor<Self>,
+        options: ConvOptions<2>,
+        act: Activation,
     ) -> FloatTensor<Self>;
 }
 
@@ -79,37 +94,36 @@ fn geometry(x: &FlexTensor, weight: &FlexTensor, options: &ConvOptions<2>) -> Co
     }
 }
 
-/// The tensor's elements in row-major order, borrowed when they already are.
-fn values(t: &FlexTensor) -> Cow<'_, [f32]> {
-    match t.as_slice::<f32>() {
-        Some(s) => Cow::Borrowed(s),
-        None => Cow::Owned(
-            t.to_contiguous()
-                .as_slice::<f32>()
-                .expect("contiguous")
-                .to_vec(),
-        ),
-    }
-}
-
-fn flex_tensor(data: Vec<f32>, shape: Vec<usize>) -> FlexTensor {
-    FlexTensor::from_data(TensorData::new(data, shape))
-}
-
 fn forward(
     x: &FlexTensor,
     weight: &FlexTensor,
     bias: Option<&FlexTensor>,
     options: &ConvOptions<2>,
+    act: Activation,
 ) -> FlexTensor {
     let g = geometry(x, weight, options);
     let (oh, ow) = g.out_hw();
     let bias = bias.map(values);
-    let out = if is_depthwise(x, weight, options) {
+    // Channels-last in, channels-last out (inference only: the autodiff path reads `values`).
+    if is_channels_last(x) {
+        let depthwise = is_depthwise(x, weight, options);
+        let (x, weight) = (channels_last_values(x), values(weight));
+        let out = if depthwise {
+            channels_last::depthwise_forward(&g, x, &weight, bias.as_deref(), act)
+        } else {
+            channels_last::conv2d_forward(&g, x, &weight, bias.as_deref(), act)
+        };
+        return channels_last_tensor(out, [g.batch, g.c_out, oh, ow]);
+    }
+    let mut out = if is_depthwise(x, weight, options) {
         depthwise_forward(&g, &values(x), &values(weight), bias.as_deref())
     } else {
         conv2d_forward(&g, &values(x), &values(weight), bias.as_deref())
     };
+    if act != Activation::Identity {
+        out.par_chunks_mut(ELEMENTWISE_CHUNK)
+            .for_each(|v| act.apply(v));
+    }
     flex_tensor(out, vec![g.batch, g.c_out, oh, ow])
 }
 
@@ -118,7 +132,7 @@ impl GraftConv for Flex {
         if !supported(&x, &weight, &options) {
             return Flex::conv2d(x, weight, None, options);
         }
-        forward(&x, &weight, None, &options)
+        forward(&x, &weight, None, &options, Activation::Identity)
     }
 
     fn graft_conv2d_bias(
@@ -130,7 +144,25 @@ impl GraftConv for Flex {
         if !supported(&x, &weight, &options) {
             return Flex::conv2d(x, weight, Some(bias), options);
         }
-        forward(&x, &weight, Some(&bias), &options)
+        forward(&x, &weight, Some(&bias), &options, Activation::Identity)
+    }
+
+    fn graft_conv2d_bias_act(
+        x: FlexTensor,
+        weight: FlexTensor,
+        bias: FlexTensor,
+        options: ConvOptions<2>,
+        act: Activation,
+    ) -> FlexTensor {
+        if !supported(&x, &weight, &options) {
+            let out = Flex::conv2d(x, weight, Some(bias), options);
+            return match act {
+                Activation::Identity => out,
+                Activation::Relu => Flex::graft_relu(out),
+                Activation::Relu6 => Flex::graft_relu6(out),
+            };
+        }
+        forward(&x, &weight, Some(&bias), &options, act)
     }
 }
 
@@ -224,6 +256,21 @@ impl<C: CheckpointStrategy> GraftConv for Autodiff<Flex, C> {
     ) -> FloatTensor<Self> {
         autodiff_conv2d::<C>(x, weight, Some(bias), options)
     }
+
+    fn graft_conv2d_bias_act(
+        x: FloatTensor<Self>,
+        weight: FloatTensor<Self>,
+        bias: FloatTensor<Self>,
+        options: ConvOptions<2>,
+        act: Activation,
+    ) -> FloatTensor<Self> {
+        let out = autodiff_conv2d::<C>(x, weight, Some(bias), options);
+        match act {
+            Activation::Identity => out,
+            Activation::Relu => autodiff_clamp::<C, false>(out),
+            Activation::Relu6 => autodiff_clamp::<C, true>(out),
+        }
+    }
 }
 
 /// The tracked convolution: graft's forward now, [`ConvBackward`] when gradients are asked for.
@@ -238,8 +285,15 @@ fn autodiff_conv2d<C: CheckpointStrategy>(
             x, weight, bias, options,
         );
     }
-    let run =
-        |bias: Option<&FlexTensor>| forward(x.primitive(), weight.primitive(), bias, &options);
+    let run = |bias: Option<&FlexTensor>| {
+        forward(
+            x.primitive(),
+            weight.primitive(),
+            bias,
+            &options,
+            Activation::Identity,
+        )
+    };
     match bias {
         Some(bias) => match ConvBackward
             .prepare::<C>([x.node(), weight.node(), bias.node()])
@@ -311,8 +365,12 @@ impl GraftPool for Flex {
         }
         let g = pool_geometry(&x, kernel, stride, padding);
         let (oh, ow) = g.out_hw();
-        let out = max_pool2d_forward(&g, &values(&x), None);
         let s = x.shape();
+        if is_channels_last(&x) {
+            let out = channels_last::max_pool2d_forward(&g, s[1], channels_last_values(&x));
+            return channels_last_tensor(out, [s[0], s[1], oh, ow]);
+        }
+        let out = max_pool2d_forward(&g, &values(&x), None);
         flex_tensor(out, vec![s[0], s[1], oh, ow])
     }
 }
@@ -374,44 +432,66 @@ impl<C: CheckpointStrategy> GraftPool for Autodiff<Flex, C> {
     }
 }
 
-/// ReLU6, `min(max(x, 0), 6)`, in one pass (burn's `clamp` is two masked fills, and two more in
-/// its backward).
+/// ReLU and ReLU6 in one pass each (burn's `clamp` is two masked fills, and two more in its
+/// backward), in place on buffers nobody else holds.
 #[backend_extension(Flex, Autodiff)]
 pub trait GraftActivation: Backend {
+    fn graft_relu(x: FloatTensor<Self>) -> FloatTensor<Self>;
     fn graft_relu6(x: FloatTensor<Self>) -> FloatTensor<Self>;
 }
 
 /// Elements per parallel task of the element-wise kernels.
 const ELEMENTWISE_CHUNK: usize = 1 << 15;
 
-/// `min(max(v, 0), 6)`, NaN kept (like PyTorch's): written with comparisons, which the compiler
-/// turns into vector blends (`f32::clamp` is not vectorised).
-#[inline(always)]
-#[allow(clippy::manual_clamp)] // on purpose: see above
-fn relu6_scalar(v: f32) -> f32 {
-    if v < 0.0 {
-        0.0
-    } else if v > 6.0 {
-        6.0
+/// The upper bound of the activation: ReLU6's 6, or none for ReLU.
+const fn upper(six: bool) -> f32 {
+    if six { 6.0 } else { f32::INFINITY }
+}
+
+fn clamp_in_place(x: &mut [f32], hi: f32) {
+    x.par_chunks_mut(ELEMENTWISE_CHUNK)
+        .for_each(|o| o.iter_mut().for_each(|v| *v = clamp(*v, hi)));
+}
+
+/// The activation of a tensor in the same memory order (row-major or channels-last), in place
+/// when the tensor holds its buffer alone.
+fn clamp_flex(mut x: FlexTensor, six: bool) -> FlexTensor {
+    if let Some(v) = dense_values_mut(&mut x) {
+        clamp_in_place(v, upper(six));
+        return x;
+    }
+    let mut out = values(&x).into_owned();
+    clamp_in_place(&mut out, upper(six));
+    flex_tensor(out, x.shape().to_vec())
+}
+
+fn clamp_fallback<B: FloatTensorOps<B> + Backend>(x: FloatTensor<B>, six: bool) -> FloatTensor<B> {
+    let x = B::float_clamp_min(x, 0.0.into());
+    if six {
+        B::float_clamp_max(x, 6.0.into())
     } else {
-        v
+        x
     }
 }
 
-fn relu6_values(x: &[f32]) -> Vec<f32> {
-    let mut out = x.to_vec();
-    relu6_in_place(&mut out);
-    out
+impl GraftActivation for Flex {
+    fn graft_relu(x: FlexTensor) -> FlexTensor {
+        if x.dtype() != DType::F32 {
+            return clamp_fallback::<Flex>(x, false);
+        }
+        clamp_flex(x, false)
+    }
+
+    fn graft_relu6(x: FlexTensor) -> FlexTensor {
+        if x.dtype() != DType::F32 {
+            return clamp_fallback::<Flex>(x, true);
+        }
+        clamp_flex(x, true)
+    }
 }
 
-fn relu6_in_place(x: &mut [f32]) {
-    x.par_chunks_mut(ELEMENTWISE_CHUNK)
-        .for_each(|o| o.iter_mut().for_each(|v| *v = relu6_scalar(*v)));
-}
-
-/// The tensor's elements, mutable, when it owns them alone and holds exactly them (no view
-/// into a larger buffer): then an element-wise op can reuse the buffer instead of allocating.
-fn owned_values_mut(t: &mut FlexTensor) -> Option<&mut [f32]> {
+/// The output gradient of a row-major tensor, mutable, when this node holds it alone.
+fn owned_row_major_mut(t: &mut FlexTensor) -> Option<&mut [f32]> {
     let n = t.layout().num_elements();
     if t.dtype() != DType::F32 || t.layout().contiguous_offsets() != Some((0, n)) {
         return None;
@@ -419,26 +499,12 @@ fn owned_values_mut(t: &mut FlexTensor) -> Option<&mut [f32]> {
     t.try_storage_mut::<f32>().filter(|s| s.len() == n)
 }
 
-impl GraftActivation for Flex {
-    fn graft_relu6(mut x: FlexTensor) -> FlexTensor {
-        if x.dtype() != DType::F32 {
-            let x = Flex::float_clamp_min(x, 0.0.into());
-            return Flex::float_clamp_max(x, 6.0.into());
-        }
-        // Inference: the input is usually a temporary nobody else holds, so clamp it in place.
-        if let Some(v) = owned_values_mut(&mut x) {
-            relu6_in_place(v);
-            return x;
-        }
-        flex_tensor(relu6_values(&values(&x)), x.shape().to_vec())
-    }
-}
-
-/// The gradient passes where `0 < x < 6` (PyTorch's `hardtanh_backward`).
+/// The gradient passes where `0 < x` (ReLU, PyTorch's `threshold_backward`) or `0 < x < 6`
+/// (ReLU6, `hardtanh_backward`).
 #[derive(Debug)]
-struct Relu6Backward;
+struct ClampBackward<const SIX: bool>;
 
-impl Backward<Flex, 1> for Relu6Backward {
+impl<const SIX: bool> Backward<Flex, 1> for ClampBackward<SIX> {
     type State = NodeId;
 
     fn backward(
@@ -454,13 +520,13 @@ impl Backward<Flex, 1> for Relu6Backward {
             let x_values = values(&x);
             let pass = |d: &mut [f32], x: &[f32]| {
                 for (d, x) in d.iter_mut().zip(x) {
-                    if !(*x > 0.0 && *x < 6.0) {
+                    if !(*x > 0.0 && (!SIX || *x < 6.0)) {
                         *d = 0.0;
                     }
                 }
             };
             // The output gradient is usually this node's alone: mask it in place.
-            let dx = match owned_values_mut(&mut d_out) {
+            let dx = match owned_row_major_mut(&mut d_out) {
                 Some(d) => {
                     d.par_chunks_mut(ELEMENTWISE_CHUNK)
                         .zip(x_values.par_chunks(ELEMENTWISE_CHUNK))
@@ -480,29 +546,94 @@ impl Backward<Flex, 1> for Relu6Backward {
     }
 }
 
+fn autodiff_clamp<C: CheckpointStrategy, const SIX: bool>(
+    x: FloatTensor<Autodiff<Flex, C>>,
+) -> FloatTensor<Autodiff<Flex, C>> {
+    if x.primitive().dtype() != DType::F32 {
+        return clamp_fallback::<Autodiff<Flex, C>>(x, SIX);
+    }
+    let out = || {
+        let mut y = values(x.primitive()).into_owned();
+        clamp_in_place(&mut y, upper(SIX));
+        flex_tensor(y, x.primitive().shape().to_vec())
+    };
+    match ClampBackward::<SIX>
+        .prepare::<C>([x.node()])
+        .compute_bound()
+        .stateful()
+    {
+        OpsKind::Tracked(mut prep) => {
+            let y = out();
+            let state = prep.checkpoint(&x);
+            prep.finish(state, y)
+        }
+        OpsKind::UnTracked(prep) => prep.finish(out()),
+    }
+}
+
 impl<C: CheckpointStrategy> GraftActivation for Autodiff<Flex, C> {
+    fn graft_relu(x: FloatTensor<Self>) -> FloatTensor<Self> {
+        autodiff_clamp::<C, false>(x)
+    }
+
     fn graft_relu6(x: FloatTensor<Self>) -> FloatTensor<Self> {
-        if x.primitive().dtype() != DType::F32 {
-            let x = <Self as FloatTensorOps<Self>>::float_clamp_min(x, 0.0.into());
-            return <Self as FloatTensorOps<Self>>::float_clamp_max(x, 6.0.into());
+        autodiff_clamp::<C, true>(x)
+    }
+}
+
+/// The memory order of activations: [`graft_channels_last`](GraftLayout::graft_channels_last)
+/// returns the same logical NCHW tensor with its elements stored NHWC (see `layout.rs`), which
+/// graft's kernels then keep from layer to layer.
+#[backend_extension(Flex, Autodiff)]
+pub trait GraftLayout: Backend {
+    fn graft_channels_last(x: FloatTensor<Self>) -> FloatTensor<Self>;
+}
+
+impl GraftLayout for Flex {
+    fn graft_channels_last(x: FlexTensor) -> FlexTensor {
+        let s = x.shape();
+        if x.dtype() != DType::F32 || s.num_dims() != 4 || is_channels_last(&x) {
+            return x;
         }
-        let out = || {
-            flex_tensor(
-                relu6_values(&values(x.primitive())),
-                x.primitive().shape().to_vec(),
-            )
-        };
-        match Relu6Backward
-            .prepare::<C>([x.node()])
-            .compute_bound()
-            .stateful()
-        {
-            OpsKind::Tracked(mut prep) => {
-                let y = out();
-                let state = prep.checkpoint(&x);
-                prep.finish(state, y)
-            }
-            OpsKind::UnTracked(prep) => prep.finish(out()),
+        let (n, c, h, w) = (s[0], s[1], s[2], s[3]);
+        let nhwc = channels_last::nchw_to_nhwc(&values(&x), n, c, h * w);
+        channels_last_tensor(nhwc, [n, c, h, w])
+    }
+}
+
+impl<C: CheckpointStrategy> GraftLayout for Autodiff<Flex, C> {
+    /// Training stays row-major: the backward kernels are written for it.
+    fn graft_channels_last(x: FloatTensor<Self>) -> FloatTensor<Self> {
+        x
+    }
+}
+
+/// `a + b` for residual connections. burn's add writes a row-major result whatever its inputs'
+/// order, which would end a channels-last run at the first residual block; this one keeps it.
+#[backend_extension(Flex, Autodiff)]
+pub trait GraftAdd: Backend {
+    fn graft_add(a: FloatTensor<Self>, b: FloatTensor<Self>) -> FloatTensor<Self>;
+}
+
+impl GraftAdd for Flex {
+    fn graft_add(mut a: FlexTensor, b: FlexTensor) -> FlexTensor {
+        let same_order = a.shape() == b.shape()
+            && a.layout().strides() == b.layout().strides()
+            && b.layout().start_offset() == 0
+            && b.dtype() == DType::F32
+            && b.bytes().len() == a.layout().num_elements() * 4;
+        if same_order && let Some(dst) = dense_values_mut(&mut a) {
+            dst.par_chunks_mut(ELEMENTWISE_CHUNK)
+                .zip(b.storage::<f32>().par_chunks(ELEMENTWISE_CHUNK))
+                .for_each(|(d, s)| d.iter_mut().zip(s).for_each(|(d, s)| *d += s));
+            return a;
         }
+        Flex::float_add(a, b)
+    }
+}
+
+impl<C: CheckpointStrategy> GraftAdd for Autodiff<Flex, C> {
+    fn graft_add(a: FloatTensor<Self>, b: FloatTensor<Self>) -> FloatTensor<Self> {
+        <Self as FloatTensorOps<Self>>::float_add(a, b)
     }
 }

@@ -15,6 +15,8 @@
 //! Only `groups == 1` lives here: depthwise convolutions have no reduction to speak of and stay on
 //! burn's own direct kernel (see `kernels::conv2d`).
 
+use std::mem::MaybeUninit;
+
 use rayon::prelude::*;
 
 /// Shapes and options of one convolution (NCHW input, OIHW weight).
@@ -96,11 +98,94 @@ impl ConvGeometry {
 /// `dst := (if accumulate { dst } else { 0 }) + lhs × rhs` for row/column-strided f32 matrices,
 /// `dst` being m×n, `lhs` m×k, `rhs` k×n. Strides are (row, column) in elements.
 #[allow(clippy::too_many_arguments)]
-fn matmul(
+pub(super) fn matmul(
     m: usize,
     n: usize,
     k: usize,
     dst: &mut [f32],
+    dst_strides: (isize, isize),
+    accumulate: bool,
+    lhs: &[f32],
+    lhs_strides: (isize, isize),
+    rhs: &[f32],
+    rhs_strides: (isize, isize),
+) {
+    if k == 0 {
+        if !accumulate {
+            for i in 0..m {
+                for j in 0..n {
+                    dst[i * dst_strides.0 as usize + j * dst_strides.1 as usize] = 0.0;
+                }
+            }
+        }
+        return;
+    }
+    let (len, ptr) = (dst.len(), dst.as_mut_ptr());
+    // SAFETY: `ptr` is valid for `len` writes and reads of initialised floats.
+    unsafe {
+        gemm_checked(
+            m,
+            n,
+            k,
+            ptr,
+            len,
+            dst_strides,
+            accumulate,
+            lhs,
+            lhs_strides,
+            rhs,
+            rhs_strides,
+        )
+    }
+}
+
+/// [`matmul`] without accumulation into a destination that need not be initialised (a fresh
+/// buffer's spare capacity): the product writes every m×n entry and reads none, so the buffer
+/// is not zeroed first — a single-threaded pass over the whole output saved.
+#[allow(clippy::too_many_arguments)]
+pub(super) fn matmul_uninit(
+    m: usize,
+    n: usize,
+    k: usize,
+    dst: &mut [MaybeUninit<f32>],
+    dst_strides: (isize, isize),
+    lhs: &[f32],
+    lhs_strides: (isize, isize),
+    rhs: &[f32],
+    rhs_strides: (isize, isize),
+) {
+    assert!(k > 0, "matmul_uninit: empty reduction");
+    let (len, ptr) = (dst.len(), dst.as_mut_ptr().cast::<f32>());
+    // SAFETY: `ptr` is valid for `len` writes; with `accumulate` false the GEMM never reads it.
+    unsafe {
+        gemm_checked(
+            m,
+            n,
+            k,
+            ptr,
+            len,
+            dst_strides,
+            false,
+            lhs,
+            lhs_strides,
+            rhs,
+            rhs_strides,
+        )
+    }
+}
+
+/// Checks that the three matrices fit their slices, then runs the GEMM (gemm crate, Rayon).
+///
+/// # Safety
+/// `dst` must be valid for `dst_len` writes, and for reads of initialised values if
+/// `accumulate`.
+#[allow(clippy::too_many_arguments)]
+unsafe fn gemm_checked(
+    m: usize,
+    n: usize,
+    k: usize,
+    dst: *mut f32,
+    dst_len: usize,
     dst_strides: (isize, isize),
     accumulate: bool,
     lhs: &[f32],
@@ -120,7 +205,7 @@ fn matmul(
     };
     // The bounds the unsafe call relies on, checked once per product.
     assert!(
-        dst.len() >= extent(m, n, dst_strides),
+        dst_len >= extent(m, n, dst_strides),
         "matmul: dst too small"
     );
     assert!(
@@ -131,24 +216,14 @@ fn matmul(
         rhs.len() >= extent(k, n, rhs_strides),
         "matmul: rhs too small"
     );
-    if k == 0 {
-        if !accumulate {
-            for i in 0..m {
-                for j in 0..n {
-                    dst[i * dst_strides.0 as usize + j * dst_strides.1 as usize] = 0.0;
-                }
-            }
-        }
-        return;
-    }
     // SAFETY: the three extents were checked above; strides are non-negative and the slices do
-    // not overlap (dst is borrowed mutably).
+    // not overlap (dst is borrowed mutably by the callers).
     unsafe {
         gemm::gemm(
             m,
             n,
             k,
-            dst.as_mut_ptr(),
+            dst,
             dst_strides.1,
             dst_strides.0,
             accumulate,

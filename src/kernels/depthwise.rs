@@ -34,39 +34,6 @@ fn pad_plane(g: &ConvGeometry, src: &[f32], pad: &mut Vec<f32>) {
     }
 }
 
-/// Defines `$name`, which runs the `#[inline(always)]` function `$body` compiled a second time
-/// with AVX-512 (or AVX2+FMA) when the CPU has it, so that LLVM vectorises its loops with wide
-/// registers; the default build targets baseline x86-64.
-macro_rules! wide_simd {
-    ($(#[$doc:meta])* fn $name:ident($($arg:ident: $ty:ty),*) = $body:ident) => {
-        $(#[$doc])*
-        fn $name($($arg: $ty),*) {
-            #[cfg(target_arch = "x86_64")]
-            {
-                #[target_feature(enable = "avx512f,avx2,fma")]
-                unsafe fn avx512($($arg: $ty),*) {
-                    $body($($arg),*)
-                }
-                #[target_feature(enable = "avx2,fma")]
-                unsafe fn avx2($($arg: $ty),*) {
-                    $body($($arg),*)
-                }
-                if std::arch::is_x86_feature_detected!("avx512f") {
-                    // SAFETY: the CPU has the features `avx512` is compiled for.
-                    return unsafe { avx512($($arg),*) };
-                }
-                if std::arch::is_x86_feature_detected!("avx2")
-                    && std::arch::is_x86_feature_detected!("fma")
-                {
-                    // SAFETY: as above.
-                    return unsafe { avx2($($arg),*) };
-                }
-            }
-            $body($($arg),*)
-        }
-    };
-}
-
 /// `dst[o] += w · src[o · stride]` for every `o`.
 #[inline(always)]
 fn axpy_strided(dst: &mut [f32], w: f32, src: &[f32], stride: usize) {
@@ -100,11 +67,13 @@ fn forward_plane_body(g: &ConvGeometry, pad: &[f32], filter: &[f32], bias: f32, 
 
 wide_simd!(fn forward_plane(g: &ConvGeometry, pad: &[f32], filter: &[f32], bias: f32, dst: &mut [f32]) = forward_plane_body);
 
-/// One image in channels-last order: `out[oy, ox, :] += w[tap, :] · in[iy, ix, :]` for every
-/// valid tap, each a loop over all channels. For small planes this beats the per-plane loops:
-/// the vectors are as long as the channel count instead of a 2–16 pixel row.
+/// One image in channels-last order: `out[oy, ox, :] = bias + Σ w[tap, :] · in[iy, ix, :]` over
+/// the valid taps, vectors as long as the channel count (for small planes this beats the
+/// per-plane loops, whose rows are 2–16 pixels). Each block of channels keeps its sums in
+/// registers across all taps: 64 channels (four independent AVX-512 accumulators, so the adds do
+/// not wait on each other), then 16, then one at a time.
 #[inline(always)]
-fn forward_image_nhwc_body(
+pub(super) fn forward_image_nhwc_body(
     g: &ConvGeometry,
     x: &[f32],
     w_tc: &[f32],
@@ -113,27 +82,54 @@ fn forward_image_nhwc_body(
 ) {
     let (oh, ow) = g.out_hw();
     let c = g.c_in;
+    // (input offset, weight offset) of each valid tap of the current output pixel.
+    let mut taps = Vec::with_capacity(g.kh * g.kw);
     for oy in 0..oh {
         for ox in 0..ow {
-            let acc = &mut out[(oy * ow + ox) * c..][..c];
-            acc.copy_from_slice(bias);
+            taps.clear();
             for ky in 0..g.kh {
                 for kx in 0..g.kw {
-                    let Some(at) = g.tap_source(oy, ox, ky, kx) else {
-                        continue;
-                    };
-                    let src = &x[at * c..][..c];
-                    let w = &w_tc[(ky * g.kw + kx) * c..][..c];
-                    for ((a, s), w) in acc.iter_mut().zip(src).zip(w) {
-                        *a += w * s;
+                    if let Some(at) = g.tap_source(oy, ox, ky, kx) {
+                        taps.push((at * c, (ky * g.kw + kx) * c));
                     }
                 }
             }
+            let dst = &mut out[(oy * ow + ox) * c..][..c];
+            let mut c0 = 0;
+            c0 = channel_blocks::<64>(x, w_tc, bias, &taps, dst, c0);
+            c0 = channel_blocks::<16>(x, w_tc, bias, &taps, dst, c0);
+            channel_blocks::<1>(x, w_tc, bias, &taps, dst, c0);
         }
     }
 }
 
-wide_simd!(fn forward_image_nhwc(g: &ConvGeometry, x: &[f32], w_tc: &[f32], bias: &[f32], out: &mut [f32]) = forward_image_nhwc_body);
+/// The channels `from..` of one output pixel in blocks of `V` while a whole block fits;
+/// returns where it stopped.
+#[inline(always)]
+fn channel_blocks<const V: usize>(
+    x: &[f32],
+    w_tc: &[f32],
+    bias: &[f32],
+    taps: &[(usize, usize)],
+    dst: &mut [f32],
+    from: usize,
+) -> usize {
+    let mut c0 = from;
+    while c0 + V <= dst.len() {
+        let mut acc: [f32; V] = bias[c0..c0 + V].try_into().expect("block");
+        for &(src, w) in taps {
+            let (s, w) = (&x[src + c0..][..V], &w_tc[w + c0..][..V]);
+            for j in 0..V {
+                acc[j] += w[j] * s[j];
+            }
+        }
+        dst[c0..c0 + V].copy_from_slice(&acc);
+        c0 += V;
+    }
+    c0
+}
+
+wide_simd!(pub(super) fn forward_image_nhwc(g: &ConvGeometry, x: &[f32], w_tc: &[f32], bias: &[f32], out: &mut [f32]) = forward_image_nhwc_body);
 
 /// Backward of [`forward_image_nhwc_body`] for one image, channels-last: adds the input
 /// gradient to `dx` and the weight gradient (tap-major, `[tap, channel]`) to `dw_tc`.

@@ -10,9 +10,44 @@
 //! The switch back to stock burn, for comparisons and bug hunts: `GRAFT_KERNELS=burn` in the
 //! environment, or [`set_enabled`]`(false)`.
 
+/// Defines `$name`, which runs the `#[inline(always)]` function `$body` compiled a second time
+/// with AVX-512 (or AVX2+FMA) when the CPU has it, so that LLVM vectorises its loops with wide
+/// registers; the default build targets baseline x86-64.
+macro_rules! wide_simd {
+    ($(#[$doc:meta])* $vis:vis fn $name:ident($($arg:ident: $ty:ty),*) = $body:ident) => {
+        $(#[$doc])*
+        $vis fn $name($($arg: $ty),*) {
+            #[cfg(target_arch = "x86_64")]
+            {
+                #[target_feature(enable = "avx512f,avx2,fma")]
+                unsafe fn avx512($($arg: $ty),*) {
+                    $body($($arg),*)
+                }
+                #[target_feature(enable = "avx2,fma")]
+                unsafe fn avx2($($arg: $ty),*) {
+                    $body($($arg),*)
+                }
+                if std::arch::is_x86_feature_detected!("avx512f") {
+                    // SAFETY: the CPU has the features `avx512` is compiled for.
+                    return unsafe { avx512($($arg),*) };
+                }
+                if std::arch::is_x86_feature_detected!("avx2")
+                    && std::arch::is_x86_feature_detected!("fma")
+                {
+                    // SAFETY: as above.
+                    return unsafe { avx2($($arg),*) };
+                }
+            }
+            $body($($arg),*)
+        }
+    };
+}
+
 mod backend;
+pub mod channels_last;
 pub mod conv;
 pub mod depthwise;
+pub mod layout;
 pub mod pool;
 pub mod transpose;
 
@@ -22,7 +57,41 @@ use burn::backend::{Dispatch, DispatchDevice};
 use burn::tensor::ops::{ConvOptions, MaxPoolOptions};
 use burn::tensor::{Tensor, module};
 
-pub use backend::{GraftActivation, GraftConv, GraftPool};
+pub use backend::{GraftActivation, GraftAdd, GraftConv, GraftLayout, GraftPool};
+
+/// The activation a convolution can apply to its output in the same pass (inference).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Activation {
+    Identity,
+    Relu,
+    Relu6,
+}
+
+impl Activation {
+    /// Applies the activation in place; NaN stays NaN, as in PyTorch.
+    #[inline]
+    pub fn apply(self, v: &mut [f32]) {
+        match self {
+            Activation::Identity => {}
+            Activation::Relu => v.iter_mut().for_each(|v| *v = clamp(*v, f32::INFINITY)),
+            Activation::Relu6 => v.iter_mut().for_each(|v| *v = clamp(*v, 6.0)),
+        }
+    }
+}
+
+/// `min(max(v, 0), hi)`, NaN kept (like PyTorch's): written with comparisons, which the
+/// compiler turns into vector blends (`f32::clamp` is not vectorised).
+#[inline(always)]
+#[allow(clippy::manual_clamp)] // on purpose: see above
+pub(crate) fn clamp(v: f32, hi: f32) -> f32 {
+    if v < 0.0 {
+        0.0
+    } else if v > hi {
+        hi
+    } else {
+        v
+    }
+}
 
 /// 0 = not decided yet (read `GRAFT_KERNELS` on first use), 1 = on, 2 = off.
 static ENABLED: AtomicU8 = AtomicU8::new(0);
@@ -52,6 +121,19 @@ fn is_flex<const D: usize>(x: &Tensor<D>) -> bool {
     )
 }
 
+/// The contract burn's conv2d checks before running (a model bug, never user input: weight
+/// files are shape-checked when loaded).
+fn check_channels(x: &Tensor<4>, weight: &Tensor<4>, options: &ConvOptions<2>) {
+    let [_, c_in, _, _] = x.dims();
+    let [_, per_group, _, _] = weight.dims();
+    assert_eq!(
+        c_in,
+        per_group * options.groups,
+        "conv2d: input has {c_in} channels, the weight expects {per_group} × {} groups",
+        options.groups
+    );
+}
+
 /// `burn::tensor::module::conv2d` with graft's kernels for dense and depthwise convolutions on
 /// `flex`.
 pub fn conv2d(
@@ -60,16 +142,7 @@ pub fn conv2d(
     bias: Option<Tensor<1>>,
     options: ConvOptions<2>,
 ) -> Tensor<4> {
-    let [_, c_in, _, _] = x.dims();
-    let [_, per_group, _, _] = weight.dims();
-    // The same contract burn's conv2d checks before running (a model bug, never user input:
-    // weight files are shape-checked when loaded).
-    assert_eq!(
-        c_in,
-        per_group * options.groups,
-        "conv2d: input has {c_in} channels, the weight expects {per_group} × {} groups",
-        options.groups
-    );
+    check_channels(&x, &weight, &options);
     // Which convolutions graft's kernels take is decided in one place, `backend::supported`; the
     // rest go back to burn's op from there.
     if !enabled() || !is_flex(&x) {
@@ -82,6 +155,34 @@ pub fn conv2d(
         }
         None => <Dispatch as GraftConv>::graft_conv2d(x, weight, options),
     };
+    Tensor::from_dispatch(out)
+}
+
+/// [`conv2d`] with a bias, followed by `act`: one kernel and one pass over the output on `flex`
+/// (see `channels_last.rs`), a convolution then the activation elsewhere.
+pub fn conv2d_act(
+    x: Tensor<4>,
+    weight: Tensor<4>,
+    bias: Tensor<1>,
+    options: ConvOptions<2>,
+    act: Activation,
+) -> Tensor<4> {
+    if !enabled() || !is_flex(&x) {
+        let y = module::conv2d(x, weight, Some(bias), options);
+        return match act {
+            Activation::Identity => y,
+            Activation::Relu => burn::tensor::activation::relu(y),
+            Activation::Relu6 => y.clamp(0.0, 6.0),
+        };
+    }
+    check_channels(&x, &weight, &options);
+    let out = <Dispatch as GraftConv>::graft_conv2d_bias_act(
+        x.into_dispatch(),
+        weight.into_dispatch(),
+        bias.into_dispatch(),
+        options,
+        act,
+    );
     Tensor::from_dispatch(out)
 }
 
@@ -101,6 +202,40 @@ pub fn max_pool2d(
     }
     let out = <Dispatch as GraftPool>::graft_max_pool2d(x.into_dispatch(), kernel, stride, padding);
     Tensor::from_dispatch(out)
+}
+
+/// `a + b` (same shapes) for residual connections; on `flex` with graft's kernels the result
+/// keeps the inputs' memory order (burn's add would turn channels-last back into row-major).
+pub fn add<const D: usize>(a: Tensor<D>, b: Tensor<D>) -> Tensor<D> {
+    if !enabled() || !is_flex(&a) {
+        return a + b;
+    }
+    Tensor::from_dispatch(<Dispatch as GraftAdd>::graft_add(
+        a.into_dispatch(),
+        b.into_dispatch(),
+    ))
+}
+
+/// ReLU (`max(x, 0)`), one pass with graft's kernel on `flex`.
+pub fn relu<const D: usize>(x: Tensor<D>) -> Tensor<D> {
+    if !enabled() || !is_flex(&x) {
+        return burn::tensor::activation::relu(x);
+    }
+    Tensor::from_dispatch(<Dispatch as GraftActivation>::graft_relu(x.into_dispatch()))
+}
+
+/// The same tensor with its elements stored channels-last (NHWC), on `flex` with graft's kernels
+/// and outside autodiff; unchanged anywhere else. graft's convolution, pooling and activation
+/// kernels keep the order they are given, so a network fed a channels-last input runs
+/// channels-last throughout: no layout changes inside the depthwise kernels, one GEMM per
+/// pointwise convolution (see `channels_last.rs`). Used for frozen (BatchNorm-folded) backbones.
+pub fn to_channels_last(x: Tensor<4>) -> Tensor<4> {
+    if !enabled() || !is_flex(&x) {
+        return x;
+    }
+    Tensor::from_dispatch(<Dispatch as GraftLayout>::graft_channels_last(
+        x.into_dispatch(),
+    ))
 }
 
 /// ReLU6 (`min(max(x, 0), 6)`), one pass with graft's kernel on `flex`.

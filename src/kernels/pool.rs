@@ -29,7 +29,13 @@ impl PoolGeometry {
     }
 
     /// Input rows (or columns) `lo..hi` that output `o` covers along one axis, clipped to the image.
-    fn window(o: usize, stride: usize, pad: usize, k: usize, size: usize) -> (usize, usize) {
+    pub(super) fn window(
+        o: usize,
+        stride: usize,
+        pad: usize,
+        k: usize,
+        size: usize,
+    ) -> (usize, usize) {
         let start = (o * stride) as isize - pad as isize;
         let lo = start.max(0) as usize;
         let hi = ((start + k as isize).max(0) as usize).min(size);

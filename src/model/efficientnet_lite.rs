@@ -8,7 +8,8 @@
 use burn::module::Module;
 use burn::tensor::{Device, Tensor};
 
-use super::layers::{BatchNorm2d, Conv2d, ConvSpec, Padding, relu6};
+use super::layers::Activation::{Identity, Relu6};
+use super::layers::{BatchNorm2d, Conv2d, ConvSpec, Padding, conv_bn_act};
 
 /// One stage of MBConv blocks: (repeats, kernel, stride, expand ratio, c_in, c_out).
 pub type Stage = (usize, usize, usize, usize, usize, usize);
@@ -90,11 +91,15 @@ impl MbConv {
     pub fn forward(&self, x: Tensor<4>) -> Tensor<4> {
         let mut h = x.clone();
         if let (Some(conv), Some(bn)) = (&self._expand_conv, &self._bn0) {
-            h = relu6(bn.forward(conv.forward(h)));
+            h = conv_bn_act(conv, bn, h, Relu6);
         }
-        h = relu6(self._bn1.forward(self._depthwise_conv.forward(h)));
-        h = self._bn2.forward(self._project_conv.forward(h));
-        if self.residual { h + x } else { h }
+        h = conv_bn_act(&self._depthwise_conv, &self._bn1, h, Relu6);
+        h = conv_bn_act(&self._project_conv, &self._bn2, h, Identity);
+        if self.residual {
+            crate::kernels::add(h, x)
+        } else {
+            h
+        }
     }
 }
 
@@ -145,11 +150,17 @@ impl EfficientNetLite {
 
     /// `(n, 3, h, w) -> (n, feature_dim)`.
     pub fn forward_features(&self, x: Tensor<4>) -> Tensor<2> {
-        let mut x = relu6(self._bn0.forward(self._conv_stem.forward(x)));
+        // A BatchNorm-folded copy only ever runs inference: channels-last is faster there.
+        let x = if self._bn0.folded {
+            crate::kernels::to_channels_last(x)
+        } else {
+            x
+        };
+        let mut x = conv_bn_act(&self._conv_stem, &self._bn0, x, Relu6);
         for block in &self._blocks {
             x = block.forward(x);
         }
-        x = relu6(self._bn1.forward(self._conv_head.forward(x)));
+        x = conv_bn_act(&self._conv_head, &self._bn1, x, Relu6);
         x.mean_dims(&[2, 3]).flatten(1, 3)
     }
 }

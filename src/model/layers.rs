@@ -10,6 +10,8 @@ use burn::tensor::module::{batch_norm, batch_norm_train};
 use burn::tensor::ops::ConvOptions;
 use burn::tensor::{Device, Distribution, Tensor};
 
+pub use crate::kernels::Activation;
+
 /// How a convolution pads its input.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum Padding {
@@ -93,19 +95,39 @@ impl ConvSpec {
 impl Conv2d {
     /// `(n, c_in, h, w) -> (n, c_out, h', w')`.
     pub fn forward(&self, x: Tensor<4>) -> Tensor<4> {
-        let [_, _, h, w] = x.dims();
-        let k = self.weight.dims()[2];
-        let padding = match self.padding {
-            Padding::Fixed(p) => [(p, p), (p, p)],
-            Padding::TfSame => [tf_same(h, k, self.stride), tf_same(w, k, self.stride)],
-        };
-        let options = ConvOptions::new_with_padding([self.stride; 2], padding, [1, 1], self.groups);
+        let options = self.options(&x);
         crate::kernels::conv2d(
             x,
             self.weight.val(),
             self.bias.as_ref().map(|b| b.val()),
             options,
         )
+    }
+
+    fn options(&self, x: &Tensor<4>) -> ConvOptions<2> {
+        let [_, _, h, w] = x.dims();
+        let k = self.weight.dims()[2];
+        let padding = match self.padding {
+            Padding::Fixed(p) => [(p, p), (p, p)],
+            Padding::TfSame => [tf_same(h, k, self.stride), tf_same(w, k, self.stride)],
+        };
+        ConvOptions::new_with_padding([self.stride; 2], padding, [1, 1], self.groups)
+    }
+}
+
+/// `act(bn(conv(x)))`, the unit every backbone is built from. With the BatchNorm folded into
+/// the convolution (a frozen inference copy), convolution, bias and activation run as one
+/// kernel, in one pass over the output.
+pub fn conv_bn_act(conv: &Conv2d, bn: &BatchNorm2d, x: Tensor<4>, act: Activation) -> Tensor<4> {
+    if let (true, Some(bias)) = (bn.folded, &conv.bias) {
+        let options = conv.options(&x);
+        return crate::kernels::conv2d_act(x, conv.weight.val(), bias.val(), options, act);
+    }
+    let y = bn.forward(conv.forward(x));
+    match act {
+        Activation::Identity => y,
+        Activation::Relu => crate::kernels::relu(y),
+        Activation::Relu6 => crate::kernels::relu6(y),
     }
 }
 

@@ -5,9 +5,12 @@
 //! `width` scales every channel count (64 = torchvision); tests build narrow nets with the same code.
 
 use burn::module::Module;
-use burn::tensor::{Device, Tensor, activation::relu};
+use burn::tensor::{Device, Tensor};
 
-use super::layers::{BatchNorm2d, Conv2d, ConvSpec, Padding};
+use crate::kernels::{add, relu, to_channels_last};
+
+use super::layers::Activation::{Identity, Relu};
+use super::layers::{BatchNorm2d, Conv2d, ConvSpec, Padding, conv_bn_act};
 
 /// Which residual block a variant stacks.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -112,15 +115,18 @@ impl Block {
     /// `(n, c_in, h, w) -> (n, c_out, h / stride, w / stride)`.
     pub fn forward(&self, x: Tensor<4>) -> Tensor<4> {
         let identity = match &self.downsample {
-            Some(d) => d.bn.forward(d.conv.forward(x.clone())),
+            Some(d) => conv_bn_act(&d.conv, &d.bn, x.clone(), Identity),
             None => x.clone(),
         };
-        let mut h = relu(self.bn1.forward(self.conv1.forward(x)));
-        h = self.bn2.forward(self.conv2.forward(h));
+        let mut h = conv_bn_act(&self.conv1, &self.bn1, x, Relu);
         if let (Some(conv3), Some(bn3)) = (&self.conv3, &self.bn3) {
-            h = bn3.forward(conv3.forward(relu(h)));
+            // Bottleneck: 1×1, 3×3, 1×1.
+            h = conv_bn_act(&self.conv2, &self.bn2, h, Relu);
+            h = conv_bn_act(conv3, bn3, h, Identity);
+        } else {
+            h = conv_bn_act(&self.conv2, &self.bn2, h, Identity);
         }
-        relu(h + identity)
+        relu(add(h, identity))
     }
 }
 
@@ -185,7 +191,13 @@ impl ResNet {
 
     /// `(n, 3, h, w) -> (n, feature_dim)`.
     pub fn forward_features(&self, x: Tensor<4>) -> Tensor<2> {
-        let x = relu(self.bn1.forward(self.conv1.forward(x)));
+        // A BatchNorm-folded copy only ever runs inference: channels-last is faster there.
+        let x = if self.bn1.folded {
+            to_channels_last(x)
+        } else {
+            x
+        };
+        let x = conv_bn_act(&self.conv1, &self.bn1, x, Relu);
         let mut x = crate::kernels::max_pool2d(x, [3, 3], [2, 2], [1, 1]);
         for block in self
             .layer1

@@ -1,0 +1,347 @@
+//! Inference kernels on channels-last (NHWC) activations.
+//!
+//! In NCHW a 1×1 convolution over a batch is one product per image (or a gather into one big
+//! matrix and a scatter back), the depthwise kernels transpose every image to channels-last and
+//! back, and unfolding 3×3 patches of small planes gathers single pixels. In NHWC the batch *is*
+//! a matrix `(images·pixels) × channels`: a pointwise convolution is one GEMM reading the input
+//! in place and writing the output in place, unfolding copies runs of whole channel vectors, and
+//! depthwise/pooling loops run over contiguous channels. This is PyTorch's `channels_last` memory
+//! format, and how oneDNN runs these networks on CPUs.
+//!
+//! Only the forward pass lives here: graft switches a frozen, BatchNorm-folded backbone to
+//! channels-last (see `kernels::to_channels_last`); training keeps NCHW and the kernels in
+//! `conv.rs` / `depthwise.rs` with their backward steps.
+
+use std::mem::MaybeUninit;
+
+use rayon::prelude::*;
+
+use super::Activation;
+use super::conv::{ConvGeometry, matmul_uninit};
+use super::depthwise::forward_image_nhwc;
+use super::pool::PoolGeometry;
+use super::transpose::transpose;
+
+/// Floats of unfolded patches per chunk (16 MiB): large enough for a full-speed GEMM, small
+/// enough to stay out of the way of the caches' working set.
+const COL_BUDGET: usize = 4 << 20;
+
+/// Dense convolution (`groups == 1`): `x` (batch, h, w, c_in), `weight` (c_out, c_in, kh, kw) as
+/// stored, optional `bias` (c_out), then `act` → (batch, oh, ow, c_out).
+///
+/// `out[(image, pixel), c_out] = col[(image, pixel), (c_in, ky, kx)] × weightᵀ`, the column
+/// matrix ordered like the weight's rows so that the weight is used as stored (no repacking of
+/// the largest tensor per call). A plain 1×1 convolution skips the unfolding: `x` is the matrix.
+/// The output buffer is written first by the GEMM (no zeroing), then bias and activation are
+/// applied in one pass.
+pub fn conv2d_forward(
+    g: &ConvGeometry,
+    x: &[f32],
+    weight: &[f32],
+    bias: Option<&[f32]>,
+    act: Activation,
+) -> Vec<f32> {
+    let (oh, ow) = g.out_hw();
+    let rows = g.batch * oh * ow;
+    let k = g.c_in * g.kh * g.kw;
+    let total = rows * g.c_out;
+    if k == 0 || total == 0 {
+        let mut out = vec![0.0f32; total];
+        epilogue(&mut out, bias, act, g.c_out);
+        return out;
+    }
+    let mut out = Vec::with_capacity(total);
+    let dst = &mut out.spare_capacity_mut()[..total];
+    let pointwise = g.kh == 1 && g.kw == 1 && g.stride == [1, 1] && g.padding == [(0, 0); 2];
+    if pointwise {
+        gemm_rows(g, x, weight, dst, rows, k);
+    } else {
+        let chunk = (COL_BUDGET / k).clamp(1, rows);
+        let mut col = Vec::new();
+        for (i, dst) in dst.chunks_mut(chunk * g.c_out).enumerate() {
+            let n = dst.len() / g.c_out;
+            col.resize(n * k, 0.0);
+            unfold(g, x, i * chunk, n, &mut col);
+            gemm_rows(g, &col, weight, dst, n, k);
+        }
+    }
+    // SAFETY: the GEMMs above wrote all `total` elements (rows × c_out, densely).
+    unsafe { out.set_len(total) };
+    epilogue(&mut out, bias, act, g.c_out);
+    out
+}
+
+/// `out[row, c] = act(out[row, c] + bias[c])` in one pass over rows of `channels`.
+fn epilogue(out: &mut [f32], bias: Option<&[f32]>, act: Activation, channels: usize) {
+    if bias.is_none() && act == Activation::Identity {
+        return;
+    }
+    out.par_chunks_mut(channels * 256).for_each(|rows| {
+        for row in rows.chunks_mut(channels) {
+            if let Some(bias) = bias {
+                row.iter_mut().zip(bias).for_each(|(v, b)| *v += b);
+            }
+            act.apply(row);
+        }
+    });
+}
+
+/// `dst (rows × c_out) = lhs (rows × k) × weightᵀ`, the weight `(c_out, k)` row-major.
+fn gemm_rows(
+    g: &ConvGeometry,
+    lhs: &[f32],
+    weight: &[f32],
+    dst: &mut [MaybeUninit<f32>],
+    rows: usize,
+    k: usize,
+) {
+    matmul_uninit(
+        rows,
+        g.c_out,
+        k,
+        dst,
+        (g.c_out as isize, 1),
+        lhs,
+        (k as isize, 1),
+        weight,
+        (1, k as isize),
+    );
+}
+
+/// Output rows `first..first + n` (row = (image, oy, ox)) unfolded into `col`, each row
+/// `[c_in, ky, kx]` with zeros where a tap falls in the padding.
+fn unfold(g: &ConvGeometry, x: &[f32], first: usize, n: usize, col: &mut [f32]) {
+    let (oh, ow) = g.out_hw();
+    let (taps, c) = (g.kh * g.kw, g.c_in);
+    let k = c * taps;
+    col[..n * k]
+        .par_chunks_mut(k)
+        .enumerate()
+        .for_each(|(i, row)| {
+            let r = first + i;
+            let (b, p) = (r / (oh * ow), r % (oh * ow));
+            let (oy, ox) = (p / ow, p % ow);
+            for ky in 0..g.kh {
+                for kx in 0..g.kw {
+                    let t = ky * g.kw + kx;
+                    match g.tap_source(oy, ox, ky, kx) {
+                        Some(at) => {
+                            let src = &x[(b * g.h * g.w + at) * c..][..c];
+                            if taps == 1 {
+                                row.copy_from_slice(src);
+                            } else {
+                                for (ci, v) in src.iter().enumerate() {
+                                    row[ci * taps + t] = *v;
+                                }
+                            }
+                        }
+                        None => {
+                            for ci in 0..c {
+                                row[ci * taps + t] = 0.0;
+                            }
+                        }
+                    }
+                }
+            }
+        });
+}
+
+/// Depthwise convolution: `x` (batch, h, w, c), `weight` (c, 1, kh, kw), optional `bias` (c)
+/// then `act` → (batch, oh, ow, c). One image per task, vectors along the channels.
+pub fn depthwise_forward(
+    g: &ConvGeometry,
+    x: &[f32],
+    weight: &[f32],
+    bias: Option<&[f32]>,
+    act: Activation,
+) -> Vec<f32> {
+    assert_eq!(g.c_in, g.c_out, "depthwise: channels in and out must match");
+    let (oh, ow) = g.out_hw();
+    let (c, taps) = (g.c_in, g.kh * g.kw);
+    let mut w_tc = vec![0.0f32; taps * c];
+    transpose(weight, c, taps, &mut w_tc);
+    let zeros = vec![0.0f32; c];
+    let bias = bias.unwrap_or(&zeros);
+    let mut out = vec![0.0f32; g.batch * oh * ow * c];
+    out.par_chunks_mut(oh * ow * c)
+        .zip(x.par_chunks(g.h * g.w * c))
+        .for_each(|(dst, src)| {
+            forward_image_nhwc(g, src, &w_tc, bias, dst);
+            act.apply(dst);
+        });
+    out
+}
+
+/// Max pooling: `x` (batch, h, w, channels) → (batch, oh, ow, channels); `g.planes` is
+/// batch × channels. Same semantics as `pool::max_pool2d_forward` (padding never selected, NaN
+/// propagates).
+pub fn max_pool2d_forward(g: &PoolGeometry, channels: usize, x: &[f32]) -> Vec<f32> {
+    let (oh, ow) = g.out_hw();
+    let c = channels;
+    let batch = g.planes / c.max(1);
+    let mut out = vec![f32::NEG_INFINITY; batch * oh * ow * c];
+    out.par_chunks_mut(ow * c)
+        .enumerate()
+        .for_each(|(row, dst)| {
+            let (b, oy) = (row / oh, row % oh);
+            let (y0, y1) = PoolGeometry::window(oy, g.stride[0], g.padding[0], g.kernel[0], g.h);
+            for ox in 0..ow {
+                let (x0, x1) =
+                    PoolGeometry::window(ox, g.stride[1], g.padding[1], g.kernel[1], g.w);
+                let acc = &mut dst[ox * c..][..c];
+                for iy in y0..y1 {
+                    for ix in x0..x1 {
+                        let src = &x[((b * g.h + iy) * g.w + ix) * c..][..c];
+                        for (a, v) in acc.iter_mut().zip(src) {
+                            // NaN is taken and then kept (`v > NaN` is false).
+                            if *v > *a || v.is_nan() {
+                                *a = *v;
+                            }
+                        }
+                    }
+                }
+            }
+        });
+    out
+}
+
+/// NCHW → NHWC, one image at a time.
+pub fn nchw_to_nhwc(x: &[f32], batch: usize, c: usize, plane: usize) -> Vec<f32> {
+    let mut out = vec![0.0f32; batch * c * plane];
+    out.par_chunks_mut(c * plane)
+        .zip(x.par_chunks(c * plane))
+        .for_each(|(dst, src)| transpose(src, c, plane, dst));
+    out
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::kernels::conv::tests::values;
+    use crate::kernels::{conv, depthwise, pool};
+
+    /// NHWC → NCHW, for comparing with the NCHW kernels.
+    fn to_nchw(x: &[f32], batch: usize, c: usize, plane: usize) -> Vec<f32> {
+        let mut out = vec![0.0f32; x.len()];
+        for b in 0..batch {
+            transpose(
+                &x[b * c * plane..][..c * plane],
+                plane,
+                c,
+                &mut out[b * c * plane..][..c * plane],
+            );
+        }
+        out
+    }
+
+    fn assert_close(got: &[f32], want: &[f32], what: &str) {
+        assert_eq!(got.len(), want.len(), "{what}: length");
+        for (i, (g, w)) in got.iter().zip(want).enumerate() {
+            assert!(
+                (g - w).abs() <= 1e-4 * (1.0 + w.abs()),
+                "{what}[{i}]: {g} vs {w}"
+            );
+        }
+    }
+
+    fn geometry(
+        c_in: usize,
+        c_out: usize,
+        hw: usize,
+        k: usize,
+        stride: usize,
+        pad: (usize, usize),
+    ) -> ConvGeometry {
+        ConvGeometry {
+            batch: 3,
+            c_in,
+            h: hw,
+            w: hw + 1,
+            c_out,
+            kh: k,
+            kw: k,
+            stride: [stride, stride],
+            padding: [pad, pad],
+            dilation: [1, 1],
+        }
+    }
+
+    #[test]
+    fn dense_and_depthwise_match_the_nchw_kernels() {
+        // Pointwise (the GEMM-only path), 3×3 stride 1 and 2, TF-same asymmetric padding, 7×7.
+        let dense = [
+            geometry(5, 7, 6, 1, 1, (0, 0)),
+            geometry(5, 7, 6, 1, 2, (0, 0)),
+            geometry(4, 6, 7, 3, 1, (1, 1)),
+            geometry(3, 8, 9, 3, 2, (0, 1)),
+            geometry(3, 4, 11, 7, 2, (3, 3)),
+        ];
+        for g in dense {
+            let plane = g.h * g.w;
+            let x = values(g.batch * g.c_in * plane, 1);
+            let w = values(g.c_out * g.c_in * g.kh * g.kw, 2);
+            let bias = values(g.c_out, 3);
+            let want = conv::conv2d_forward(&g, &x, &w, Some(&bias));
+            let got = conv2d_forward(
+                &g,
+                &nchw_to_nhwc(&x, g.batch, g.c_in, plane),
+                &w,
+                Some(&bias),
+                Activation::Identity,
+            );
+            let (oh, ow) = g.out_hw();
+            assert_close(
+                &to_nchw(&got, g.batch, g.c_out, oh * ow),
+                &want,
+                &format!("{g:?}"),
+            );
+        }
+        for (hw, k, stride, pad) in [(5, 3, 1, (1, 1)), (9, 5, 2, (1, 2)), (20, 3, 2, (0, 1))] {
+            let g = geometry(6, 6, hw, k, stride, pad);
+            let plane = g.h * g.w;
+            let x = values(g.batch * g.c_in * plane, 4);
+            let w = values(g.c_in * g.kh * g.kw, 5);
+            let bias = values(g.c_in, 6);
+            let want = depthwise::depthwise_forward(&g, &x, &w, Some(&bias));
+            let got = depthwise_forward(
+                &g,
+                &nchw_to_nhwc(&x, g.batch, g.c_in, plane),
+                &w,
+                Some(&bias),
+                Activation::Identity,
+            );
+            let (oh, ow) = g.out_hw();
+            assert_close(
+                &to_nchw(&got, g.batch, g.c_in, oh * ow),
+                &want,
+                &format!("{g:?}"),
+            );
+        }
+    }
+
+    #[test]
+    fn max_pool_matches_the_nchw_kernel_nan_included() {
+        let (batch, c) = (2, 5);
+        let g = PoolGeometry {
+            planes: batch * c,
+            h: 7,
+            w: 6,
+            kernel: [3, 3],
+            stride: [2, 2],
+            padding: [1, 1],
+        };
+        let mut x = values(batch * c * g.h * g.w, 7);
+        x[13] = f32::NAN;
+        let want = pool::max_pool2d_forward(&g, &x, None);
+        let got = max_pool2d_forward(&g, c, &nchw_to_nhwc(&x, batch, c, g.h * g.w));
+        let (oh, ow) = g.out_hw();
+        let got = to_nchw(&got, batch, c, oh * ow);
+        for (i, (a, b)) in got.iter().zip(&want).enumerate() {
+            assert!(a == b || (a.is_nan() && b.is_nan()), "[{i}]: {a} vs {b}");
+        }
+        assert!(
+            got.iter().any(|v| v.is_nan()),
+            "the NaN must reach the output"
+        );
+    }
+}
