@@ -31,7 +31,7 @@ use super::conv::{
 use super::depthwise::{depthwise_backward, depthwise_forward};
 use super::layout::{
     channels_last_tensor, channels_last_values, dense_values_mut, flex_tensor, is_channels_last,
-    values,
+    is_hwio, values,
 };
 use super::pool::{PoolGeometry, max_pool2d_backward, max_pool2d_forward};
 use super::{Activation, clamp};
@@ -107,11 +107,21 @@ fn forward(
     // Channels-last in, channels-last out (inference only: the autodiff path reads `values`).
     if is_channels_last(x) {
         let depthwise = is_depthwise(x, weight, options);
-        let (x, weight) = (channels_last_values(x), values(weight));
+        let x = channels_last_values(x);
         let out = if depthwise {
-            channels_last::depthwise_forward(&g, x, &weight, bias.as_deref(), act)
+            channels_last::depthwise_forward(&g, x, &values(weight), bias.as_deref(), act)
+        } else if is_hwio(weight) {
+            let w = channels_last::Weight::Hwio(weight.storage::<f32>());
+            channels_last::conv2d_forward(&g, x, w, bias.as_deref(), act)
         } else {
-            channels_last::conv2d_forward(&g, x, &weight, bias.as_deref(), act)
+            let w = values(weight);
+            channels_last::conv2d_forward(
+                &g,
+                x,
+                channels_last::Weight::Oihw(&w),
+                bias.as_deref(),
+                act,
+            )
         };
         return channels_last_tensor(out, [g.batch, g.c_out, oh, ow]);
     }

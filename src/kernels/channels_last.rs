@@ -26,18 +26,27 @@ use super::transpose::transpose;
 /// enough to stay out of the way of the caches' working set.
 const COL_BUDGET: usize = 4 << 20;
 
-/// Dense convolution (`groups == 1`): `x` (batch, h, w, c_in), `weight` (c_out, c_in, kh, kw) as
-/// stored, optional `bias` (c_out), then `act` → (batch, oh, ow, c_out).
+/// A dense convolution's weight, in one of the two orders the kernel reads as stored.
+#[derive(Debug, Clone, Copy)]
+pub enum Weight<'a> {
+    /// `(c_out, c_in, kh, kw)`, PyTorch's order.
+    Oihw(&'a [f32]),
+    /// `(kh, kw, c_in, c_out)`, what frozen backbones store: the GEMM reads it without packing
+    /// and the patches unfold as runs of whole channel vectors.
+    Hwio(&'a [f32]),
+}
+
+/// Dense convolution (`groups == 1`): `x` (batch, h, w, c_in), `weight`, optional `bias`
+/// (c_out), then `act` → (batch, oh, ow, c_out).
 ///
-/// `out[(image, pixel), c_out] = col[(image, pixel), (c_in, ky, kx)] × weightᵀ`, the column
-/// matrix ordered like the weight's rows so that the weight is used as stored (no repacking of
-/// the largest tensor per call). A plain 1×1 convolution skips the unfolding: `x` is the matrix.
-/// The output buffer is written first by the GEMM (no zeroing), then bias and activation are
-/// applied in one pass.
+/// `out[(image, pixel), c_out] = col[(image, pixel), patch] × weightᵀ`, the patch ordered like
+/// the weight (`(c_in, ky, kx)` for OIHW, `(ky, kx, c_in)` for HWIO) so that the weight is used as
+/// stored. A plain 1×1 convolution skips the unfolding: `x` is the matrix. The output buffer is
+/// written first by the GEMM (no zeroing), then bias and activation are applied in one pass.
 pub fn conv2d_forward(
     g: &ConvGeometry,
     x: &[f32],
-    weight: &[f32],
+    weight: Weight<'_>,
     bias: Option<&[f32]>,
     act: Activation,
 ) -> Vec<f32> {
@@ -61,7 +70,14 @@ pub fn conv2d_forward(
         for (i, dst) in dst.chunks_mut(chunk * g.c_out).enumerate() {
             let n = dst.len() / g.c_out;
             col.resize(n * k, 0.0);
-            unfold(g, x, i * chunk, n, &mut col);
+            unfold(
+                g,
+                x,
+                i * chunk,
+                n,
+                matches!(weight, Weight::Hwio(_)),
+                &mut col,
+            );
             gemm_rows(g, &col, weight, dst, n, k);
         }
     }
@@ -86,15 +102,20 @@ fn epilogue(out: &mut [f32], bias: Option<&[f32]>, act: Activation, channels: us
     });
 }
 
-/// `dst (rows × c_out) = lhs (rows × k) × weightᵀ`, the weight `(c_out, k)` row-major.
+/// `dst (rows × c_out) = lhs (rows × k) × weightᵀ`.
 fn gemm_rows(
     g: &ConvGeometry,
     lhs: &[f32],
-    weight: &[f32],
+    weight: Weight<'_>,
     dst: &mut [MaybeUninit<f32>],
     rows: usize,
     k: usize,
 ) {
+    // The weight as the k × c_out right-hand matrix.
+    let (rhs, rhs_strides) = match weight {
+        Weight::Oihw(w) => (w, (1, k as isize)),
+        Weight::Hwio(w) => (w, (g.c_out as isize, 1)),
+    };
     matmul_uninit(
         rows,
         g.c_out,
@@ -103,14 +124,15 @@ fn gemm_rows(
         (g.c_out as isize, 1),
         lhs,
         (k as isize, 1),
-        weight,
-        (1, k as isize),
+        rhs,
+        rhs_strides,
     );
 }
 
 /// Output rows `first..first + n` (row = (image, oy, ox)) unfolded into `col`, each row
-/// `[c_in, ky, kx]` with zeros where a tap falls in the padding.
-fn unfold(g: &ConvGeometry, x: &[f32], first: usize, n: usize, col: &mut [f32]) {
+/// `[ky, kx, c_in]` (`tap_major`: copies of whole channel vectors) or `[c_in, ky, kx]`, with zeros
+/// where a tap falls in the padding.
+fn unfold(g: &ConvGeometry, x: &[f32], first: usize, n: usize, tap_major: bool, col: &mut [f32]) {
     let (oh, ow) = g.out_hw();
     let (taps, c) = (g.kh * g.kw, g.c_in);
     let k = c * taps;
@@ -124,15 +146,21 @@ fn unfold(g: &ConvGeometry, x: &[f32], first: usize, n: usize, col: &mut [f32]) 
             for ky in 0..g.kh {
                 for kx in 0..g.kw {
                     let t = ky * g.kw + kx;
-                    match g.tap_source(oy, ox, ky, kx) {
-                        Some(at) => {
-                            let src = &x[(b * g.h * g.w + at) * c..][..c];
-                            if taps == 1 {
-                                row.copy_from_slice(src);
-                            } else {
-                                for (ci, v) in src.iter().enumerate() {
-                                    row[ci * taps + t] = *v;
-                                }
+                    let src = g
+                        .tap_source(oy, ox, ky, kx)
+                        .map(|at| &x[(b * g.h * g.w + at) * c..][..c]);
+                    if tap_major || taps == 1 {
+                        let dst = &mut row[t * c..][..c];
+                        match src {
+                            Some(src) => dst.copy_from_slice(src),
+                            None => dst.fill(0.0),
+                        }
+                        continue;
+                    }
+                    match src {
+                        Some(src) => {
+                            for (ci, v) in src.iter().enumerate() {
+                                row[ci * taps + t] = *v;
                             }
                         }
                         None => {
@@ -191,19 +219,25 @@ pub fn max_pool2d_forward(g: &PoolGeometry, channels: usize, x: &[f32]) -> Vec<f
                 let acc = &mut dst[ox * c..][..c];
                 for iy in y0..y1 {
                     for ix in x0..x1 {
-                        let src = &x[((b * g.h + iy) * g.w + ix) * c..][..c];
-                        for (a, v) in acc.iter_mut().zip(src) {
-                            // NaN is taken and then kept (`v > NaN` is false).
-                            if *v > *a || v.is_nan() {
-                                *a = *v;
-                            }
-                        }
+                        max_into(acc, &x[((b * g.h + iy) * g.w + ix) * c..][..c]);
                     }
                 }
             }
         });
     out
 }
+
+/// `acc[i] = max(acc[i], src[i])`, a NaN taken and then kept (`v > NaN` is false), as
+/// branch-free selects so that it vectorises.
+#[inline(always)]
+fn max_into_body(acc: &mut [f32], src: &[f32]) {
+    for (a, &v) in acc.iter_mut().zip(src) {
+        let larger = if v > *a { v } else { *a };
+        *a = if v.is_nan() { v } else { larger };
+    }
+}
+
+wide_simd!(fn max_into(acc: &mut [f32], src: &[f32]) = max_into_body);
 
 /// NCHW → NHWC, one image at a time.
 pub fn nchw_to_nhwc(x: &[f32], batch: usize, c: usize, plane: usize) -> Vec<f32> {
@@ -282,13 +316,21 @@ mod tests {
             let w = values(g.c_out * g.c_in * g.kh * g.kw, 2);
             let bias = values(g.c_out, 3);
             let want = conv::conv2d_forward(&g, &x, &w, Some(&bias));
-            let got = conv2d_forward(
-                &g,
-                &nchw_to_nhwc(&x, g.batch, g.c_in, plane),
-                &w,
-                Some(&bias),
-                Activation::Identity,
-            );
+            let x_nhwc = nchw_to_nhwc(&x, g.batch, g.c_in, plane);
+            let id = Activation::Identity;
+            let got = conv2d_forward(&g, &x_nhwc, Weight::Oihw(&w), Some(&bias), id);
+            // The same weight stored HWIO: element (o, i, t) moves to (t, i, o).
+            let (taps, k) = (g.kh * g.kw, g.c_in * g.kh * g.kw);
+            let mut hwio = vec![0.0f32; w.len()];
+            for o in 0..g.c_out {
+                for i in 0..g.c_in {
+                    for t in 0..taps {
+                        hwio[(t * g.c_in + i) * g.c_out + o] = w[o * k + i * taps + t];
+                    }
+                }
+            }
+            let got_hwio = conv2d_forward(&g, &x_nhwc, Weight::Hwio(&hwio), Some(&bias), id);
+            assert_close(&got_hwio, &got, &format!("HWIO {g:?}"));
             let (oh, ow) = g.out_hw();
             assert_close(
                 &to_nchw(&got, g.batch, g.c_out, oh * ow),

@@ -74,3 +74,23 @@ pub fn dense_values_mut(t: &mut FlexTensor) -> Option<&mut [f32]> {
     }
     Some(t.storage_mut::<f32>())
 }
+
+/// Whether a convolution weight of logical shape (c_out, c_in, kh, kw) is stored HWIO
+/// (`[kh, kw, c_in, c_out]` in memory, TensorFlow's order) over exactly its own storage. Frozen
+/// backbones store their dense weights this way (see `model::layers::fold_batch_norm`): the
+/// channels-last convolution then reads them as a `(kh·kw·c_in) × c_out` matrix as they are.
+pub fn is_hwio(t: &FlexTensor) -> bool {
+    let shape = t.shape();
+    if t.dtype() != DType::F32 || shape.num_dims() != 4 {
+        return false;
+    }
+    let [o, i, h, w] = [shape[0], shape[1], shape[2], shape[3]];
+    let want = [1, o, w * i * o, i * o];
+    t.layout().start_offset() == 0
+        && t.bytes().len() == o * i * h * w * 4
+        && [o, i, h, w]
+            .iter()
+            .zip(t.layout().strides())
+            .zip(want)
+            .all(|((&size, &stride), want)| size == 1 || stride == want as isize)
+}

@@ -224,6 +224,14 @@ pub fn fold_batch_norm(conv: &mut Conv2d, bn: &mut BatchNorm2d) {
         None => Tensor::zeros([c], &device),
     };
     let bias = (bias - mean) * scale + bn.bias.val();
+    // Dense weights are stored HWIO (same logical shape, kh·kw·c_in × c_out in memory): the
+    // channels-last kernels read that as it is, where OIHW would be repacked on every call.
+    let weight = if conv.groups == 1 {
+        let hwio = weight.permute([2, 3, 1, 0]).into_data();
+        Tensor::<4>::from_data(hwio, &device).permute([3, 2, 0, 1])
+    } else {
+        weight
+    };
     conv.weight = Param::from_tensor(weight).set_require_grad(false);
     conv.bias = Some(Param::from_tensor(bias).set_require_grad(false));
     bn.folded = true;
