@@ -17,7 +17,7 @@ use std::mem::MaybeUninit;
 use rayon::prelude::*;
 
 use super::Activation;
-use super::conv::{ConvGeometry, matmul_uninit};
+use super::conv::{ConvGeometry, matmul, matmul_uninit};
 use super::depthwise::forward_image_nhwc;
 use super::pool::PoolGeometry;
 use super::transpose::transpose;
@@ -54,6 +54,10 @@ pub fn conv2d_forward(
     let rows = g.batch * oh * ow;
     let k = g.c_in * g.kh * g.kw;
     let total = rows * g.c_out;
+    let pointwise = g.kh == 1 && g.kw == 1 && g.stride == [1, 1] && g.padding == [(0, 0); 2];
+    if let (false, Weight::Hwio(w)) = (pointwise, weight) {
+        return conv2d_by_tap_class(g, x, w, bias, act);
+    }
     if k == 0 || total == 0 {
         let mut out = vec![0.0f32; total];
         epilogue(&mut out, bias, act, g.c_out);
@@ -61,7 +65,6 @@ pub fn conv2d_forward(
     }
     let mut out = Vec::with_capacity(total);
     let dst = &mut out.spare_capacity_mut()[..total];
-    let pointwise = g.kh == 1 && g.kw == 1 && g.stride == [1, 1] && g.padding == [(0, 0); 2];
     if pointwise {
         gemm_rows(g, x, weight, dst, rows, k);
     } else {
@@ -70,14 +73,7 @@ pub fn conv2d_forward(
         for (i, dst) in dst.chunks_mut(chunk * g.c_out).enumerate() {
             let n = dst.len() / g.c_out;
             col.resize(n * k, 0.0);
-            unfold(
-                g,
-                x,
-                i * chunk,
-                n,
-                matches!(weight, Weight::Hwio(_)),
-                &mut col,
-            );
+            unfold(g, x, i * chunk, n, &mut col);
             gemm_rows(g, &col, weight, dst, n, k);
         }
     }
@@ -130,9 +126,8 @@ fn gemm_rows(
 }
 
 /// Output rows `first..first + n` (row = (image, oy, ox)) unfolded into `col`, each row
-/// `[ky, kx, c_in]` (`tap_major`: copies of whole channel vectors) or `[c_in, ky, kx]`, with zeros
-/// where a tap falls in the padding.
-fn unfold(g: &ConvGeometry, x: &[f32], first: usize, n: usize, tap_major: bool, col: &mut [f32]) {
+/// `[c_in, ky, kx]` (the OIHW weight's order), with zeros where a tap falls in the padding.
+fn unfold(g: &ConvGeometry, x: &[f32], first: usize, n: usize, col: &mut [f32]) {
     let (oh, ow) = g.out_hw();
     let (taps, c) = (g.kh * g.kw, g.c_in);
     let k = c * taps;
@@ -146,19 +141,9 @@ fn unfold(g: &ConvGeometry, x: &[f32], first: usize, n: usize, tap_major: bool, 
             for ky in 0..g.kh {
                 for kx in 0..g.kw {
                     let t = ky * g.kw + kx;
-                    let src = g
-                        .tap_source(oy, ox, ky, kx)
-                        .map(|at| &x[(b * g.h * g.w + at) * c..][..c]);
-                    if tap_major || taps == 1 {
-                        let dst = &mut row[t * c..][..c];
-                        match src {
-                            Some(src) => dst.copy_from_slice(src),
-                            None => dst.fill(0.0),
-                        }
-                        continue;
-                    }
-                    match src {
-                        Some(src) => {
+                    match g.tap_source(oy, ox, ky, kx) {
+                        Some(at) => {
+                            let src = &x[(b * g.h * g.w + at) * c..][..c];
                             for (ci, v) in src.iter().enumerate() {
                                 row[ci * taps + t] = *v;
                             }
@@ -172,6 +157,182 @@ fn unfold(g: &ConvGeometry, x: &[f32], first: usize, n: usize, tap_major: bool, 
                 }
             }
         });
+}
+
+/// Output positions `out` along one axis whose valid kernel taps (those that do not fall in the
+/// padding) are exactly `taps`.
+#[derive(Debug, Clone, PartialEq, Eq)]
+struct AxisRun {
+    out: std::ops::Range<usize>,
+    taps: std::ops::Range<usize>,
+}
+
+/// The output positions of one axis grouped into runs with the same valid taps: for a 3×3
+/// kernel with padding 1 that is the first row (taps 1..3), the interior (0..3) and the last row
+/// (0..2). Validity is separable, so a pixel's valid taps are a rectangle: (y run) × (x run).
+fn axis_runs(
+    out: usize,
+    size: usize,
+    k: usize,
+    stride: usize,
+    pad: usize,
+    dilation: usize,
+) -> Vec<AxisRun> {
+    let valid = |o: usize, t: usize| {
+        let at = o * stride + t * dilation;
+        at >= pad && at - pad < size
+    };
+    let mut runs: Vec<AxisRun> = Vec::new();
+    for o in 0..out {
+        // The valid taps of one output form a range: the input coordinate grows with the tap.
+        let lo = (0..k).find(|&t| valid(o, t)).unwrap_or(k);
+        let hi = (lo..k).find(|&t| !valid(o, t)).unwrap_or(k);
+        let taps = lo..hi.max(lo);
+        match runs.last_mut() {
+            Some(run) if run.taps == taps => run.out.end = o + 1,
+            _ => runs.push(AxisRun {
+                out: o..o + 1,
+                taps,
+            }),
+        }
+    }
+    runs
+}
+
+/// Dense convolution with HWIO weights, grouped by *tap class*: the output pixels whose valid
+/// taps are the same rectangle are unfolded together, with only those taps, and multiplied by
+/// only those rows of the weight. Padding taps are never multiplied: at the small planes of
+/// transfer learning that is most of the work a plain unfolding would do (a 3×3 convolution on
+/// a 1×1 plane has one valid tap out of nine, on a 2×2 plane four). oneDNN's direct kernels skip
+/// padding the same way.
+///
+/// Each class goes through a staging matrix (its pixels × c_out), scattered to the output rows
+/// with bias and activation in the same pass; every output row belongs to exactly one class.
+fn conv2d_by_tap_class(
+    g: &ConvGeometry,
+    x: &[f32],
+    weight: &[f32],
+    bias: Option<&[f32]>,
+    act: Activation,
+) -> Vec<f32> {
+    let (oh, ow) = g.out_hw();
+    let (c_in, c_out) = (g.c_in, g.c_out);
+    let image_out = oh * ow * c_out;
+    let ys = axis_runs(oh, g.h, g.kh, g.stride[0], g.padding[0].0, g.dilation[0]);
+    let xs = axis_runs(ow, g.w, g.kw, g.stride[1], g.padding[1].0, g.dilation[1]);
+    let mut out: Vec<f32> = Vec::with_capacity(g.batch * image_out);
+    let out_images = &mut out.spare_capacity_mut()[..g.batch * image_out];
+    let (mut col, mut staged) = (Vec::new(), Vec::new());
+    for yr in &ys {
+        for xr in &xs {
+            let (ny, nx) = (yr.out.len(), xr.out.len());
+            let (nky, nkx) = (yr.taps.len(), xr.taps.len());
+            let per_image = ny * nx;
+            let k = nky * nkx * c_in;
+            let images = (COL_BUDGET / (per_image * k).max(1)).clamp(1, g.batch);
+            for b0 in (0..g.batch).step_by(images) {
+                let nb = images.min(g.batch - b0);
+                let rows = nb * per_image;
+                staged.resize(rows * c_out, 0.0);
+                if k == 0 {
+                    // Every tap in the padding: the output is the bias alone.
+                    staged.fill(0.0);
+                } else {
+                    col.resize(rows * k, 0.0);
+                    unfold_class(g, x, b0, yr, xr, &mut col[..rows * k]);
+                    // One product per kernel row (the weight rows of a kernel row's valid taps
+                    // are contiguous), or one for all when every column tap is valid.
+                    let (groups, per_group) = if nkx == g.kw {
+                        (1, k)
+                    } else {
+                        (nky, nkx * c_in)
+                    };
+                    for i in 0..groups {
+                        let ky = yr.taps.start + i;
+                        let w_row = (ky * g.kw + xr.taps.start) * c_in;
+                        matmul(
+                            rows,
+                            c_out,
+                            per_group,
+                            &mut staged,
+                            (c_out as isize, 1),
+                            i > 0,
+                            &col[i * per_group..],
+                            (k as isize, 1),
+                            &weight[w_row * c_out..],
+                            (c_out as isize, 1),
+                        );
+                    }
+                }
+                out_images[b0 * image_out..(b0 + nb) * image_out]
+                    .par_chunks_mut(image_out)
+                    .zip(staged.par_chunks(per_image * c_out))
+                    .for_each(|(image, rows)| {
+                        for (j, src) in rows.chunks(c_out).enumerate() {
+                            let (oy, ox) = (yr.out.start + j / nx, xr.out.start + j % nx);
+                            let dst = &mut image[(oy * ow + ox) * c_out..][..c_out];
+                            finish_row(src, bias, act, dst);
+                        }
+                    });
+            }
+        }
+    }
+    // SAFETY: the runs of each axis partition its output positions, so the classes partition
+    // every image's pixels and each output row was written once above.
+    unsafe { out.set_len(g.batch * image_out) };
+    out
+}
+
+/// `dst = act(src + bias)`, into a row that may not be initialised yet.
+#[inline]
+fn finish_row(src: &[f32], bias: Option<&[f32]>, act: Activation, dst: &mut [MaybeUninit<f32>]) {
+    match bias {
+        Some(bias) => {
+            for ((d, s), b) in dst.iter_mut().zip(src).zip(bias) {
+                d.write(act.of(s + b));
+            }
+        }
+        None => {
+            for (d, s) in dst.iter_mut().zip(src) {
+                d.write(act.of(*s));
+            }
+        }
+    }
+}
+
+/// The class (`yr` × `xr`) pixels of images `b0..` unfolded into `col`, one row per pixel in
+/// (image, oy, ox) order, each `[ky, kx, c_in]` over the class's taps only (all of them valid:
+/// no zeros to write). A kernel row's taps read consecutive input pixels, copied as one run.
+fn unfold_class(
+    g: &ConvGeometry,
+    x: &[f32],
+    b0: usize,
+    yr: &AxisRun,
+    xr: &AxisRun,
+    col: &mut [f32],
+) {
+    let c = g.c_in;
+    let (nky, nkx) = (yr.taps.len(), xr.taps.len());
+    let (ny, nx) = (yr.out.len(), xr.out.len());
+    let k = nky * nkx * c;
+    let run = nkx * c;
+    col.par_chunks_mut(k).enumerate().for_each(|(r, row)| {
+        let b = b0 + r / (ny * nx);
+        let (oy, ox) = (yr.out.start + r / nx % ny, xr.out.start + r % nx);
+        for (i, ky) in yr.taps.clone().enumerate() {
+            let iy = oy * g.stride[0] + ky * g.dilation[0] - g.padding[0].0;
+            let image_row = &x[(b * g.h + iy) * g.w * c..][..g.w * c];
+            let dst = &mut row[i * run..][..run];
+            let ix0 = ox * g.stride[1] + xr.taps.start * g.dilation[1] - g.padding[1].0;
+            if g.dilation[1] == 1 {
+                dst.copy_from_slice(&image_row[ix0 * c..][..run]);
+            } else {
+                for (j, d) in dst.chunks_mut(c).enumerate() {
+                    d.copy_from_slice(&image_row[(ix0 + j * g.dilation[1]) * c..][..c]);
+                }
+            }
+        }
+    });
 }
 
 /// Depthwise convolution: `x` (batch, h, w, c), `weight` (c, 1, kh, kw), optional `bias` (c)
@@ -309,6 +470,28 @@ mod tests {
             geometry(4, 6, 7, 3, 1, (1, 1)),
             geometry(3, 8, 9, 3, 2, (0, 1)),
             geometry(3, 4, 11, 7, 2, (3, 3)),
+            // ResNet's last stages at 32 px: 3×3 on 2×2 and 1×1 planes (mostly padding).
+            ConvGeometry {
+                h: 2,
+                w: 2,
+                ..geometry(4, 6, 2, 3, 1, (1, 1))
+            },
+            ConvGeometry {
+                h: 1,
+                w: 1,
+                ..geometry(4, 6, 1, 3, 1, (1, 1))
+            },
+            ConvGeometry {
+                h: 2,
+                w: 2,
+                ..geometry(4, 6, 2, 3, 2, (1, 1))
+            },
+            // Border outputs that see nothing but padding, and a dilated kernel.
+            geometry(3, 4, 2, 1, 1, (2, 2)),
+            ConvGeometry {
+                dilation: [2, 2],
+                ..geometry(3, 5, 8, 3, 1, (2, 2))
+            },
         ];
         for g in dense {
             let plane = g.h * g.w;

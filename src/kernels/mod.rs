@@ -68,6 +68,16 @@ pub enum Activation {
 }
 
 impl Activation {
+    /// The activation of one value; NaN stays NaN, as in PyTorch.
+    #[inline(always)]
+    pub fn of(self, v: f32) -> f32 {
+        match self {
+            Activation::Identity => v,
+            Activation::Relu => clamp(v, f32::INFINITY),
+            Activation::Relu6 => clamp(v, 6.0),
+        }
+    }
+
     /// Applies the activation in place; NaN stays NaN, as in PyTorch.
     #[inline]
     pub fn apply(self, v: &mut [f32]) {
