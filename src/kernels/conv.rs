@@ -19,6 +19,8 @@ use std::mem::MaybeUninit;
 
 use rayon::prelude::*;
 
+use super::transpose::transpose_strided;
+
 /// Shapes and options of one convolution (NCHW input, OIHW weight).
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub struct ConvGeometry {
@@ -555,11 +557,24 @@ pub fn conv2d_backward_weight(g: &ConvGeometry, x: &[f32], d_out: &[f32]) -> Vec
     let k = g.patch_len();
     let mut dw = vec![0.0f32; g.c_out * k];
     let chunk = g.images_per_chunk();
-    let (mut scratch, mut staged) = (Vec::new(), Vec::new());
+    let (mut scratch, mut staged, mut col_t) = (Vec::new(), Vec::new(), Vec::new());
     for (i, first) in (0..g.batch).step_by(chunk).enumerate() {
         let count = chunk.min(g.batch - first);
         let n = count * plane;
         let col = columns(g, x, first, count, &mut scratch);
+        // The GEMM reads the column matrix along k for this product; handed over k × n it packs
+        // it through a generic strided copy (~2 ns a float, 15% of a training step), so it
+        // gets it transposed instead, by the 8×8-block transpose (~0.2 ns a float).
+        col_t.resize(n * k, 0.0);
+        const COLUMNS_PER_TASK: usize = 64;
+        col_t
+            .par_chunks_mut(COLUMNS_PER_TASK * k)
+            .enumerate()
+            .for_each(|(t, dst)| {
+                let j0 = t * COLUMNS_PER_TASK;
+                let cols = (n - j0).min(COLUMNS_PER_TASK);
+                transpose_strided(&col[j0..], n, k, cols, dst, k);
+            });
         let rows = grad_rows(g, d_out, first, count, &mut staged);
         // d_weight (c_out × k) += d_out (c_out × n) × colᵀ (n × k)
         matmul(
@@ -571,8 +586,8 @@ pub fn conv2d_backward_weight(g: &ConvGeometry, x: &[f32], d_out: &[f32]) -> Vec
             i > 0,
             rows,
             (n as isize, 1),
-            col,
-            (1, n as isize),
+            &col_t,
+            (k as isize, 1),
         );
     }
     dw
