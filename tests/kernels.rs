@@ -93,6 +93,26 @@ fn graft_conv_matches_burn_conv_forward_and_backward() {
             bias: false,
             groups: 1,
         },
+        // ResNet's last stage at 32 px: 3x3 on 1x1 planes (only the centre tap is live, run as
+        // a 1x1 convolution), with and without bias
+        Case {
+            x: [4, 6, 1, 1],
+            c_out: 5,
+            k: 3,
+            stride: 1,
+            padding: [(1, 1), (1, 1)],
+            bias: true,
+            groups: 1,
+        },
+        Case {
+            x: [4, 6, 1, 1],
+            c_out: 5,
+            k: 3,
+            stride: 2,
+            padding: [(1, 1), (1, 1)],
+            bias: false,
+            groups: 1,
+        },
         // downsample 1x1 stride 2, and pointwise 1x1 (EfficientNet)
         Case {
             x: [4, 6, 7, 7],

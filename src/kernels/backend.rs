@@ -94,6 +94,11 @@ fn geometry(x: &FlexTensor, weight: &FlexTensor, options: &ConvOptions<2>) -> Co
     }
 }
 
+/// The OIHW weight's one tap `tap` as a `(c_out, c_in)` pointwise weight.
+fn tap_weight(g: &ConvGeometry, weight: &[f32], tap: usize) -> Vec<f32> {
+    weight.chunks(g.kh * g.kw).map(|taps| taps[tap]).collect()
+}
+
 fn forward(
     x: &FlexTensor,
     weight: &FlexTensor,
@@ -104,6 +109,26 @@ fn forward(
     let g = geometry(x, weight, options);
     let (oh, ow) = g.out_hw();
     let bias = bias.map(values);
+    // A convolution whose only live tap is one (3×3 on a 1×1 plane) runs as that tap's 1×1
+    // convolution. (Frozen HWIO weights skip padding taps by themselves; see channels_last.)
+    let single = (!is_depthwise(x, weight, options) && !is_hwio(weight))
+        .then(|| g.single_live_tap())
+        .flatten();
+    if let Some((g1, tap)) = single {
+        let w1 = tap_weight(&g, &values(weight), tap);
+        let bias = bias.as_deref();
+        if is_channels_last(x) {
+            let w = channels_last::Weight::Oihw(&w1);
+            let out = channels_last::conv2d_forward(&g1, channels_last_values(x), w, bias, act);
+            return channels_last_tensor(out, [g.batch, g.c_out, oh, ow]);
+        }
+        let mut out = conv2d_forward(&g1, &values(x), &w1, bias);
+        if act != Activation::Identity {
+            out.par_chunks_mut(ELEMENTWISE_CHUNK)
+                .for_each(|v| act.apply(v));
+        }
+        return flex_tensor(out, vec![g.batch, g.c_out, oh, ow]);
+    }
     // Channels-last in, channels-last out (inference only: the autodiff path reads `values`).
     if is_channels_last(x) {
         let depthwise = is_depthwise(x, weight, options);
@@ -204,6 +229,22 @@ impl Backward<Flex, 3> for ConvBackward {
                 grads.register::<Flex>(node.id, flex_tensor(dx, x.shape().to_vec()));
             }
             if let Some(node) = node_weight {
+                grads.register::<Flex>(node.id, flex_tensor(dw, weight.shape().to_vec()));
+            }
+        } else if let Some((g1, tap)) = g.single_live_tap() {
+            // Forward ran as one tap's 1×1 convolution: so do the gradients; the other taps
+            // only ever multiplied padding, their weight gradient is zero.
+            if let Some(node) = node_x {
+                let w1 = tap_weight(&g, &values(&weight), tap);
+                let dx = conv2d_backward_input(&g1, &w1, &d_out);
+                grads.register::<Flex>(node.id, flex_tensor(dx, x.shape().to_vec()));
+            }
+            if let Some(node) = node_weight {
+                let dw1 = conv2d_backward_weight(&g1, &values(&x), &d_out);
+                let mut dw = vec![0.0f32; g.c_out * g.c_in * g.kh * g.kw];
+                for (taps, v) in dw.chunks_mut(g.kh * g.kw).zip(dw1) {
+                    taps[tap] = v;
+                }
                 grads.register::<Flex>(node.id, flex_tensor(dw, weight.shape().to_vec()));
             }
         } else {
