@@ -337,3 +337,51 @@ fn channels_last_inference_matches_burn() {
         assert!((a - b).abs() <= 1e-4 * (1.0 + b.abs()), "[{i}]: {a} vs {b}");
     }
 }
+
+/// Training-mode BatchNorm: output, batch statistics and the three gradients.
+fn run_batch_norm(graft_kernels: bool) -> [Vec<f32>; 6] {
+    kernels::set_enabled(graft_kernels);
+    let dev = Device::flex().autodiff();
+    dev.seed(17);
+    let x = Tensor::<4>::random([3, 4, 5, 6], Distribution::Normal(1.0, 2.0), &dev).require_grad();
+    let gamma = Tensor::<1>::random([4], Distribution::Normal(1.0, 0.5), &dev).require_grad();
+    let beta = Tensor::<1>::random([4], Distribution::Normal(0.0, 0.5), &dev).require_grad();
+    let out = kernels::batch_norm_train(x.clone(), gamma.clone(), beta.clone(), 1e-5);
+    let probe = Tensor::<4>::random(out.output.dims(), Distribution::Normal(0.0, 1.0), &dev);
+    let grads = (out.output.clone() * probe).sum().backward();
+    let flat4 = |t: Tensor<4>| t.into_data().try_to_vec::<f32>().unwrap();
+    let flat1 = |t: Tensor<1>| t.into_data().try_to_vec::<f32>().unwrap();
+    [
+        flat4(out.output.inner()),
+        flat1(out.mean.inner()),
+        flat1(out.variance.inner()),
+        flat4(x.grad(&grads).expect("input grad")),
+        flat1(gamma.grad(&grads).expect("gamma grad")),
+        flat1(beta.grad(&grads).expect("beta grad")),
+    ]
+}
+
+#[test]
+fn graft_batch_norm_matches_burn_forward_statistics_and_backward() {
+    let _turn = SWITCH.lock().unwrap_or_else(|e| e.into_inner());
+    let ours = run_batch_norm(true);
+    let burns = run_batch_norm(false);
+    kernels::set_enabled(true);
+    let names = [
+        "output",
+        "mean",
+        "variance",
+        "input grad",
+        "gamma grad",
+        "beta grad",
+    ];
+    for ((name, a), b) in names.iter().zip(&ours).zip(&burns) {
+        assert_eq!(a.len(), b.len(), "{name}");
+        for (i, (a, b)) in a.iter().zip(b).enumerate() {
+            assert!(
+                (a - b).abs() <= 1e-4 * (1.0 + b.abs()),
+                "{name}[{i}]: {a} vs {b}"
+            );
+        }
+    }
+}

@@ -19,10 +19,11 @@ use burn::backend::autodiff::ops::{Backward, Ops, OpsKind};
 use burn::backend::flex::FlexTensor;
 use burn::backend::ops::{FloatTensorOps, ModuleOps};
 use burn::backend::tensor::FloatTensor;
-use burn::backend::{Autodiff, Backend, Flex, backend_extension};
+use burn::backend::{Autodiff, AutodiffBackend, Backend, Flex, backend_extension};
 use burn::tensor::DType;
 use burn::tensor::ops::ConvOptions;
 
+use super::batch_norm::{NormGeometry, batch_stats, inv_std, normalize, normalize_backward};
 use super::channels_last;
 use super::conv::{
     ConvGeometry, conv2d_backward_bias, conv2d_backward_input, conv2d_backward_weight,
@@ -569,11 +570,11 @@ impl<const SIX: bool> Backward<Flex, 1> for ClampBackward<SIX> {
         let x: FlexTensor = checkpointer.retrieve_node_output(ops.state);
         if let Some(node) = node_x {
             let x_values = values(&x);
+            // A select rather than a conditional store, so that it vectorises.
             let pass = |d: &mut [f32], x: &[f32]| {
                 for (d, x) in d.iter_mut().zip(x) {
-                    if !(*x > 0.0 && (!SIX || *x < 6.0)) {
-                        *d = 0.0;
-                    }
+                    let open = *x > 0.0 && (!SIX || *x < 6.0);
+                    *d = if open { *d } else { 0.0 };
                 }
             };
             // The output gradient is usually this node's alone: mask it in place.
@@ -686,5 +687,151 @@ impl GraftAdd for Flex {
 impl<C: CheckpointStrategy> GraftAdd for Autodiff<Flex, C> {
     fn graft_add(a: FloatTensor<Self>, b: FloatTensor<Self>) -> FloatTensor<Self> {
         <Self as FloatTensorOps<Self>>::float_add(a, b)
+    }
+}
+
+/// Training-mode batch normalisation with graft's kernels (`batch_norm.rs`): batch statistics
+/// as one untracked `[2, channels]` tensor (mean, biased variance), then the normalisation,
+/// whose backward step treats those statistics as functions of the input (the full BatchNorm
+/// gradient). Two methods because the extension macro routes one output tensor per method.
+#[backend_extension(Flex, Autodiff)]
+pub trait GraftNorm: Backend {
+    fn graft_batch_stats(x: FloatTensor<Self>) -> FloatTensor<Self>;
+
+    fn graft_batch_norm_train(
+        x: FloatTensor<Self>,
+        gamma: FloatTensor<Self>,
+        beta: FloatTensor<Self>,
+        stats: FloatTensor<Self>,
+        epsilon: f64,
+    ) -> FloatTensor<Self>;
+}
+
+fn norm_geometry(x: &FlexTensor) -> NormGeometry {
+    let s = x.shape();
+    NormGeometry {
+        batch: s[0],
+        channels: s[1],
+        plane: s.num_elements() / (s[0] * s[1]).max(1),
+    }
+}
+
+fn stats_values(x: &FlexTensor) -> FlexTensor {
+    let g = norm_geometry(x);
+    let (mut mean, var) = batch_stats(&g, &values(x));
+    mean.extend(var);
+    flex_tensor(mean, vec![2, g.channels])
+}
+
+/// (mean, inv_std) from a `[2, channels]` statistics tensor.
+fn mean_inv_std(stats: &FlexTensor, epsilon: f64) -> (Vec<f32>, Vec<f32>) {
+    let stats = values(stats);
+    let (mean, var) = stats.split_at(stats.len() / 2);
+    (mean.to_vec(), inv_std(var, epsilon))
+}
+
+impl GraftNorm for Flex {
+    fn graft_batch_stats(x: FlexTensor) -> FlexTensor {
+        stats_values(&x)
+    }
+
+    fn graft_batch_norm_train(
+        x: FlexTensor,
+        gamma: FlexTensor,
+        beta: FlexTensor,
+        stats: FlexTensor,
+        epsilon: f64,
+    ) -> FlexTensor {
+        let g = norm_geometry(&x);
+        let (mean, inv) = mean_inv_std(&stats, epsilon);
+        let y = normalize(
+            &g,
+            &values(&x),
+            &mean,
+            &inv,
+            &values(&gamma),
+            &values(&beta),
+        );
+        flex_tensor(y, x.shape().to_vec())
+    }
+}
+
+/// The BatchNorm backward step: input, gamma and beta gradients from the checkpointed input and
+/// the statistics the forward used.
+#[derive(Debug)]
+struct NormBackward;
+
+impl Backward<Flex, 3> for NormBackward {
+    /// (input, mean, inv_std, gamma)
+    type State = (NodeId, Vec<f32>, Vec<f32>, Vec<f32>);
+
+    fn backward(
+        self,
+        ops: Ops<Self::State, 3>,
+        grads: &mut Gradients,
+        checkpointer: &mut Checkpointer,
+    ) {
+        let [node_x, node_gamma, node_beta] = ops.parents;
+        let dy = grads.consume::<Flex>(&ops.node);
+        let (x_state, mean, inv, gamma) = ops.state;
+        let x: FlexTensor = checkpointer.retrieve_node_output(x_state);
+        let g = norm_geometry(&x);
+        let (dx, dgamma, dbeta) =
+            normalize_backward(&g, &values(&x), &mean, &inv, &gamma, &values(&dy));
+        if let Some(node) = node_x {
+            grads.register::<Flex>(node.id, flex_tensor(dx, x.shape().to_vec()));
+        }
+        if let Some(node) = node_gamma {
+            grads.register::<Flex>(node.id, flex_tensor(dgamma, vec![g.channels]));
+        }
+        if let Some(node) = node_beta {
+            grads.register::<Flex>(node.id, flex_tensor(dbeta, vec![g.channels]));
+        }
+    }
+}
+
+impl<C: CheckpointStrategy> GraftNorm for Autodiff<Flex, C> {
+    fn graft_batch_stats(x: FloatTensor<Self>) -> FloatTensor<Self> {
+        // Statistics carry no gradient of their own: the normalisation's backward accounts for
+        // them (and the running averages are updated from detached copies).
+        <Self as AutodiffBackend>::from_inner(stats_values(x.primitive()))
+    }
+
+    fn graft_batch_norm_train(
+        x: FloatTensor<Self>,
+        gamma: FloatTensor<Self>,
+        beta: FloatTensor<Self>,
+        stats: FloatTensor<Self>,
+        epsilon: f64,
+    ) -> FloatTensor<Self> {
+        let (mean, inv) = mean_inv_std(stats.primitive(), epsilon);
+        let g = norm_geometry(x.primitive());
+        let gamma_values = values(gamma.primitive()).into_owned();
+        let out = || {
+            let y = normalize(
+                &g,
+                &values(x.primitive()),
+                &mean,
+                &inv,
+                &gamma_values,
+                &values(beta.primitive()),
+            );
+            flex_tensor(y, x.primitive().shape().to_vec())
+        };
+        match NormBackward
+            .prepare::<C>([x.node(), gamma.node(), beta.node()])
+            .compute_bound()
+            .stateful()
+        {
+            OpsKind::Tracked(mut prep) => {
+                let y = out();
+                let x_state = prep.checkpoint(&x);
+                prep.finish(
+                    (x_state, mean.clone(), inv.clone(), gamma_values.clone()),
+                    y,
+                )
+            }
+            OpsKind::UnTracked(prep) => prep.finish(out()),
+        }
     }
 }

@@ -44,6 +44,7 @@ macro_rules! wide_simd {
 }
 
 mod backend;
+pub mod batch_norm;
 pub mod channels_last;
 pub mod conv;
 pub mod depthwise;
@@ -57,7 +58,7 @@ use burn::backend::{Dispatch, DispatchDevice};
 use burn::tensor::ops::{ConvOptions, MaxPoolOptions};
 use burn::tensor::{Tensor, module};
 
-pub use backend::{GraftActivation, GraftAdd, GraftConv, GraftLayout, GraftPool};
+pub use backend::{GraftActivation, GraftAdd, GraftConv, GraftLayout, GraftNorm, GraftPool};
 
 /// The activation a convolution can apply to its output in the same pass (inference).
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -224,6 +225,48 @@ pub fn add<const D: usize>(a: Tensor<D>, b: Tensor<D>) -> Tensor<D> {
         a.into_dispatch(),
         b.into_dispatch(),
     ))
+}
+
+/// What [`batch_norm_train`] returns: the normalised input and the batch statistics it used
+/// (mean and biased variance per channel, for the running averages).
+pub struct TrainNorm {
+    pub output: Tensor<4>,
+    pub mean: Tensor<1>,
+    pub variance: Tensor<1>,
+}
+
+/// `burn::tensor::module::batch_norm_train` with graft's kernels on `flex` (two passes over the
+/// activations instead of burn's axis swaps and broadcast ops; see `batch_norm.rs`).
+pub fn batch_norm_train(
+    x: Tensor<4>,
+    gamma: Tensor<1>,
+    beta: Tensor<1>,
+    epsilon: f64,
+) -> TrainNorm {
+    if !enabled() || !is_flex(&x) {
+        let out = module::batch_norm_train(x, gamma, beta, epsilon);
+        return TrainNorm {
+            output: out.output,
+            mean: out.mean,
+            variance: out.variance,
+        };
+    }
+    let channels = x.dims()[1];
+    let stats: Tensor<2> = Tensor::from_dispatch(<Dispatch as GraftNorm>::graft_batch_stats(
+        x.clone().into_dispatch(),
+    ));
+    let output = <Dispatch as GraftNorm>::graft_batch_norm_train(
+        x.into_dispatch(),
+        gamma.into_dispatch(),
+        beta.into_dispatch(),
+        stats.clone().into_dispatch(),
+        epsilon,
+    );
+    TrainNorm {
+        output: Tensor::from_dispatch(output),
+        mean: stats.clone().slice([0..1]).reshape([channels]),
+        variance: stats.slice([1..2]).reshape([channels]),
+    }
 }
 
 /// ReLU (`max(x, 0)`), one pass with graft's kernel on `flex`.

@@ -6,7 +6,7 @@
 //! `Linear: (n, in) -> (n, out)` with the weight stored `(out, in)` as in PyTorch.
 
 use burn::module::{Flag, Module, Param, RunningState};
-use burn::tensor::module::{batch_norm, batch_norm_train};
+use burn::tensor::module::batch_norm;
 use burn::tensor::ops::ConvOptions;
 use burn::tensor::{Device, Distribution, Tensor};
 
@@ -190,7 +190,7 @@ impl BatchNorm2d {
         }
         let [n, _, h, w] = x.dims();
         let count = (n * h * w) as f64;
-        let out = batch_norm_train(x, self.weight.val(), self.bias.val(), self.eps);
+        let out = crate::kernels::batch_norm_train(x, self.weight.val(), self.bias.val(), self.eps);
         // PyTorch: running_var uses the unbiased estimate var * n / (n - 1).
         let unbiased = if count > 1.0 {
             count / (count - 1.0)
