@@ -186,8 +186,8 @@ mod tests {
                 "{what}: {a} vs {b}"
             );
         };
-        for i in 0..n {
-            close(dx[i], numeric(0, i), &format!("dx[{i}]"));
+        for (i, dx) in dx.iter().enumerate() {
+            close(*dx, numeric(0, i), &format!("dx[{i}]"));
         }
         for c in 0..2 {
             close(dgamma[c], numeric(1, c), "dgamma");

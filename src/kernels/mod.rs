@@ -264,8 +264,8 @@ pub fn batch_norm_train(
     );
     TrainNorm {
         output: Tensor::from_dispatch(output),
-        mean: stats.clone().slice([0..1]).reshape([channels]),
-        variance: stats.slice([1..2]).reshape([channels]),
+        mean: stats.clone().narrow(0, 0, 1).reshape([channels]),
+        variance: stats.narrow(0, 1, 1).reshape([channels]),
     }
 }
 
