@@ -27,7 +27,7 @@ use super::batch_norm::{NormGeometry, batch_stats, inv_std, normalize, normalize
 use super::channels_last;
 use super::conv::{
     ConvGeometry, conv2d_backward_bias, conv2d_backward_input, conv2d_backward_weight,
-    conv2d_forward,
+    conv2d_backward_weight_from, conv2d_forward, conv2d_forward_for_training,
 };
 use super::depthwise::{depthwise_backward, depthwise_forward};
 use super::layout::{
@@ -207,8 +207,11 @@ impl GraftConv for Flex {
 #[derive(Debug)]
 struct ConvBackward;
 
+/// (input, weight, options, the forward's transposed column matrix when it kept it)
+type ConvState = (NodeId, NodeId, ConvOptions<2>, Option<Arc<Vec<f32>>>);
+
 impl Backward<Flex, 3> for ConvBackward {
-    type State = (NodeId, NodeId, ConvOptions<2>);
+    type State = ConvState;
 
     fn backward(
         self,
@@ -218,7 +221,7 @@ impl Backward<Flex, 3> for ConvBackward {
     ) {
         let [node_x, node_weight, node_bias] = ops.parents;
         let d_out = grads.consume::<Flex>(&ops.node);
-        let (x_state, weight_state, options) = ops.state;
+        let (x_state, weight_state, options, kept_columns) = ops.state;
         let x: FlexTensor = checkpointer.retrieve_node_output(x_state);
         let weight: FlexTensor = checkpointer.retrieve_node_output(weight_state);
         let g = geometry(&x, &weight, &options);
@@ -254,7 +257,8 @@ impl Backward<Flex, 3> for ConvBackward {
                 grads.register::<Flex>(node.id, flex_tensor(dx, x.shape().to_vec()));
             }
             if let Some(node) = node_weight {
-                let dw = conv2d_backward_weight(&g, &values(&x), &d_out);
+                let kept = kept_columns.as_deref().map(|v| &v[..]);
+                let dw = conv2d_backward_weight_from(&g, &values(&x), &d_out, kept);
                 grads.register::<Flex>(node.id, flex_tensor(dw, weight.shape().to_vec()));
             }
         }
@@ -270,7 +274,7 @@ impl Backward<Flex, 3> for ConvBackward {
 struct ConvNoBiasBackward;
 
 impl Backward<Flex, 2> for ConvNoBiasBackward {
-    type State = (NodeId, NodeId, ConvOptions<2>);
+    type State = ConvState;
 
     fn backward(
         self,
@@ -346,6 +350,25 @@ fn autodiff_conv2d<C: CheckpointStrategy>(
             Activation::Identity,
         )
     };
+    // With gradients to come, a plain dense convolution keeps its column matrix for them.
+    let run_tracked = |bias: Option<&FlexTensor>| -> (FlexTensor, Option<Arc<Vec<f32>>>) {
+        let (x, weight) = (x.primitive(), weight.primitive());
+        let g = geometry(x, weight, &options);
+        let plain = !is_depthwise(x, weight, &options)
+            && !is_channels_last(x)
+            && g.single_live_tap().is_none();
+        if !plain {
+            return (run(bias), None);
+        }
+        let bias = bias.map(values);
+        let (out, kept) =
+            conv2d_forward_for_training(&g, &values(x), &values(weight), bias.as_deref());
+        let (oh, ow) = g.out_hw();
+        (
+            flex_tensor(out, vec![g.batch, g.c_out, oh, ow]),
+            kept.map(Arc::new),
+        )
+    };
     match bias {
         Some(bias) => match ConvBackward
             .prepare::<C>([x.node(), weight.node(), bias.node()])
@@ -353,10 +376,10 @@ fn autodiff_conv2d<C: CheckpointStrategy>(
             .stateful()
         {
             OpsKind::Tracked(mut prep) => {
-                let out = run(Some(bias.primitive()));
+                let (out, kept) = run_tracked(Some(bias.primitive()));
                 let x_state = prep.checkpoint(&x);
                 let weight_state = prep.checkpoint(&weight);
-                prep.finish((x_state, weight_state, options.clone()), out)
+                prep.finish((x_state, weight_state, options.clone(), kept), out)
             }
             OpsKind::UnTracked(prep) => prep.finish(run(Some(bias.primitive()))),
         },
@@ -366,10 +389,10 @@ fn autodiff_conv2d<C: CheckpointStrategy>(
             .stateful()
         {
             OpsKind::Tracked(mut prep) => {
-                let out = run(None);
+                let (out, kept) = run_tracked(None);
                 let x_state = prep.checkpoint(&x);
                 let weight_state = prep.checkpoint(&weight);
-                prep.finish((x_state, weight_state, options.clone()), out)
+                prep.finish((x_state, weight_state, options.clone(), kept), out)
             }
             OpsKind::UnTracked(prep) => prep.finish(run(None)),
         },

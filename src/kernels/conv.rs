@@ -497,6 +497,29 @@ pub fn conv2d_forward(
     weight: &[f32],
     bias: Option<&[f32]>,
 ) -> Vec<f32> {
+    conv2d_forward_keeping(g, x, weight, bias, false).0
+}
+
+/// [`conv2d_forward`] for a training step: also returns the column matrix, transposed as
+/// [`conv2d_backward_weight_from`] reads it, when the whole batch fits one chunk (≤ 16 MiB), so
+/// that the backward step does not unfold the input a second time.
+pub fn conv2d_forward_for_training(
+    g: &ConvGeometry,
+    x: &[f32],
+    weight: &[f32],
+    bias: Option<&[f32]>,
+) -> (Vec<f32>, Option<Vec<f32>>) {
+    conv2d_forward_keeping(g, x, weight, bias, g.images_per_chunk() >= g.batch)
+}
+
+fn conv2d_forward_keeping(
+    g: &ConvGeometry,
+    x: &[f32],
+    weight: &[f32],
+    bias: Option<&[f32]>,
+    keep_columns: bool,
+) -> (Vec<f32>, Option<Vec<f32>>) {
+    let mut kept = None;
     let plane = g.out_plane();
     let k = g.patch_len();
     let mut out = vec![0.0f32; g.batch * g.c_out * plane];
@@ -527,6 +550,9 @@ pub fn conv2d_forward(
             col,
             (n as isize, 1),
         );
+        if keep_columns {
+            kept = Some(transposed_columns(col, n, k));
+        }
         // The bias is added while the chunk's output is still in cache.
         if count > 1 {
             scatter_channel_major(&staged, g.c_out, plane, first, count, bias, &mut out);
@@ -538,7 +564,24 @@ pub fn conv2d_forward(
             );
         }
     }
-    out
+    (out, kept)
+}
+
+/// The `k × n` column matrix transposed to `n × k`. The weight-gradient product reads it along
+/// k; handed over k × n, the GEMM packs it through a generic strided copy (~2 ns a float, 15% of
+/// a training step), where the 8×8-block transpose takes ~0.2 ns.
+fn transposed_columns(col: &[f32], n: usize, k: usize) -> Vec<f32> {
+    const COLUMNS_PER_TASK: usize = 64;
+    let mut col_t = vec![0.0f32; n * k];
+    col_t
+        .par_chunks_mut(COLUMNS_PER_TASK * k)
+        .enumerate()
+        .for_each(|(t, dst)| {
+            let j0 = t * COLUMNS_PER_TASK;
+            let cols = (n - j0).min(COLUMNS_PER_TASK);
+            transpose_strided(&col[j0..], n, k, cols, dst, k);
+        });
+    col_t
 }
 
 /// The output gradient of images `first..first + count` as a `c_out × count·plane` matrix.
@@ -594,28 +637,36 @@ pub fn conv2d_backward_input(g: &ConvGeometry, weight: &[f32], d_out: &[f32]) ->
 
 /// Gradient of the loss with respect to the weight (c_out, c_in, kh, kw).
 pub fn conv2d_backward_weight(g: &ConvGeometry, x: &[f32], d_out: &[f32]) -> Vec<f32> {
+    conv2d_backward_weight_from(g, x, d_out, None)
+}
+
+/// [`conv2d_backward_weight`], with the transposed column matrix of the whole batch when the
+/// forward pass kept it ([`conv2d_forward_for_training`]).
+pub fn conv2d_backward_weight_from(
+    g: &ConvGeometry,
+    x: &[f32],
+    d_out: &[f32],
+    kept_columns: Option<&[f32]>,
+) -> Vec<f32> {
     let plane = g.out_plane();
     let k = g.patch_len();
     let mut dw = vec![0.0f32; g.c_out * k];
-    let chunk = g.images_per_chunk();
-    let (mut scratch, mut staged, mut col_t) = (Vec::new(), Vec::new(), Vec::new());
-    for (i, first) in (0..g.batch).step_by(chunk).enumerate() {
+    let chunk = match kept_columns {
+        Some(_) => g.batch,
+        None => g.images_per_chunk(),
+    };
+    let (mut scratch, mut staged) = (Vec::new(), Vec::new());
+    for (i, first) in (0..g.batch).step_by(chunk.max(1)).enumerate() {
         let count = chunk.min(g.batch - first);
         let n = count * plane;
-        let col = columns(g, x, first, count, &mut scratch);
-        // The GEMM reads the column matrix along k for this product; handed over k × n it packs
-        // it through a generic strided copy (~2 ns a float, 15% of a training step), so it
-        // gets it transposed instead, by the 8×8-block transpose (~0.2 ns a float).
-        col_t.resize(n * k, 0.0);
-        const COLUMNS_PER_TASK: usize = 64;
-        col_t
-            .par_chunks_mut(COLUMNS_PER_TASK * k)
-            .enumerate()
-            .for_each(|(t, dst)| {
-                let j0 = t * COLUMNS_PER_TASK;
-                let cols = (n - j0).min(COLUMNS_PER_TASK);
-                transpose_strided(&col[j0..], n, k, cols, dst, k);
-            });
+        let made;
+        let col_t = match kept_columns {
+            Some(kept) => kept,
+            None => {
+                made = transposed_columns(columns(g, x, first, count, &mut scratch), n, k);
+                &made[..]
+            }
+        };
         let rows = grad_rows(g, d_out, first, count, &mut staged);
         // d_weight (c_out × k) += d_out (c_out × n) × colᵀ (n × k)
         matmul(
@@ -627,7 +678,7 @@ pub fn conv2d_backward_weight(g: &ConvGeometry, x: &[f32], d_out: &[f32]) -> Vec
             i > 0,
             rows,
             (n as isize, 1),
-            &col_t,
+            col_t,
             (k as isize, 1),
         );
     }
@@ -779,6 +830,24 @@ pub(crate) mod tests {
                 ..base
             },
         ]
+    }
+
+    #[test]
+    fn the_kept_column_matrix_gives_the_same_weight_gradient() {
+        for g in geometries() {
+            let x = values(g.batch * g.c_in * g.h * g.w, 11);
+            let w = values(g.c_out * g.patch_len(), 12);
+            let (out, kept) = conv2d_forward_for_training(&g, &x, &w, None);
+            assert_eq!(out, conv2d_forward(&g, &x, &w, None), "{g:?}: output");
+            let d_out = values(out.len(), 13);
+            let recomputed = conv2d_backward_weight(&g, &x, &d_out);
+            if let Some(kept) = kept {
+                let from_kept = conv2d_backward_weight_from(&g, &x, &d_out, Some(&kept));
+                for (a, b) in from_kept.iter().zip(&recomputed) {
+                    assert!((a - b).abs() <= 1e-4 * (1.0 + b.abs()), "{g:?}: {a} vs {b}");
+                }
+            }
+        }
     }
 
     #[test]
