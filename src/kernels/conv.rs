@@ -381,9 +381,33 @@ fn col2im(g: &ConvGeometry, col: &[f32], first: usize, count: usize, dx: &mut [f
     let plane_out = oh * ow;
     let row_len = count * plane_out;
     let taps = g.kh * g.kw;
+    let planes = &mut dx[first * g.c_in * plane_in..(first + count) * g.c_in * plane_in];
+    if ow < SHORT_ROW {
+        // Short rows (the small planes of late stages): per-row loops would cost more than the
+        // data, so every (tap, output pixel) → input pixel pair is listed once, for all planes.
+        let mut pairs: Vec<(u32, u32)> = Vec::with_capacity(taps * plane_out);
+        for t in 0..taps {
+            for p in 0..plane_out {
+                if let Some(at) = g.tap_source(p / ow, p % ow, t / g.kw, t % g.kw) {
+                    pairs.push(((t * row_len + p) as u32, at as u32));
+                }
+            }
+        }
+        planes
+            .par_chunks_mut(plane_in)
+            .enumerate()
+            .for_each(|(bc, dst)| {
+                let (b, ci) = (bc / g.c_in, bc % g.c_in);
+                let src = &col[ci * taps * row_len + b * plane_out..];
+                for &(s, d) in &pairs {
+                    dst[d as usize] += src[s as usize];
+                }
+            });
+        return;
+    }
     // One task per (image, input channel) plane: the planes are disjoint, so no two tasks write
     // the same pixel.
-    dx[first * g.c_in * plane_in..(first + count) * g.c_in * plane_in]
+    planes
         .par_chunks_mut(plane_in)
         .enumerate()
         .for_each(|(bc, dst)| {
@@ -821,6 +845,18 @@ pub(crate) mod tests {
                 ..base
             },
             ConvGeometry { batch: 1, ..base },
+            // rows of at least SHORT_ROW outputs (the row-by-row unfolding paths)
+            ConvGeometry {
+                h: 5,
+                w: 19,
+                ..base
+            },
+            ConvGeometry {
+                h: 4,
+                w: 37,
+                stride: [2, 2],
+                ..base
+            },
             // many images per chunk and a 1x1 output plane, like ResNet's last stage on CIFAR
             ConvGeometry {
                 batch: 40,
