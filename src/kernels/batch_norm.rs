@@ -27,22 +27,135 @@ impl NormGeometry {
     }
 }
 
+/// Independent f32 accumulators per sum: float addition is not reassociated by the compiler, so a
+/// single running sum is one dependent add per element (latency-bound, scalar); 16 lanes
+/// vectorise, and they are combined in f64 at the end of each plane.
+const LANES: usize = 16;
+
+/// `(Σ a, Σ a·(b - shift))` over one plane.
+#[inline(always)]
+fn sums_body(a: &[f32], b: &[f32], shift: f32) -> (f64, f64) {
+    let n = a.len().min(b.len());
+    let full = n / LANES * LANES;
+    let (mut s, mut p) = ([0.0f32; LANES], [0.0f32; LANES]);
+    for (a, b) in a[..full]
+        .chunks_exact(LANES)
+        .zip(b[..full].chunks_exact(LANES))
+    {
+        let a: &[f32; LANES] = a.try_into().expect("lane block");
+        let b: &[f32; LANES] = b.try_into().expect("lane block");
+        s = std::array::from_fn(|l| s[l] + a[l]);
+        p = std::array::from_fn(|l| p[l] + a[l] * (b[l] - shift));
+    }
+    // The tail in separate scalars: indexing the lane arrays with a run-time index would keep
+    // them in memory instead of registers, for the whole loop.
+    let (mut s_tail, mut p_tail) = (0.0f32, 0.0f32);
+    for j in full..n {
+        s_tail += a[j];
+        p_tail += a[j] * (b[j] - shift);
+    }
+    let total = |v: [f32; LANES], tail: f32| v.iter().map(|&v| v as f64).sum::<f64>() + tail as f64;
+    (total(s, s_tail), total(p, p_tail))
+}
+
+/// [`sums_body`], with AVX-512 where the CPU has it (LLVM leaves these lane loops scalar).
+fn sums(a: &[f32], b: &[f32], shift: f32) -> (f64, f64) {
+    #[cfg(target_arch = "x86_64")]
+    if std::arch::is_x86_feature_detected!("avx512f") {
+        // SAFETY: the CPU has AVX-512F.
+        return unsafe { avx512::sums(a, b, shift) };
+    }
+    sums_body(a, b, shift)
+}
+
+/// `Σ (v - shift)²` over one plane.
+#[inline(always)]
+fn squares_body(v: &[f32], shift: f32) -> f64 {
+    let full = v.len() / LANES * LANES;
+    let mut acc = [0.0f32; LANES];
+    for c in v[..full].chunks_exact(LANES) {
+        let c: &[f32; LANES] = c.try_into().expect("lane block");
+        acc = std::array::from_fn(|l| acc[l] + (c[l] - shift) * (c[l] - shift));
+    }
+    let tail: f32 = v[full..].iter().map(|v| (v - shift) * (v - shift)).sum();
+    acc.iter().map(|&v| v as f64).sum::<f64>() + tail as f64
+}
+
+/// [`squares_body`], with AVX-512 where the CPU has it.
+fn squares(v: &[f32], shift: f32) -> f64 {
+    #[cfg(target_arch = "x86_64")]
+    if std::arch::is_x86_feature_detected!("avx512f") {
+        // SAFETY: the CPU has AVX-512F.
+        return unsafe { avx512::squares(v, shift) };
+    }
+    squares_body(v, shift)
+}
+
+/// The two reductions with explicit 16-lane vectors (same lane-wise order as the portable
+/// versions: one f32 accumulator per lane, a scalar tail, lanes combined in f64).
+#[cfg(target_arch = "x86_64")]
+mod avx512 {
+    use std::arch::x86_64::*;
+
+    use super::LANES;
+
+    fn lanes_f64(v: __m512) -> f64 {
+        let mut out = [0.0f32; LANES];
+        // SAFETY: `out` holds 16 floats.
+        unsafe { _mm512_storeu_ps(out.as_mut_ptr(), v) };
+        out.iter().map(|&v| v as f64).sum()
+    }
+
+    #[target_feature(enable = "avx512f")]
+    pub unsafe fn sums(a: &[f32], b: &[f32], shift: f32) -> (f64, f64) {
+        let n = a.len().min(b.len());
+        let full = n / LANES * LANES;
+        let (mut s, mut p) = (_mm512_setzero_ps(), _mm512_setzero_ps());
+        let k = _mm512_set1_ps(shift);
+        for i in (0..full).step_by(LANES) {
+            // SAFETY: i + 16 <= full <= both lengths.
+            let (va, vb) = unsafe {
+                (
+                    _mm512_loadu_ps(a.as_ptr().add(i)),
+                    _mm512_loadu_ps(b.as_ptr().add(i)),
+                )
+            };
+            s = _mm512_add_ps(s, va);
+            p = _mm512_add_ps(p, _mm512_mul_ps(va, _mm512_sub_ps(vb, k)));
+        }
+        let (mut s_tail, mut p_tail) = (0.0f32, 0.0f32);
+        for j in full..n {
+            s_tail += a[j];
+            p_tail += a[j] * (b[j] - shift);
+        }
+        (lanes_f64(s) + s_tail as f64, lanes_f64(p) + p_tail as f64)
+    }
+
+    #[target_feature(enable = "avx512f")]
+    pub unsafe fn squares(v: &[f32], shift: f32) -> f64 {
+        let full = v.len() / LANES * LANES;
+        let mut acc = _mm512_setzero_ps();
+        let k = _mm512_set1_ps(shift);
+        for i in (0..full).step_by(LANES) {
+            // SAFETY: i + 16 <= full <= v.len().
+            let d = _mm512_sub_ps(unsafe { _mm512_loadu_ps(v.as_ptr().add(i)) }, k);
+            acc = _mm512_add_ps(acc, _mm512_mul_ps(d, d));
+        }
+        let tail: f32 = v[full..].iter().map(|v| (v - shift) * (v - shift)).sum();
+        lanes_f64(acc) + tail as f64
+    }
+}
+
 /// Per channel: the mean and the biased variance over images and pixels (what PyTorch
-/// normalises with), accumulated in f64 in two passes (mean, then squared deviations).
+/// normalises with), in two passes (mean, then squared deviations from it).
 pub fn batch_stats(g: &NormGeometry, x: &[f32]) -> (Vec<f32>, Vec<f32>) {
     (0..g.channels)
         .into_par_iter()
         .map(|c| {
-            let sum: f64 = g
-                .planes(x, c)
-                .map(|p| p.iter().map(|&v| v as f64).sum::<f64>())
-                .sum();
-            let mean = sum / g.count();
-            let squares: f64 = g
-                .planes(x, c)
-                .map(|p| p.iter().map(|&v| (v as f64 - mean).powi(2)).sum::<f64>())
-                .sum();
-            (mean as f32, (squares / g.count()) as f32)
+            let sum: f64 = g.planes(x, c).map(|p| sums(p, p, 0.0).0).sum();
+            let mean = (sum / g.count()) as f32;
+            let deviations: f64 = g.planes(x, c).map(|p| squares(p, mean)).sum();
+            (mean, (deviations / g.count()) as f32)
         })
         .unzip()
 }
@@ -71,12 +184,20 @@ pub fn normalize(
             let c = bc % g.channels;
             let scale = inv_std[c] * gamma[c];
             let shift = beta[c] - mean[c] * scale;
-            y.iter_mut()
-                .zip(x)
-                .for_each(|(y, x)| *y = x * scale + shift);
+            affine2(y, x, x, [scale, 0.0, shift]);
         });
     y
 }
+
+/// `out = a·u + b·v + d`, element-wise.
+#[inline(always)]
+fn affine2_body(out: &mut [f32], u: &[f32], v: &[f32], [a, b, d]: [f32; 3]) {
+    for ((o, u), v) in out.iter_mut().zip(u).zip(v) {
+        *o = a * u + b * v + d;
+    }
+}
+
+wide_simd!(fn affine2(out: &mut [f32], u: &[f32], v: &[f32], coefficients: [f32; 3]) = affine2_body);
 
 /// Gradients of [`normalize`] with the batch statistics taken as functions of `x` (the full
 /// training-mode backward): returns (dx, dgamma, dbeta).
@@ -96,13 +217,10 @@ pub fn normalize_backward(
         .map(|c| {
             let (mut dg, mut db) = (0.0f64, 0.0f64);
             for (x, dy) in g.planes(x, c).zip(g.planes(dy, c)) {
-                let (mut dg_p, mut db_p) = (0.0f32, 0.0f32);
-                for (x, dy) in x.iter().zip(dy) {
-                    db_p += dy;
-                    dg_p += dy * (x - mean[c]);
-                }
-                db += db_p as f64;
-                dg += dg_p as f64;
+                // (Σ dy, Σ dy·(x - mean))
+                let (db_p, dg_p) = sums(dy, x, mean[c]);
+                db += db_p;
+                dg += dg_p;
             }
             ((dg * inv_std[c] as f64) as f32, db as f32)
         })
@@ -116,10 +234,10 @@ pub fn normalize_backward(
             let c = bc % g.channels;
             let k = gamma[c] * inv_std[c];
             let (db_m, dg_m) = (dbeta[c] / m, dgamma[c] / m);
-            for ((dx, x), dy) in dx.iter_mut().zip(x).zip(dy) {
-                let x_hat = (x - mean[c]) * inv_std[c];
-                *dx = k * (dy - db_m - x_hat * dg_m);
-            }
+            // k·(dy - db_m - (x - mean)·inv_std·dg_m) = a·dy + b·x + d
+            let (a, b) = (k, -k * dg_m * inv_std[c]);
+            let d = -k * db_m - b * mean[c];
+            affine2(dx, dy, x, [a, b, d]);
         });
     (dx, dgamma, dbeta)
 }
