@@ -167,8 +167,14 @@ fn backward_image_nhwc_body(
 
 wide_simd!(fn backward_image_nhwc(g: &ConvGeometry, x: &[f32], w_tc: &[f32], d_out: &[f32], dx: &mut [f32], dw_tc: &mut [f32]) = backward_image_nhwc_body);
 
+/// Images per task of [`backward_small_planes`]: each group's weight gradient is summed
+/// separately and the groups' sums are added in order, so the result does not depend on how
+/// rayon happened to schedule the tasks (a fold/reduce would, by float rounding, and training
+/// runs would not repeat exactly).
+const IMAGES_PER_GROUP: usize = 4;
+
 /// Input and weight gradients at once, channels-last, for small planes: per image, transpose
-/// in, accumulate, transpose the input gradient back; weight gradients are summed per thread.
+/// in, accumulate, transpose the input gradient back; weight gradients summed per image group.
 fn backward_small_planes(
     g: &ConvGeometry,
     x: &[f32],
@@ -181,34 +187,34 @@ fn backward_small_planes(
     let mut w_tc = vec![0.0f32; taps * c];
     transpose(weight, c, taps, &mut w_tc);
     let mut dx = vec![0.0f32; g.batch * c * plane_in];
-    let dw_tc = dx
-        .par_chunks_mut(c * plane_in)
+    let (image_in, image_out) = (c * plane_in, c * plane_out);
+    let partials: Vec<Vec<f32>> = dx
+        .par_chunks_mut(IMAGES_PER_GROUP * image_in)
         .zip(
-            x.par_chunks(c * plane_in)
-                .zip(d_out.par_chunks(c * plane_out)),
+            x.par_chunks(IMAGES_PER_GROUP * image_in)
+                .zip(d_out.par_chunks(IMAGES_PER_GROUP * image_out)),
         )
-        .fold(
-            || {
-                let scratch = [c * plane_in, c * plane_out, c * plane_in].map(|n| vec![0.0f32; n]);
-                (vec![0.0f32; taps * c], scratch)
-            },
-            |(mut dw_tc, [mut x_hwc, mut grad_hwc, mut dx_hwc]), (dx_img, (x_img, grad_img))| {
+        .map(|(dx_group, (x_group, grad_group))| {
+            let mut dw_tc = vec![0.0f32; taps * c];
+            let [mut x_hwc, mut grad_hwc, mut dx_hwc] =
+                [image_in, image_out, image_in].map(|n| vec![0.0f32; n]);
+            for (dx_img, (x_img, grad_img)) in dx_group
+                .chunks_mut(image_in)
+                .zip(x_group.chunks(image_in).zip(grad_group.chunks(image_out)))
+            {
                 transpose(x_img, c, plane_in, &mut x_hwc);
                 transpose(grad_img, c, plane_out, &mut grad_hwc);
                 dx_hwc.fill(0.0);
                 backward_image_nhwc(g, &x_hwc, &w_tc, &grad_hwc, &mut dx_hwc, &mut dw_tc);
                 transpose(&dx_hwc, plane_in, c, dx_img);
-                (dw_tc, [x_hwc, grad_hwc, dx_hwc])
-            },
-        )
-        .map(|(dw_tc, _)| dw_tc)
-        .reduce(
-            || vec![0.0f32; taps * c],
-            |mut a, b| {
-                a.iter_mut().zip(&b).for_each(|(a, b)| *a += b);
-                a
-            },
-        );
+            }
+            dw_tc
+        })
+        .collect();
+    let mut dw_tc = vec![0.0f32; taps * c];
+    for partial in partials {
+        dw_tc.iter_mut().zip(&partial).for_each(|(a, b)| *a += b);
+    }
     let mut dw = vec![0.0f32; c * taps];
     transpose(&dw_tc, taps, c, &mut dw);
     (dx, dw)

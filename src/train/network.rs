@@ -119,8 +119,10 @@ pub(super) fn run_network(
     };
     let (history, stopped_early) = run_epochs(ctx, &mut runner)?;
     let model = runner.model.valid();
+    // Evaluation runs the BatchNorm-folded, channels-last copy (same numbers, tests/parity.rs);
+    // the model itself stays as trained.
     let test = evaluate_network(
-        &model,
+        &model.folded_for_inference(),
         &ds.test,
         eval_pipe,
         cfg.batch_size,
@@ -205,7 +207,7 @@ impl EpochRunner for NetworkRunner<'_> {
             return Ok(None);
         };
         let m = evaluate_network(
-            &self.model.valid(),
+            &self.model.folded_for_inference(),
             val,
             &self.eval_pipe,
             self.batch_size,
