@@ -123,12 +123,8 @@ fn forward(
             let out = channels_last::conv2d_forward(&g1, channels_last_values(x), w, bias, act);
             return channels_last_tensor(out, [g.batch, g.c_out, oh, ow]);
         }
-        let mut out = conv2d_forward(&g1, &values(x), &w1, bias);
-        if act != Activation::Identity {
-            out.par_chunks_mut(ELEMENTWISE_CHUNK)
-                .for_each(|v| act.apply(v));
-        }
-        return flex_tensor(out, vec![g.batch, g.c_out, oh, ow]);
+        let out = conv2d_forward(&g1, &values(x), &w1, bias);
+        return row_major_activated(out, act, vec![g.batch, g.c_out, oh, ow]);
     }
     // Channels-last in, channels-last out (inference only: the autodiff path reads `values`).
     if is_channels_last(x) {
@@ -151,16 +147,21 @@ fn forward(
         };
         return channels_last_tensor(out, [g.batch, g.c_out, oh, ow]);
     }
-    let mut out = if is_depthwise(x, weight, options) {
+    let out = if is_depthwise(x, weight, options) {
         depthwise_forward(&g, &values(x), &values(weight), bias.as_deref())
     } else {
         conv2d_forward(&g, &values(x), &values(weight), bias.as_deref())
     };
+    row_major_activated(out, act, vec![g.batch, g.c_out, oh, ow])
+}
+
+/// A row-major convolution output, `act` applied in place (the NCHW kernels do not fuse it).
+fn row_major_activated(mut out: Vec<f32>, act: Activation, shape: Vec<usize>) -> FlexTensor {
     if act != Activation::Identity {
         out.par_chunks_mut(ELEMENTWISE_CHUNK)
             .for_each(|v| act.apply(v));
     }
-    flex_tensor(out, vec![g.batch, g.c_out, oh, ow])
+    flex_tensor(out, shape)
 }
 
 impl GraftConv for Flex {

@@ -18,7 +18,7 @@ use rayon::prelude::*;
 
 use super::Activation;
 use super::conv::{ConvGeometry, matmul, matmul_uninit};
-use super::depthwise::forward_image_nhwc;
+use super::depthwise::{self, forward_image_nhwc};
 use super::pool::PoolGeometry;
 use super::transpose::transpose;
 
@@ -344,7 +344,7 @@ pub fn depthwise_forward(
     bias: Option<&[f32]>,
     act: Activation,
 ) -> Vec<f32> {
-    assert_eq!(g.c_in, g.c_out, "depthwise: channels in and out must match");
+    depthwise::check(g);
     let (oh, ow) = g.out_hw();
     let (c, taps) = (g.c_in, g.kh * g.kw);
     let mut w_tc = vec![0.0f32; taps * c];

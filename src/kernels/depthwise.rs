@@ -241,7 +241,7 @@ pub fn depthwise_backward(
 /// Output planes up to this many pixels go through the channels-last path.
 const SMALL_PLANE: usize = 256;
 
-fn check(g: &ConvGeometry) {
+pub(super) fn check(g: &ConvGeometry) {
     assert_eq!(g.c_in, g.c_out, "depthwise: channels in and out must match");
 }
 
