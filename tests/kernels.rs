@@ -8,6 +8,17 @@ use burn::tensor::{Device, Distribution, Tensor};
 use graft::kernels;
 use std::sync::Mutex;
 
+/// `y` and the gradient of `Σ y · probe` (a random probe) with respect to `x`, flattened.
+fn output_and_input_grad(x: &Tensor<4>, y: &Tensor<4>, dev: &Device) -> [Vec<f32>; 2] {
+    let probe = Tensor::<4>::random(y.dims(), Distribution::Normal(0.0, 1.0), dev);
+    let grads = (y.clone() * probe).sum().backward();
+    let flat = |t: Tensor<4>| t.into_data().try_to_vec::<f32>().unwrap();
+    [
+        flat(y.clone().inner()),
+        flat(x.grad(&grads).expect("input grad")),
+    ]
+}
+
 /// Held by each test while it flips `kernels::set_enabled`.
 static SWITCH: Mutex<()> = Mutex::new(());
 
@@ -209,10 +220,7 @@ fn run_pool(
     dev.seed(11);
     let x = Tensor::<4>::random(x, Distribution::Normal(0.0, 1.0), &dev).require_grad();
     let y = kernels::max_pool2d(x.clone(), [kernel; 2], [stride; 2], [padding; 2]);
-    let probe = Tensor::<4>::random(y.dims(), Distribution::Normal(0.0, 1.0), &dev);
-    let grads = (y.clone() * probe).sum().backward();
-    let flat = |t: Tensor<4>| t.into_data().try_to_vec::<f32>().unwrap();
-    [flat(y.inner()), flat(x.grad(&grads).expect("input grad"))]
+    output_and_input_grad(&x, &y, &dev)
 }
 
 #[test]
@@ -242,10 +250,7 @@ fn run_clamp(six: bool, graft_kernels: bool) -> [Vec<f32>; 2] {
     } else {
         kernels::relu(x.clone())
     };
-    let probe = Tensor::<4>::random(y.dims(), Distribution::Normal(0.0, 1.0), &dev);
-    let grads = (y.clone() * probe).sum().backward();
-    let flat = |t: Tensor<4>| t.into_data().try_to_vec::<f32>().unwrap();
-    [flat(y.inner()), flat(x.grad(&grads).expect("input grad"))]
+    output_and_input_grad(&x, &y, &dev)
 }
 
 #[test]

@@ -888,17 +888,11 @@ pub(crate) mod tests {
 
     #[test]
     fn a_single_live_tap_is_the_equivalent_pointwise_convolution() {
+        // geometries()[0] (3×3, padding 1) on a 1×1 plane.
         let base = ConvGeometry {
-            batch: 3,
-            c_in: 4,
             h: 1,
             w: 1,
-            c_out: 5,
-            kh: 3,
-            kw: 3,
-            stride: [1, 1],
-            padding: [(1, 1), (1, 1)],
-            dilation: [1, 1],
+            ..geometries()[0]
         };
         // 3×3 on 1×1 (centre tap), stride 2 from 1×1, TF-same stride 2 from 2×2 (two live taps
         // per axis: no reduction), and 2×2 planes (every tap live somewhere: none).

@@ -169,6 +169,15 @@ pub fn conv2d(
     Tensor::from_dispatch(out)
 }
 
+/// `act` applied to a tensor ([`relu`], [`relu6`] or nothing).
+pub fn activate<const D: usize>(y: Tensor<D>, act: Activation) -> Tensor<D> {
+    match act {
+        Activation::Identity => y,
+        Activation::Relu => relu(y),
+        Activation::Relu6 => relu6(y),
+    }
+}
+
 /// [`conv2d`] with a bias, followed by `act`: one kernel and one pass over the output on `flex`
 /// (see `channels_last.rs`), a convolution then the activation elsewhere.
 pub fn conv2d_act(
@@ -179,12 +188,7 @@ pub fn conv2d_act(
     act: Activation,
 ) -> Tensor<4> {
     if !enabled() || !is_flex(&x) {
-        let y = module::conv2d(x, weight, Some(bias), options);
-        return match act {
-            Activation::Identity => y,
-            Activation::Relu => burn::tensor::activation::relu(y),
-            Activation::Relu6 => y.clamp(0.0, 6.0),
-        };
+        return activate(module::conv2d(x, weight, Some(bias), options), act);
     }
     check_channels(&x, &weight, &options);
     let out = <Dispatch as GraftConv>::graft_conv2d_bias_act(

@@ -123,12 +123,7 @@ pub fn conv_bn_act(conv: &Conv2d, bn: &BatchNorm2d, x: Tensor<4>, act: Activatio
         let options = conv.options(&x);
         return crate::kernels::conv2d_act(x, conv.weight.val(), bias.val(), options, act);
     }
-    let y = bn.forward(conv.forward(x));
-    match act {
-        Activation::Identity => y,
-        Activation::Relu => crate::kernels::relu(y),
-        Activation::Relu6 => crate::kernels::relu6(y),
-    }
+    crate::kernels::activate(bn.forward(conv.forward(x)), act)
 }
 
 /// TensorFlow "SAME" padding (before, after) for one spatial axis.
