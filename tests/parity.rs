@@ -123,7 +123,7 @@ fn train_steps_match_pytorch() {
         let err = rel_err(&losses, &want_losses);
         println!("{name}: losses {losses:?} vs {want_losses:?}");
         assert!(
-            err < 1e-4,
+            err < 3e-4,
             "{name}: losses differ: {losses:?} vs {want_losses:?}"
         );
         let got = graft::model::params::tensor_map(&model, p.head_name);

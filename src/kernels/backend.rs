@@ -6,6 +6,7 @@
 //! `Autodiff<Flex, C>` one, which records a backward step computed by the same kernels. The tensor
 //! data is borrowed as plain `f32` slices (copied only when a view is not contiguous).
 
+use std::borrow::Cow;
 use std::sync::Arc;
 
 use rayon::prelude::*;
@@ -23,8 +24,14 @@ use burn::backend::{Autodiff, AutodiffBackend, Backend, Flex, backend_extension}
 use burn::tensor::DType;
 use burn::tensor::ops::ConvOptions;
 
-use super::batch_norm::{NormGeometry, batch_stats, inv_std, normalize, normalize_backward};
+use super::batch_norm::{
+    NormGeometry, batch_stats, batch_stats_nhwc, inv_std, normalize, normalize_backward,
+    normalize_backward_nhwc, normalize_nhwc,
+};
 use super::channels_last;
+use super::channels_last_train::{
+    self as cl_train, Wanted, bias_gradient, hwio_to_oihw, nhwc_to_nchw, oihw_to_hwio,
+};
 use super::conv::{
     ConvGeometry, conv2d_backward_bias, conv2d_backward_input, conv2d_backward_weight,
     conv2d_backward_weight_from, conv2d_forward, conv2d_forward_for_training,
@@ -100,6 +107,17 @@ fn tap_weight(g: &ConvGeometry, weight: &[f32], tap: usize) -> Vec<f32> {
     weight.chunks(g.kh * g.kw).map(|taps| taps[tap]).collect()
 }
 
+/// A dense weight as the HWIO matrix the channels-last kernels read: as stored when it is
+/// (frozen backbones), else reordered from a trainable OIHW parameter (once per step; a few
+/// MiB, small next to the convolution).
+fn hwio_weight(weight: &FlexTensor) -> Cow<'_, [f32]> {
+    if is_hwio(weight) {
+        return Cow::Borrowed(weight.storage::<f32>());
+    }
+    let s = weight.shape();
+    Cow::Owned(oihw_to_hwio(&values(weight), s[0], s[1], s[2] * s[3]))
+}
+
 fn forward(
     x: &FlexTensor,
     weight: &FlexTensor,
@@ -110,42 +128,26 @@ fn forward(
     let g = geometry(x, weight, options);
     let (oh, ow) = g.out_hw();
     let bias = bias.map(values);
+    // Channels-last in, channels-last out.
+    if is_channels_last(x) {
+        let xs = channels_last_values(x);
+        let out = if is_depthwise(x, weight, options) {
+            channels_last::depthwise_forward(&g, xs, &values(weight), bias.as_deref(), act)
+        } else {
+            let w = channels_last::Weight::Hwio(&hwio_weight(weight));
+            channels_last::conv2d_forward(&g, xs, w, bias.as_deref(), act)
+        };
+        return channels_last_tensor(out, [g.batch, g.c_out, oh, ow]);
+    }
     // A convolution whose only live tap is one (3×3 on a 1×1 plane) runs as that tap's 1×1
-    // convolution. (Frozen HWIO weights skip padding taps by themselves; see channels_last.)
-    let single = (!is_depthwise(x, weight, options) && !is_hwio(weight))
+    // convolution. (The channels-last kernels skip padding taps by themselves.)
+    let single = (!is_depthwise(x, weight, options))
         .then(|| g.single_live_tap())
         .flatten();
     if let Some((g1, tap)) = single {
         let w1 = tap_weight(&g, &values(weight), tap);
-        let bias = bias.as_deref();
-        if is_channels_last(x) {
-            let w = channels_last::Weight::Oihw(&w1);
-            let out = channels_last::conv2d_forward(&g1, channels_last_values(x), w, bias, act);
-            return channels_last_tensor(out, [g.batch, g.c_out, oh, ow]);
-        }
-        let out = conv2d_forward(&g1, &values(x), &w1, bias);
+        let out = conv2d_forward(&g1, &values(x), &w1, bias.as_deref());
         return row_major_activated(out, act, vec![g.batch, g.c_out, oh, ow]);
-    }
-    // Channels-last in, channels-last out (inference only: the autodiff path reads `values`).
-    if is_channels_last(x) {
-        let depthwise = is_depthwise(x, weight, options);
-        let x = channels_last_values(x);
-        let out = if depthwise {
-            channels_last::depthwise_forward(&g, x, &values(weight), bias.as_deref(), act)
-        } else if is_hwio(weight) {
-            let w = channels_last::Weight::Hwio(weight.storage::<f32>());
-            channels_last::conv2d_forward(&g, x, w, bias.as_deref(), act)
-        } else {
-            let w = values(weight);
-            channels_last::conv2d_forward(
-                &g,
-                x,
-                channels_last::Weight::Oihw(&w),
-                bias.as_deref(),
-                act,
-            )
-        };
-        return channels_last_tensor(out, [g.batch, g.c_out, oh, ow]);
     }
     let out = if is_depthwise(x, weight, options) {
         depthwise_forward(&g, &values(x), &values(weight), bias.as_deref())
@@ -208,8 +210,32 @@ impl GraftConv for Flex {
 #[derive(Debug)]
 struct ConvBackward;
 
-/// (input, weight, options, the forward's transposed column matrix when it kept it)
-type ConvState = (NodeId, NodeId, ConvOptions<2>, Option<Arc<Vec<f32>>>);
+/// What a tracked convolution's forward keeps for its backward step.
+#[derive(Debug, Clone)]
+enum Kept {
+    Nothing,
+    /// NCHW: the transposed column matrix (when the batch fit one chunk).
+    Columns(Arc<Vec<f32>>),
+    /// Channels-last: the weight as the HWIO matrix both gradients read.
+    HwioWeight(Arc<Vec<f32>>),
+}
+
+/// (input, weight, options, what the forward kept)
+type ConvState = (NodeId, NodeId, ConvOptions<2>, Kept);
+
+/// A gradient's elements in NHWC order, whichever order burn handed it over in.
+fn nhwc_values(t: &FlexTensor) -> Cow<'_, [f32]> {
+    if is_channels_last(t) {
+        return Cow::Borrowed(channels_last_values(t));
+    }
+    let s = t.shape();
+    Cow::Owned(channels_last::nchw_to_nhwc(
+        &values(t),
+        s[0],
+        s[1],
+        s[2] * s[3],
+    ))
+}
 
 impl Backward<Flex, 3> for ConvBackward {
     type State = ConvState;
@@ -226,6 +252,32 @@ impl Backward<Flex, 3> for ConvBackward {
         let x: FlexTensor = checkpointer.retrieve_node_output(x_state);
         let weight: FlexTensor = checkpointer.retrieve_node_output(weight_state);
         let g = geometry(&x, &weight, &options);
+        if is_channels_last(&x) && !is_depthwise(&x, &weight, &options) {
+            let d_out = nhwc_values(&d_out);
+            let w = match &kept_columns {
+                Kept::HwioWeight(w) => Cow::Borrowed(&w[..]),
+                _ => hwio_weight(&weight),
+            };
+            let wanted = Wanted {
+                input: node_x.is_some(),
+                weight: node_weight.is_some(),
+            };
+            let (dx, dw) =
+                cl_train::conv2d_backward(&g, channels_last_values(&x), &w, &d_out, wanted);
+            if let (Some(node), Some(dx)) = (node_x, dx) {
+                let s = x.shape();
+                grads.register::<Flex>(node.id, channels_last_tensor(dx, [s[0], s[1], s[2], s[3]]));
+            }
+            if let (Some(node), Some(dw)) = (node_weight, dw) {
+                let dw = hwio_to_oihw(&dw, g.c_out, g.c_in, g.kh * g.kw);
+                grads.register::<Flex>(node.id, flex_tensor(dw, weight.shape().to_vec()));
+            }
+            if let Some(node) = node_bias {
+                let db = bias_gradient(&d_out, g.c_out);
+                grads.register::<Flex>(node.id, flex_tensor(db, vec![g.c_out]));
+            }
+            return;
+        }
         let d_out = values(&d_out);
         if is_depthwise(&x, &weight, &options) {
             // one pass gives both gradients
@@ -258,7 +310,10 @@ impl Backward<Flex, 3> for ConvBackward {
                 grads.register::<Flex>(node.id, flex_tensor(dx, x.shape().to_vec()));
             }
             if let Some(node) = node_weight {
-                let kept = kept_columns.as_deref().map(|v| &v[..]);
+                let kept = match &kept_columns {
+                    Kept::Columns(c) => Some(&c[..]),
+                    _ => None,
+                };
                 let dw = conv2d_backward_weight_from(&g, &values(&x), &d_out, kept);
                 grads.register::<Flex>(node.id, flex_tensor(dw, weight.shape().to_vec()));
             }
@@ -351,24 +406,33 @@ fn autodiff_conv2d<C: CheckpointStrategy>(
             Activation::Identity,
         )
     };
-    // With gradients to come, a plain dense convolution keeps its column matrix for them.
-    let run_tracked = |bias: Option<&FlexTensor>| -> (FlexTensor, Option<Arc<Vec<f32>>>) {
+    // With gradients to come, a dense convolution keeps what its backward step would redo: the
+    // HWIO weight (channels-last) or the column matrix (NCHW).
+    let run_tracked = |bias: Option<&FlexTensor>| -> (FlexTensor, Kept) {
         let (x, weight) = (x.primitive(), weight.primitive());
         let g = geometry(x, weight, &options);
-        let plain = !is_depthwise(x, weight, &options)
-            && !is_channels_last(x)
-            && g.single_live_tap().is_none();
-        if !plain {
-            return (run(bias), None);
+        let channels_last = is_channels_last(x);
+        if is_depthwise(x, weight, &options) || (!channels_last && g.single_live_tap().is_some()) {
+            return (run(bias), Kept::Nothing);
         }
         let bias = bias.map(values);
+        let (oh, ow) = g.out_hw();
+        if channels_last {
+            let w = hwio_weight(weight).into_owned();
+            let out = channels_last::conv2d_forward(
+                &g,
+                channels_last_values(x),
+                channels_last::Weight::Hwio(&w),
+                bias.as_deref(),
+                Activation::Identity,
+            );
+            let out = channels_last_tensor(out, [g.batch, g.c_out, oh, ow]);
+            return (out, Kept::HwioWeight(Arc::new(w)));
+        }
         let (out, kept) =
             conv2d_forward_for_training(&g, &values(x), &values(weight), bias.as_deref());
-        let (oh, ow) = g.out_hw();
-        (
-            flex_tensor(out, vec![g.batch, g.c_out, oh, ow]),
-            kept.map(Arc::new),
-        )
+        let kept = kept.map_or(Kept::Nothing, |c| Kept::Columns(Arc::new(c)));
+        (flex_tensor(out, vec![g.batch, g.c_out, oh, ow]), kept)
     };
     match bias {
         Some(bias) => match ConvBackward
@@ -456,15 +520,21 @@ impl GraftPool for Flex {
 struct MaxPoolBackward;
 
 impl Backward<Flex, 1> for MaxPoolBackward {
-    type State = (PoolGeometry, Arc<Vec<u32>>, Vec<usize>);
+    /// (geometry, argmax, input shape, whether the input was channels-last)
+    type State = (PoolGeometry, Arc<Vec<u32>>, Vec<usize>, bool);
 
     fn backward(self, ops: Ops<Self::State, 1>, grads: &mut Gradients, _: &mut Checkpointer) {
         let [node_x] = ops.parents;
         let d_out = grads.consume::<Flex>(&ops.node);
-        let (g, argmax, x_shape) = ops.state;
+        let (g, argmax, s, channels_last) = ops.state;
         if let Some(node) = node_x {
-            let dx = max_pool2d_backward(&g, &argmax, &values(&d_out));
-            grads.register::<Flex>(node.id, flex_tensor(dx, x_shape));
+            let dx = if channels_last {
+                let dx = cl_train::max_pool2d_backward(&g, s[1], &argmax, &nhwc_values(&d_out));
+                channels_last_tensor(dx, [s[0], s[1], s[2], s[3]])
+            } else {
+                flex_tensor(max_pool2d_backward(&g, &argmax, &values(&d_out)), s)
+            };
+            grads.register::<Flex>(node.id, dx);
         }
     }
 }
@@ -496,14 +566,22 @@ impl<C: CheckpointStrategy> GraftPool for Autodiff<Flex, C> {
             .stateful()
         {
             OpsKind::Tracked(prep) => {
+                if is_channels_last(x.primitive()) {
+                    let x = channels_last_values(x.primitive());
+                    let (out, argmax) = cl_train::max_pool2d_forward_argmax(&g, s[1], x);
+                    let out = channels_last_tensor(out, [s[0], s[1], oh, ow]);
+                    return prep.finish((g, Arc::new(argmax), s, true), out);
+                }
                 let mut argmax = vec![0u32; g.planes * oh * ow];
                 let out = max_pool2d_forward(&g, &values(x.primitive()), Some(&mut argmax));
-                prep.finish((g, Arc::new(argmax), s), flex_tensor(out, out_shape))
+                prep.finish((g, Arc::new(argmax), s, false), flex_tensor(out, out_shape))
             }
-            OpsKind::UnTracked(prep) => {
-                let out = max_pool2d_forward(&g, &values(x.primitive()), None);
-                prep.finish(flex_tensor(out, out_shape))
-            }
+            OpsKind::UnTracked(prep) => prep.finish(Flex::graft_max_pool2d(
+                x.primitive().clone(),
+                kernel,
+                stride,
+                padding,
+            )),
         }
     }
 }
@@ -593,7 +671,6 @@ impl<const SIX: bool> Backward<Flex, 1> for ClampBackward<SIX> {
         let mut d_out = grads.consume::<Flex>(&ops.node);
         let x: FlexTensor = checkpointer.retrieve_node_output(ops.state);
         if let Some(node) = node_x {
-            let x_values = values(&x);
             // A select rather than a conditional store, so that it vectorises.
             let pass = |d: &mut [f32], x: &[f32]| {
                 for (d, x) in d.iter_mut().zip(x) {
@@ -601,20 +678,39 @@ impl<const SIX: bool> Backward<Flex, 1> for ClampBackward<SIX> {
                     *d = if open { *d } else { 0.0 };
                 }
             };
-            // The output gradient is usually this node's alone: mask it in place.
-            let dx = match owned_row_major_mut(&mut d_out) {
-                Some(d) => {
-                    d.par_chunks_mut(ELEMENTWISE_CHUNK)
-                        .zip(x_values.par_chunks(ELEMENTWISE_CHUNK))
-                        .for_each(|(d, x)| pass(d, x));
+            let mask = |d: &mut [f32], x: &[f32]| {
+                d.par_chunks_mut(ELEMENTWISE_CHUNK)
+                    .zip(x.par_chunks(ELEMENTWISE_CHUNK))
+                    .for_each(|(d, x)| pass(d, x));
+            };
+            let dx = if is_channels_last(&x) {
+                // Mask in the input's order: the gradient in place when it is channels-last
+                // and this node's alone, else an NHWC copy of it.
+                let x_values = channels_last_values(&x);
+                if is_channels_last(&d_out)
+                    && let Some(d) = dense_values_mut(&mut d_out)
+                {
+                    mask(d, x_values);
                     d_out
+                } else {
+                    let mut dx = nhwc_values(&d_out).into_owned();
+                    mask(&mut dx, x_values);
+                    let s = x.shape();
+                    channels_last_tensor(dx, [s[0], s[1], s[2], s[3]])
                 }
-                None => {
-                    let mut dx = values(&d_out).into_owned();
-                    dx.par_chunks_mut(ELEMENTWISE_CHUNK)
-                        .zip(x_values.par_chunks(ELEMENTWISE_CHUNK))
-                        .for_each(|(d, x)| pass(d, x));
-                    flex_tensor(dx, x.shape().to_vec())
+            } else {
+                let x_values = values(&x);
+                // The output gradient is usually this node's alone: mask it in place.
+                match owned_row_major_mut(&mut d_out) {
+                    Some(d) => {
+                        mask(d, &x_values);
+                        d_out
+                    }
+                    None => {
+                        let mut dx = values(&d_out).into_owned();
+                        mask(&mut dx, &x_values);
+                        flex_tensor(dx, x.shape().to_vec())
+                    }
                 }
             };
             grads.register::<Flex>(node.id, dx);
@@ -628,11 +724,9 @@ fn autodiff_clamp<C: CheckpointStrategy, const SIX: bool>(
     if x.primitive().dtype() != DType::F32 {
         return clamp_fallback::<Autodiff<Flex, C>>(x, SIX);
     }
-    let out = || {
-        let mut y = values(x.primitive()).into_owned();
-        clamp_in_place(&mut y, upper(SIX));
-        flex_tensor(y, x.primitive().shape().to_vec())
-    };
+    // Same memory order as the input (`clamp_flex` copies the buffer: the input is kept for
+    // the backward step).
+    let out = || clamp_flex(x.primitive().clone(), SIX);
     match ClampBackward::<SIX>
         .prepare::<C>([x.node()])
         .compute_bound()
@@ -677,10 +771,36 @@ impl GraftLayout for Flex {
     }
 }
 
+/// The gradient of a layout change: the same values, back in row-major order.
+#[derive(Debug)]
+struct ToChannelsLastBackward;
+
+impl Backward<Flex, 1> for ToChannelsLastBackward {
+    type State = ();
+
+    fn backward(self, ops: Ops<Self::State, 1>, grads: &mut Gradients, _: &mut Checkpointer) {
+        let [node_x] = ops.parents;
+        let d_out = grads.consume::<Flex>(&ops.node);
+        if let Some(node) = node_x {
+            let s = d_out.shape().to_vec();
+            let dx = if is_channels_last(&d_out) {
+                let v = channels_last_values(&d_out);
+                flex_tensor(nhwc_to_nchw(v, s[0], s[1], s[2] * s[3]), s)
+            } else {
+                d_out
+            };
+            grads.register::<Flex>(node.id, dx);
+        }
+    }
+}
+
 impl<C: CheckpointStrategy> GraftLayout for Autodiff<Flex, C> {
-    /// Training stays row-major: the backward kernels are written for it.
     fn graft_channels_last(x: FloatTensor<Self>) -> FloatTensor<Self> {
-        x
+        let out = Flex::graft_channels_last(x.primitive().clone());
+        ToChannelsLastBackward
+            .prepare::<C>([x.node()])
+            .compute_bound()
+            .stateless(out)
     }
 }
 
@@ -708,9 +828,39 @@ impl GraftAdd for Flex {
     }
 }
 
+/// The gradient of `a + b` (same shapes): the output gradient, to both.
+#[derive(Debug)]
+struct AddBackward;
+
+impl Backward<Flex, 2> for AddBackward {
+    type State = ();
+
+    fn backward(self, ops: Ops<Self::State, 2>, grads: &mut Gradients, _: &mut Checkpointer) {
+        let [node_a, node_b] = ops.parents;
+        let d_out = grads.consume::<Flex>(&ops.node);
+        match (node_a, node_b) {
+            (Some(a), Some(b)) => {
+                grads.register::<Flex>(a.id, d_out.clone());
+                grads.register::<Flex>(b.id, d_out);
+            }
+            (Some(node), None) | (None, Some(node)) => grads.register::<Flex>(node.id, d_out),
+            (None, None) => {}
+        }
+    }
+}
+
 impl<C: CheckpointStrategy> GraftAdd for Autodiff<Flex, C> {
+    /// Layout-keeping like the `Flex` version, so that channels-last training stays so across
+    /// residual connections.
     fn graft_add(a: FloatTensor<Self>, b: FloatTensor<Self>) -> FloatTensor<Self> {
-        <Self as FloatTensorOps<Self>>::float_add(a, b)
+        if a.primitive().shape() != b.primitive().shape() {
+            return <Self as FloatTensorOps<Self>>::float_add(a, b);
+        }
+        let out = Flex::graft_add(a.primitive().clone(), b.primitive().clone());
+        AddBackward
+            .prepare::<C>([a.node(), b.node()])
+            .compute_bound()
+            .stateless(out)
     }
 }
 
@@ -742,7 +892,11 @@ fn norm_geometry(x: &FlexTensor) -> NormGeometry {
 
 fn stats_values(x: &FlexTensor) -> FlexTensor {
     let g = norm_geometry(x);
-    let (mut mean, var) = batch_stats(&g, &values(x));
+    let (mut mean, var) = if is_channels_last(x) {
+        batch_stats_nhwc(g.channels, channels_last_values(x))
+    } else {
+        batch_stats(&g, &values(x))
+    };
     mean.extend(var);
     flex_tensor(mean, vec![2, g.channels])
 }
@@ -752,6 +906,23 @@ fn mean_inv_std(stats: &FlexTensor, epsilon: f64) -> (Vec<f32>, Vec<f32>) {
     let stats = values(stats);
     let (mean, var) = stats.split_at(stats.len() / 2);
     (mean.to_vec(), inv_std(var, epsilon))
+}
+
+/// The normalisation in the input's memory order.
+fn normalized(
+    x: &FlexTensor,
+    mean: &[f32],
+    inv: &[f32],
+    gamma: &[f32],
+    beta: &[f32],
+) -> FlexTensor {
+    let s = x.shape();
+    if is_channels_last(x) {
+        let y = normalize_nhwc(channels_last_values(x), mean, inv, gamma, beta);
+        return channels_last_tensor(y, [s[0], s[1], s[2], s[3]]);
+    }
+    let y = normalize(&norm_geometry(x), &values(x), mean, inv, gamma, beta);
+    flex_tensor(y, s.to_vec())
 }
 
 impl GraftNorm for Flex {
@@ -766,17 +937,8 @@ impl GraftNorm for Flex {
         stats: FlexTensor,
         epsilon: f64,
     ) -> FlexTensor {
-        let g = norm_geometry(&x);
         let (mean, inv) = mean_inv_std(&stats, epsilon);
-        let y = normalize(
-            &g,
-            &values(&x),
-            &mean,
-            &inv,
-            &values(&gamma),
-            &values(&beta),
-        );
-        flex_tensor(y, x.shape().to_vec())
+        normalized(&x, &mean, &inv, &values(&gamma), &values(&beta))
     }
 }
 
@@ -800,10 +962,20 @@ impl Backward<Flex, 3> for NormBackward {
         let (x_state, mean, inv, gamma) = ops.state;
         let x: FlexTensor = checkpointer.retrieve_node_output(x_state);
         let g = norm_geometry(&x);
-        let (dx, dgamma, dbeta) =
-            normalize_backward(&g, &values(&x), &mean, &inv, &gamma, &values(&dy));
+        let s = x.shape();
+        let (dx, dgamma, dbeta) = if is_channels_last(&x) {
+            let x = channels_last_values(&x);
+            let (dx, dgamma, dbeta) =
+                normalize_backward_nhwc(x, &mean, &inv, &gamma, &nhwc_values(&dy));
+            let dx = channels_last_tensor(dx, [s[0], s[1], s[2], s[3]]);
+            (dx, dgamma, dbeta)
+        } else {
+            let (dx, dgamma, dbeta) =
+                normalize_backward(&g, &values(&x), &mean, &inv, &gamma, &values(&dy));
+            (flex_tensor(dx, s.to_vec()), dgamma, dbeta)
+        };
         if let Some(node) = node_x {
-            grads.register::<Flex>(node.id, flex_tensor(dx, x.shape().to_vec()));
+            grads.register::<Flex>(node.id, dx);
         }
         if let Some(node) = node_gamma {
             grads.register::<Flex>(node.id, flex_tensor(dgamma, vec![g.channels]));
@@ -829,18 +1001,10 @@ impl<C: CheckpointStrategy> GraftNorm for Autodiff<Flex, C> {
         epsilon: f64,
     ) -> FloatTensor<Self> {
         let (mean, inv) = mean_inv_std(stats.primitive(), epsilon);
-        let g = norm_geometry(x.primitive());
         let gamma_values = values(gamma.primitive()).into_owned();
         let out = || {
-            let y = normalize(
-                &g,
-                &values(x.primitive()),
-                &mean,
-                &inv,
-                &gamma_values,
-                &values(beta.primitive()),
-            );
-            flex_tensor(y, x.primitive().shape().to_vec())
+            let beta = values(beta.primitive());
+            normalized(x.primitive(), &mean, &inv, &gamma_values, &beta)
         };
         match NormBackward
             .prepare::<C>([x.node(), gamma.node(), beta.node()])

@@ -242,6 +242,155 @@ pub fn normalize_backward(
     (dx, dgamma, dbeta)
 }
 
+/// Rows per block of the channels-last reductions: a block is summed in f32 (vectorised across
+/// the channels), the block totals in f64, in block order, so the result does not depend on the
+/// thread schedule.
+const ROW_BLOCK: usize = 64;
+
+/// Per-column sums of `f` applied to each row of a (rows × `c`) matrix: `f(acc, row)` adds a
+/// row's contribution to `acc` (`width` floats). Returns the `width` totals.
+fn block_sums(x: &[f32], c: usize, width: usize, f: impl Fn(&mut [f32], usize) + Sync) -> Vec<f64> {
+    let rows = x.len() / c.max(1);
+    let partial: Vec<Vec<f32>> = (0..rows.div_ceil(ROW_BLOCK))
+        .into_par_iter()
+        .map(|block| {
+            let mut acc = vec![0.0f32; width];
+            for row in block * ROW_BLOCK..((block + 1) * ROW_BLOCK).min(rows) {
+                f(&mut acc, row);
+            }
+            acc
+        })
+        .collect();
+    let mut total = vec![0.0f64; width];
+    for p in partial {
+        total.iter_mut().zip(p).for_each(|(t, v)| *t += v as f64);
+    }
+    total
+}
+
+/// Column sums of a (rows × `c`) matrix (see [`block_sums`]).
+pub(super) fn column_sums(x: &[f32], c: usize) -> Vec<f64> {
+    block_sums(x, c, c, |acc, r| add_row(acc, &x[r * c..][..c]))
+}
+
+#[inline(always)]
+fn add_row_body(acc: &mut [f32], row: &[f32]) {
+    acc.iter_mut().zip(row).for_each(|(a, v)| *a += v);
+}
+
+wide_simd!(fn add_row(acc: &mut [f32], row: &[f32]) = add_row_body);
+
+/// `acc += (row - mean)²`.
+#[inline(always)]
+fn add_squares_body(acc: &mut [f32], row: &[f32], mean: &[f32]) {
+    for ((a, v), m) in acc.iter_mut().zip(row).zip(mean) {
+        *a += (v - m) * (v - m);
+    }
+}
+
+wide_simd!(fn add_squares(acc: &mut [f32], row: &[f32], mean: &[f32]) = add_squares_body);
+
+/// `sum_dy += dy`, `sum_dy_xc += dy · (x - mean)`.
+#[inline(always)]
+fn add_grad_sums_body(
+    sum_dy: &mut [f32],
+    sum_dy_xc: &mut [f32],
+    dy: &[f32],
+    x: &[f32],
+    mean: &[f32],
+) {
+    for ((((s, t), d), v), m) in sum_dy
+        .iter_mut()
+        .zip(sum_dy_xc.iter_mut())
+        .zip(dy)
+        .zip(x)
+        .zip(mean)
+    {
+        *s += d;
+        *t += d * (v - m);
+    }
+}
+
+wide_simd!(fn add_grad_sums(sum_dy: &mut [f32], sum_dy_xc: &mut [f32], dy: &[f32], x: &[f32], mean: &[f32]) = add_grad_sums_body);
+
+/// `out = a·u + b·v + d` with per-channel coefficients, over rows of `a.len()` channels.
+#[inline(always)]
+fn affine_rows_body(out: &mut [f32], u: &[f32], v: &[f32], a: &[f32], b: &[f32], d: &[f32]) {
+    let c = a.len();
+    for ((o, u), v) in out.chunks_mut(c).zip(u.chunks(c)).zip(v.chunks(c)) {
+        for (((((o, u), v), a), b), d) in o.iter_mut().zip(u).zip(v).zip(a).zip(b).zip(d) {
+            *o = a * u + b * v + d;
+        }
+    }
+}
+
+wide_simd!(fn affine_rows(out: &mut [f32], u: &[f32], v: &[f32], a: &[f32], b: &[f32], d: &[f32]) = affine_rows_body);
+
+/// [`affine_rows`] over a whole (rows × c) matrix, a block of rows per task.
+fn affine_rows_par(u: &[f32], v: &[f32], [a, b, d]: [&[f32]; 3]) -> Vec<f32> {
+    let c = a.len();
+    let mut out = vec![0.0f32; u.len()];
+    out.par_chunks_mut(c * ROW_BLOCK)
+        .zip(u.par_chunks(c * ROW_BLOCK).zip(v.par_chunks(c * ROW_BLOCK)))
+        .for_each(|(o, (u, v))| affine_rows(o, u, v, a, b, d));
+    out
+}
+
+/// [`batch_stats`] for channels-last activations: `x` is (images·pixels) × `channels`.
+pub fn batch_stats_nhwc(channels: usize, x: &[f32]) -> (Vec<f32>, Vec<f32>) {
+    let c = channels;
+    let m = (x.len() / c.max(1)) as f64;
+    let mean: Vec<f32> = column_sums(x, c).iter().map(|s| (s / m) as f32).collect();
+    let deviations = block_sums(x, c, c, |acc, r| add_squares(acc, &x[r * c..][..c], &mean));
+    let var = deviations.iter().map(|s| (s / m) as f32).collect();
+    (mean, var)
+}
+
+/// [`normalize`] for channels-last activations.
+pub fn normalize_nhwc(
+    x: &[f32],
+    mean: &[f32],
+    inv_std: &[f32],
+    gamma: &[f32],
+    beta: &[f32],
+) -> Vec<f32> {
+    let scale: Vec<f32> = inv_std.iter().zip(gamma).map(|(i, g)| i * g).collect();
+    let shift: Vec<f32> = (0..scale.len())
+        .map(|c| beta[c] - mean[c] * scale[c])
+        .collect();
+    let zero = vec![0.0f32; scale.len()];
+    affine_rows_par(x, x, [&scale, &zero, &shift])
+}
+
+/// [`normalize_backward`] for channels-last activations.
+pub fn normalize_backward_nhwc(
+    x: &[f32],
+    mean: &[f32],
+    inv_std: &[f32],
+    gamma: &[f32],
+    dy: &[f32],
+) -> (Vec<f32>, Vec<f32>, Vec<f32>) {
+    let c = mean.len();
+    let m = (x.len() / c.max(1)) as f32;
+    let sums = block_sums(x, c, 2 * c, |acc, r| {
+        let (s, t) = acc.split_at_mut(c);
+        add_grad_sums(s, t, &dy[r * c..][..c], &x[r * c..][..c], mean);
+    });
+    let dbeta: Vec<f32> = sums[..c].iter().map(|v| *v as f32).collect();
+    let dgamma: Vec<f32> = (0..c)
+        .map(|i| (sums[c + i] * inv_std[i] as f64) as f32)
+        .collect();
+    // dx = k·(dy - dbeta/m - (x - mean)·inv_std·dgamma/m) = a·dy + b·x + d, per channel
+    let k: Vec<f32> = (0..c).map(|i| gamma[i] * inv_std[i]).collect();
+    let a = k.clone();
+    let b: Vec<f32> = (0..c).map(|i| -k[i] * dgamma[i] / m * inv_std[i]).collect();
+    let d: Vec<f32> = (0..c)
+        .map(|i| -k[i] * dbeta[i] / m - b[i] * mean[i])
+        .collect();
+    let dx = affine_rows_par(dy, x, [&a, &b, &d]);
+    (dx, dgamma, dbeta)
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;

@@ -1,4 +1,4 @@
-//! Inference kernels on channels-last (NHWC) activations.
+//! Forward kernels on channels-last (NHWC) activations.
 //!
 //! In NCHW a 1×1 convolution over a batch is one product per image (or a gather into one big
 //! matrix and a scatter back), the depthwise kernels transpose every image to channels-last and
@@ -8,9 +8,10 @@
 //! depthwise/pooling loops run over contiguous channels. This is PyTorch's `channels_last` memory
 //! format, and how oneDNN runs these networks on CPUs.
 //!
-//! Only the forward pass lives here: graft switches a frozen, BatchNorm-folded backbone to
-//! channels-last (see `kernels::to_channels_last`); training keeps NCHW and the kernels in
-//! `conv.rs` / `depthwise.rs` with their backward steps.
+//! The forward passes live here, the backward steps in `channels_last_train.rs`. A network runs
+//! channels-last when its input is converted once (`kernels::to_channels_last`): frozen,
+//! BatchNorm-folded backbones for inference, and ResNets for training too. EfficientNet trains
+//! NCHW (its depthwise backward is written for that order, in `depthwise.rs`).
 
 use std::mem::MaybeUninit;
 
@@ -24,7 +25,7 @@ use super::transpose::transpose;
 
 /// Floats of unfolded patches per chunk (16 MiB): large enough for a full-speed GEMM, small
 /// enough to stay out of the way of the caches' working set.
-const COL_BUDGET: usize = 4 << 20;
+pub(super) const COL_BUDGET: usize = 4 << 20;
 
 /// A dense convolution's weight, in one of the two orders the kernel reads as stored.
 #[derive(Debug, Clone, Copy)]
@@ -162,15 +163,15 @@ fn unfold(g: &ConvGeometry, x: &[f32], first: usize, n: usize, col: &mut [f32]) 
 /// Output positions `out` along one axis whose valid kernel taps (those that do not fall in the
 /// padding) are exactly `taps`.
 #[derive(Debug, Clone, PartialEq, Eq)]
-struct AxisRun {
-    out: std::ops::Range<usize>,
-    taps: std::ops::Range<usize>,
+pub(super) struct AxisRun {
+    pub(super) out: std::ops::Range<usize>,
+    pub(super) taps: std::ops::Range<usize>,
 }
 
 /// The output positions of one axis grouped into runs with the same valid taps: for a 3×3
 /// kernel with padding 1 that is the first row (taps 1..3), the interior (0..3) and the last row
 /// (0..2). Validity is separable, so a pixel's valid taps are a rectangle: (y run) × (x run).
-fn axis_runs(
+pub(super) fn axis_runs(
     out: usize,
     size: usize,
     k: usize,
@@ -303,7 +304,7 @@ fn finish_row(src: &[f32], bias: Option<&[f32]>, act: Activation, dst: &mut [May
 /// The class (`yr` × `xr`) pixels of images `b0..` unfolded into `col`, one row per pixel in
 /// (image, oy, ox) order, each `[ky, kx, c_in]` over the class's taps only (all of them valid:
 /// no zeros to write). A kernel row's taps read consecutive input pixels, copied as one run.
-fn unfold_class(
+pub(super) fn unfold_class(
     g: &ConvGeometry,
     x: &[f32],
     b0: usize,
@@ -410,13 +411,13 @@ pub fn nchw_to_nhwc(x: &[f32], batch: usize, c: usize, plane: usize) -> Vec<f32>
 }
 
 #[cfg(test)]
-mod tests {
+pub(super) mod tests {
     use super::*;
     use crate::kernels::conv::tests::values;
     use crate::kernels::{conv, depthwise, pool};
 
     /// NHWC → NCHW, for comparing with the NCHW kernels.
-    fn to_nchw(x: &[f32], batch: usize, c: usize, plane: usize) -> Vec<f32> {
+    pub(crate) fn to_nchw(x: &[f32], batch: usize, c: usize, plane: usize) -> Vec<f32> {
         let mut out = vec![0.0f32; x.len()];
         for b in 0..batch {
             transpose(
@@ -429,7 +430,7 @@ mod tests {
         out
     }
 
-    fn assert_close(got: &[f32], want: &[f32], what: &str) {
+    pub(crate) fn assert_close(got: &[f32], want: &[f32], what: &str) {
         assert_eq!(got.len(), want.len(), "{what}: length");
         for (i, (g, w)) in got.iter().zip(want).enumerate() {
             assert!(
@@ -461,10 +462,10 @@ mod tests {
         }
     }
 
-    #[test]
-    fn dense_and_depthwise_match_the_nchw_kernels() {
-        // Pointwise (the GEMM-only path), 3×3 stride 1 and 2, TF-same asymmetric padding, 7×7.
-        let dense = [
+    /// Pointwise (the GEMM-only path), 3×3 stride 1 and 2, TF-same asymmetric padding, 7×7,
+    /// mostly-padding planes, dilation.
+    pub(crate) fn dense_geometries() -> Vec<ConvGeometry> {
+        vec![
             geometry(5, 7, 6, 1, 1, (0, 0)),
             geometry(5, 7, 6, 1, 2, (0, 0)),
             geometry(4, 6, 7, 3, 1, (1, 1)),
@@ -492,7 +493,12 @@ mod tests {
                 dilation: [2, 2],
                 ..geometry(3, 5, 8, 3, 1, (2, 2))
             },
-        ];
+        ]
+    }
+
+    #[test]
+    fn dense_and_depthwise_match_the_nchw_kernels() {
+        let dense = dense_geometries();
         for g in dense {
             let plane = g.h * g.w;
             let x = values(g.batch * g.c_in * plane, 1);

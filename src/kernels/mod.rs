@@ -46,6 +46,7 @@ macro_rules! wide_simd {
 mod backend;
 pub mod batch_norm;
 pub mod channels_last;
+pub mod channels_last_train;
 pub mod conv;
 pub mod depthwise;
 pub mod layout;

@@ -191,8 +191,9 @@ impl ResNet {
 
     /// `(n, 3, h, w) -> (n, feature_dim)`.
     pub fn forward_features(&self, x: Tensor<4>) -> Tensor<2> {
-        // A BatchNorm-folded copy only ever runs inference: channels-last is faster there.
-        let x = if self.bn1.folded {
+        // Channels-last throughout, training included: graft's kernels keep the layout, and in
+        // NHWC the convolutions skip padding taps (see `kernels::channels_last`).
+        let x = if std::env::var_os("GRAFT_NCHW_TRAIN").is_none() || self.bn1.folded {
             to_channels_last(x)
         } else {
             x
