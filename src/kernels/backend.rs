@@ -41,6 +41,7 @@ use super::layout::{
     channels_last_tensor, channels_last_values, dense_values_mut, flex_tensor, is_channels_last,
     is_hwio, values,
 };
+use super::optim::{SgdStep, sgd_step};
 use super::pool::{PoolGeometry, max_pool2d_backward, max_pool2d_forward};
 use super::{Activation, clamp};
 
@@ -1021,5 +1022,54 @@ impl<C: CheckpointStrategy> GraftNorm for Autodiff<Flex, C> {
             }
             OpsKind::UnTracked(prep) => prep.finish(out()),
         }
+    }
+}
+
+/// The fused SGD step of `optim.rs` (optimizers run on the inner, untracked tensors).
+#[backend_extension(Flex, Autodiff)]
+pub trait GraftOptim: Backend {
+    /// `[2, n]` (the new parameter, the new momentum buffer), or `[1, n]` without momentum.
+    /// `buf` is read only when `has_buf` (pass any tensor, e.g. `g`, otherwise).
+    fn graft_sgd_step(
+        p: FloatTensor<Self>,
+        g: FloatTensor<Self>,
+        buf: FloatTensor<Self>,
+        has_buf: bool,
+        step: SgdStep,
+    ) -> FloatTensor<Self>;
+}
+
+impl GraftOptim for Flex {
+    fn graft_sgd_step(
+        p: FlexTensor,
+        g: FlexTensor,
+        buf: FlexTensor,
+        has_buf: bool,
+        step: SgdStep,
+    ) -> FlexTensor {
+        let buf = has_buf.then(|| values(&buf));
+        let out = sgd_step(&values(&p), &values(&g), buf.as_deref(), step);
+        let rows = out.len() / p.shape().num_elements().max(1);
+        let n = p.shape().num_elements();
+        flex_tensor(out, vec![rows, n])
+    }
+}
+
+impl<C: CheckpointStrategy> GraftOptim for Autodiff<Flex, C> {
+    fn graft_sgd_step(
+        p: FloatTensor<Self>,
+        g: FloatTensor<Self>,
+        buf: FloatTensor<Self>,
+        has_buf: bool,
+        step: SgdStep,
+    ) -> FloatTensor<Self> {
+        let out = Flex::graft_sgd_step(
+            p.primitive().clone(),
+            g.primitive().clone(),
+            buf.primitive().clone(),
+            has_buf,
+            step,
+        );
+        <Self as AutodiffBackend>::from_inner(out)
     }
 }

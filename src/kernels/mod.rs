@@ -50,6 +50,7 @@ pub mod channels_last_train;
 pub mod conv;
 pub mod depthwise;
 pub mod layout;
+pub mod optim;
 pub mod pool;
 pub mod transpose;
 
@@ -59,7 +60,10 @@ use burn::backend::{Dispatch, DispatchDevice};
 use burn::tensor::ops::{ConvOptions, MaxPoolOptions};
 use burn::tensor::{Tensor, module};
 
-pub use backend::{GraftActivation, GraftAdd, GraftConv, GraftLayout, GraftNorm, GraftPool};
+pub use backend::{
+    GraftActivation, GraftAdd, GraftConv, GraftLayout, GraftNorm, GraftOptim, GraftPool,
+};
+pub use optim::SgdStep;
 
 /// The activation a convolution can apply to its output in the same pass (inference).
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -304,4 +308,31 @@ pub fn relu6<const D: usize>(x: Tensor<D>) -> Tensor<D> {
     Tensor::from_dispatch(<Dispatch as GraftActivation>::graft_relu6(
         x.into_dispatch(),
     ))
+}
+
+/// One `torch.optim.SGD` step for a flat parameter `p` with gradient `g` and momentum buffer
+/// `buf` (None on the first step): the new parameter and, with momentum, the new buffer. One
+/// fused parallel pass on `flex` with graft's kernels (see `optim.rs`); `None` elsewhere, where
+/// the caller runs the update as tensor ops.
+pub fn sgd_step(
+    p: &Tensor<1>,
+    g: &Tensor<1>,
+    buf: Option<&Tensor<1>>,
+    step: SgdStep,
+) -> Option<(Tensor<1>, Option<Tensor<1>>)> {
+    if !enabled() || !is_flex(p) || p.dtype() != burn::tensor::DType::F32 {
+        return None;
+    }
+    let n = p.dims()[0];
+    let has_buf = buf.is_some();
+    let out: Tensor<2> = Tensor::from_dispatch(<Dispatch as GraftOptim>::graft_sgd_step(
+        p.clone().into_dispatch(),
+        g.clone().into_dispatch(),
+        buf.unwrap_or(g).clone().into_dispatch(),
+        has_buf,
+        step,
+    ));
+    let new_p = out.clone().narrow(0, 0, 1).reshape([n]);
+    let new_buf = (step.momentum != 0.0).then(|| out.narrow(0, 1, 1).reshape([n]));
+    Some((new_p, new_buf))
 }

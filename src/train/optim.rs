@@ -202,6 +202,17 @@ impl Optimizer {
             OptimizerKind::Gd | OptimizerKind::Sgd => {
                 // torch.optim.SGD: g += wd p; buf = mu buf + g (buf = g at first);
                 // g = g + mu buf (Nesterov) or buf; p -= lr g.
+                let step = crate::kernels::SgdStep {
+                    lr: lr as f32,
+                    momentum: c.momentum as f32,
+                    weight_decay: c.weight_decay as f32,
+                    nesterov: c.nesterov,
+                };
+                // One fused pass where graft's kernels run (same rule, same order of operations).
+                if let Some((p, buf)) = crate::kernels::sgd_step(&p, &g, st.m.as_ref(), step) {
+                    st.m = buf;
+                    return p;
+                }
                 let mut g = if c.weight_decay != 0.0 {
                     g + p.clone().mul_scalar(c.weight_decay)
                 } else {
