@@ -176,7 +176,7 @@ pub fn normalize(
     gamma: &[f32],
     beta: &[f32],
 ) -> Vec<f32> {
-    let mut y = vec![0.0f32; x.len()];
+    let mut y = super::zeros(x.len());
     y.par_chunks_mut(g.plane)
         .zip(x.par_chunks(g.plane))
         .enumerate()
@@ -226,7 +226,7 @@ pub fn normalize_backward(
         })
         .unzip();
     let m = g.count() as f32;
-    let mut dx = vec![0.0f32; x.len()];
+    let mut dx = super::zeros(x.len());
     dx.par_chunks_mut(g.plane)
         .zip(x.par_chunks(g.plane).zip(dy.par_chunks(g.plane)))
         .enumerate()
@@ -329,7 +329,7 @@ wide_simd!(fn affine_rows(out: &mut [f32], u: &[f32], v: &[f32], a: &[f32], b: &
 /// [`affine_rows`] over a whole (rows × c) matrix, a block of rows per task.
 fn affine_rows_par(u: &[f32], v: &[f32], [a, b, d]: [&[f32]; 3]) -> Vec<f32> {
     let c = a.len();
-    let mut out = vec![0.0f32; u.len()];
+    let mut out = super::zeros(u.len());
     out.par_chunks_mut(c * ROW_BLOCK)
         .zip(u.par_chunks(c * ROW_BLOCK).zip(v.par_chunks(c * ROW_BLOCK)))
         .for_each(|(o, (u, v))| affine_rows(o, u, v, a, b, d));

@@ -17,11 +17,11 @@ use std::mem::MaybeUninit;
 
 use rayon::prelude::*;
 
-use super::Activation;
 use super::conv::{ConvGeometry, matmul, matmul_uninit};
 use super::depthwise::{self, forward_image_nhwc};
 use super::pool::PoolGeometry;
 use super::transpose::transpose;
+use super::{Activation, scratch};
 
 /// Floats of unfolded patches per chunk (16 MiB): large enough for a full-speed GEMM, small
 /// enough to stay out of the way of the caches' working set.
@@ -223,7 +223,7 @@ fn conv2d_by_tap_class(
     let xs = axis_runs(ow, g.w, g.kw, g.stride[1], g.padding[1].0, g.dilation[1]);
     let mut out: Vec<f32> = Vec::with_capacity(g.batch * image_out);
     let out_images = &mut out.spare_capacity_mut()[..g.batch * image_out];
-    let (mut col, mut staged) = (Vec::new(), Vec::new());
+    let (mut col_buf, mut staged_buf) = (Vec::new(), Vec::new());
     for yr in &ys {
         for xr in &xs {
             let (ny, nx) = (yr.out.len(), xr.out.len());
@@ -234,13 +234,13 @@ fn conv2d_by_tap_class(
             for b0 in (0..g.batch).step_by(images) {
                 let nb = images.min(g.batch - b0);
                 let rows = nb * per_image;
-                staged.resize(rows * c_out, 0.0);
+                let staged = scratch(&mut staged_buf, rows * c_out);
                 if k == 0 {
                     // Every tap in the padding: the output is the bias alone.
                     staged.fill(0.0);
                 } else {
-                    col.resize(rows * k, 0.0);
-                    unfold_class(g, x, b0, yr, xr, &mut col[..rows * k]);
+                    let col = scratch(&mut col_buf, rows * k);
+                    unfold_class(g, x, b0, yr, xr, col);
                     // One product per kernel row (the weight rows of a kernel row's valid taps
                     // are contiguous), or one for all when every column tap is valid.
                     let (groups, per_group) = if nkx == g.kw {
@@ -255,7 +255,7 @@ fn conv2d_by_tap_class(
                             rows,
                             c_out,
                             per_group,
-                            &mut staged,
+                            staged,
                             (c_out as isize, 1),
                             i > 0,
                             &col[i * per_group..],
@@ -352,7 +352,7 @@ pub fn depthwise_forward(
     transpose(weight, c, taps, &mut w_tc);
     let zeros = vec![0.0f32; c];
     let bias = bias.unwrap_or(&zeros);
-    let mut out = vec![0.0f32; g.batch * oh * ow * c];
+    let mut out = super::zeros(g.batch * oh * ow * c);
     out.par_chunks_mut(oh * ow * c)
         .zip(x.par_chunks(g.h * g.w * c))
         .for_each(|(dst, src)| {
@@ -403,7 +403,7 @@ wide_simd!(fn max_into(acc: &mut [f32], src: &[f32]) = max_into_body);
 
 /// NCHW → NHWC, one image at a time.
 pub fn nchw_to_nhwc(x: &[f32], batch: usize, c: usize, plane: usize) -> Vec<f32> {
-    let mut out = vec![0.0f32; batch * c * plane];
+    let mut out = super::zeros(batch * c * plane);
     out.par_chunks_mut(c * plane)
         .zip(x.par_chunks(c * plane))
         .for_each(|(dst, src)| transpose(src, c, plane, dst));

@@ -17,6 +17,7 @@ use super::channels_last::{AxisRun, COL_BUDGET, axis_runs, unfold_class};
 use super::conv::{ConvGeometry, matmul};
 use super::pool::PoolGeometry;
 use super::transpose::{transpose, transpose_strided};
+use super::{scratch, zeros};
 
 /// Rows per task of the weight reorders.
 const REORDER_ROWS: usize = 64;
@@ -27,7 +28,7 @@ const REORDER_ROWS: usize = 64;
 /// MiB for a ResNet), which single-threaded would leave a core idle for ~10% of the step.
 pub fn oihw_to_hwio(w: &[f32], c_out: usize, c_in: usize, taps: usize) -> Vec<f32> {
     let k = c_in * taps;
-    let mut t = vec![0.0f32; w.len()];
+    let mut t = zeros(w.len());
     t.par_chunks_mut(REORDER_ROWS * c_out)
         .enumerate()
         .for_each(|(i, dst)| {
@@ -54,7 +55,7 @@ pub fn hwio_to_oihw(w: &[f32], c_out: usize, c_in: usize, taps: usize) -> Vec<f3
             tap * c_in + ci
         }))
     };
-    let mut out = vec![0.0f32; w.len()];
+    let mut out = zeros(w.len());
     out.par_chunks_mut(REORDER_ROWS * k)
         .enumerate()
         .for_each(|(i, dst)| {
@@ -66,7 +67,7 @@ pub fn hwio_to_oihw(w: &[f32], c_out: usize, c_in: usize, taps: usize) -> Vec<f3
 
 /// `out` row `r` = `src` row `from(r)`, rows `len` long.
 fn permute_rows(src: &[f32], len: usize, from: impl Fn(usize) -> usize + Sync) -> Vec<f32> {
-    let mut out = vec![0.0f32; src.len()];
+    let mut out = zeros(src.len());
     out.par_chunks_mut(REORDER_ROWS * len)
         .enumerate()
         .for_each(|(i, block)| {
@@ -96,16 +97,14 @@ pub fn conv2d_backward(
 ) -> (Option<Vec<f32>>, Option<Vec<f32>>) {
     let (oh, ow) = g.out_hw();
     let (c_in, c_out) = (g.c_in, g.c_out);
-    let mut dx = wanted
-        .input
-        .then(|| vec![0.0f32; g.batch * g.h * g.w * c_in]);
+    let mut dx = wanted.input.then(|| zeros(g.batch * g.h * g.w * c_in));
     let mut dw = wanted
         .weight
         .then(|| vec![0.0f32; g.kh * g.kw * c_in * c_out]);
     let ys = axis_runs(oh, g.h, g.kh, g.stride[0], g.padding[0].0, g.dilation[0]);
     let xs = axis_runs(ow, g.w, g.kw, g.stride[1], g.padding[1].0, g.dilation[1]);
     let whole_plane = ys.len() == 1 && xs.len() == 1;
-    let (mut col, mut dy, mut d_col) = (Vec::new(), Vec::new(), Vec::new());
+    let (mut col_buf, mut dy_buf, mut d_col_buf) = (Vec::new(), Vec::new(), Vec::new());
     for yr in &ys {
         for xr in &xs {
             let class = Class::new(g, yr, xr);
@@ -120,13 +119,13 @@ pub fn conv2d_backward(
                 let dy_rows: &[f32] = if whole_plane {
                     &d_out[b0 * oh * ow * c_out..][..rows * c_out]
                 } else {
-                    dy.resize(rows * c_out, 0.0);
-                    class.gather_rows(g, d_out, b0, &mut dy);
-                    &dy
+                    let dy = scratch(&mut dy_buf, rows * c_out);
+                    class.gather_rows(g, d_out, b0, dy);
+                    dy
                 };
                 if let Some(dw) = dw.as_deref_mut() {
-                    col.resize(rows * class.k, 0.0);
-                    unfold_class(g, x, b0, yr, xr, &mut col[..rows * class.k]);
+                    let col = scratch(&mut col_buf, rows * class.k);
+                    unfold_class(g, x, b0, yr, xr, col);
                     for (w_row, offset, len) in class.weight_groups(g) {
                         // d_weight[w_row.., len × c_out] += col[:, offset..offset+len]ᵀ × dy
                         matmul(
@@ -144,7 +143,7 @@ pub fn conv2d_backward(
                     }
                 }
                 if let Some(dx) = dx.as_deref_mut() {
-                    d_col.resize(rows * class.k, 0.0);
+                    let d_col = scratch(&mut d_col_buf, rows * class.k);
                     for (w_row, offset, len) in class.weight_groups(g) {
                         // d_col[:, offset..offset+len] = dy × weight[w_row.., len × c_out]ᵀ
                         matmul(
@@ -160,7 +159,7 @@ pub fn conv2d_backward(
                             (1, c_out as isize),
                         );
                     }
-                    class.fold(g, &d_col[..rows * class.k], b0, nb, dx);
+                    class.fold(g, d_col, b0, nb, dx);
                 }
             }
         }
@@ -334,7 +333,7 @@ pub fn max_pool2d_backward(
     let (oh, ow) = g.out_hw();
     let c = channels;
     let batch = g.planes / c.max(1);
-    let mut dx = vec![0.0f32; batch * g.h * g.w * c];
+    let mut dx = zeros(batch * g.h * g.w * c);
     dx.par_chunks_mut(g.h * g.w * c)
         .zip(argmax.par_chunks(oh * ow * c))
         .zip(d_out.par_chunks(oh * ow * c))
@@ -350,7 +349,7 @@ pub fn max_pool2d_backward(
 
 /// NHWC → NCHW, one image at a time.
 pub fn nhwc_to_nchw(x: &[f32], batch: usize, c: usize, plane: usize) -> Vec<f32> {
-    let mut out = vec![0.0f32; batch * c * plane];
+    let mut out = zeros(batch * c * plane);
     out.par_chunks_mut(c * plane)
         .zip(x.par_chunks(c * plane))
         .for_each(|(dst, src)| transpose(src, plane, c, dst));

@@ -30,7 +30,7 @@ pub fn sgd_step(p: &[f32], g: &[f32], buf: Option<&[f32]>, h: SgdStep) -> Vec<f3
         assert_eq!(buf.len(), n, "sgd_step: momentum buffer length");
     }
     let with_momentum = h.momentum != 0.0;
-    let mut out = vec![0.0f32; if with_momentum { 2 * n } else { n }];
+    let mut out = super::zeros(if with_momentum { 2 * n } else { n });
     let (new_p, new_buf) = out.split_at_mut(n);
     let (p, g) = (p.par_chunks(CHUNK), g.par_chunks(CHUNK));
     if !with_momentum {
