@@ -725,9 +725,28 @@ fn autodiff_clamp<C: CheckpointStrategy, const SIX: bool>(
     if x.primitive().dtype() != DType::F32 {
         return clamp_fallback::<Autodiff<Flex, C>>(x, SIX);
     }
-    // Same memory order as the input (`clamp_flex` copies the buffer: the input is kept for
-    // the backward step).
-    let out = || clamp_flex(x.primitive().clone(), SIX);
+    // A new buffer in the input's memory order (the input is kept for the backward step),
+    // copied and clamped in one parallel pass.
+    let out = || {
+        let x = x.primitive();
+        let clamped = |src: &[f32]| -> Vec<f32> {
+            let mut y = super::zeros(src.len());
+            y.par_chunks_mut(ELEMENTWISE_CHUNK)
+                .zip(src.par_chunks(ELEMENTWISE_CHUNK))
+                .for_each(|(y, s)| {
+                    y.iter_mut()
+                        .zip(s)
+                        .for_each(|(y, s)| *y = clamp(*s, upper(SIX)))
+                });
+            y
+        };
+        let s = x.shape();
+        if is_channels_last(x) {
+            channels_last_tensor(clamped(channels_last_values(x)), [s[0], s[1], s[2], s[3]])
+        } else {
+            flex_tensor(clamped(&values(x)), s.to_vec())
+        }
+    };
     match ClampBackward::<SIX>
         .prepare::<C>([x.node()])
         .compute_bound()

@@ -98,9 +98,7 @@ pub fn conv2d_backward(
     let (oh, ow) = g.out_hw();
     let (c_in, c_out) = (g.c_in, g.c_out);
     let mut dx = wanted.input.then(|| zeros(g.batch * g.h * g.w * c_in));
-    let mut dw = wanted
-        .weight
-        .then(|| vec![0.0f32; g.kh * g.kw * c_in * c_out]);
+    let mut dw = wanted.weight.then(|| zeros(g.kh * g.kw * c_in * c_out));
     let ys = axis_runs(oh, g.h, g.kh, g.stride[0], g.padding[0].0, g.dilation[0]);
     let xs = axis_runs(ow, g.w, g.kw, g.stride[1], g.padding[1].0, g.dilation[1]);
     let whole_plane = ys.len() == 1 && xs.len() == 1;

@@ -8,7 +8,8 @@
 //! convolutions that are not depthwise).
 //!
 //! The switch back to stock burn, for comparisons and bug hunts: `GRAFT_KERNELS=burn` in the
-//! environment, or [`set_enabled`]`(false)`.
+//! environment, or [`set_enabled`]`(false)`. `GRAFT_TRAIN_LAYOUT=nchw` keeps ResNet training in
+//! row-major NCHW (graft's NCHW kernels) instead of channels-last, to compare the two.
 
 /// Defines `$name`, which runs the `#[inline(always)]` function `$body` compiled a second time
 /// with AVX-512 (or AVX2+FMA) when the CPU has it, so that LLVM vectorises its loops with wide
@@ -320,6 +321,15 @@ pub fn to_channels_last(x: Tensor<4>) -> Tensor<4> {
     Tensor::from_dispatch(<Dispatch as GraftLayout>::graft_channels_last(
         x.into_dispatch(),
     ))
+}
+
+/// Whether ResNets train channels-last (the default; `GRAFT_TRAIN_LAYOUT=nchw` turns it off for
+/// comparisons). Frozen backbones always run channels-last.
+pub fn train_channels_last() -> bool {
+    static NCHW: std::sync::OnceLock<bool> = std::sync::OnceLock::new();
+    !*NCHW.get_or_init(|| {
+        std::env::var("GRAFT_TRAIN_LAYOUT").is_ok_and(|v| v.eq_ignore_ascii_case("nchw"))
+    })
 }
 
 /// ReLU6 (`min(max(x, 0), 6)`), one pass with graft's kernel on `flex`.

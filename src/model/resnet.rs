@@ -193,7 +193,7 @@ impl ResNet {
     pub fn forward_features(&self, x: Tensor<4>) -> Tensor<2> {
         // Channels-last throughout, training included: graft's kernels keep the layout, and in
         // NHWC the convolutions skip padding taps (see `kernels::channels_last`).
-        let x = if std::env::var_os("GRAFT_NCHW_TRAIN").is_none() || self.bn1.folded {
+        let x = if crate::kernels::train_channels_last() || self.bn1.folded {
             to_channels_last(x)
         } else {
             x
