@@ -30,7 +30,7 @@ use super::batch_norm::{
 };
 use super::channels_last;
 use super::channels_last_train::{
-    self as cl_train, Wanted, bias_gradient, hwio_to_oihw, nhwc_to_nchw, oihw_to_hwio,
+    self as cl_train, Wanted, bias_gradient, nhwc_to_nchw, oihw_to_hwio,
 };
 use super::conv::{
     ConvGeometry, conv2d_backward_bias, conv2d_backward_input, conv2d_backward_weight,
@@ -38,8 +38,8 @@ use super::conv::{
 };
 use super::depthwise::{depthwise_backward, depthwise_forward};
 use super::layout::{
-    channels_last_tensor, channels_last_values, dense_values_mut, flex_tensor, is_channels_last,
-    is_hwio, values,
+    channels_last_tensor, channels_last_values, dense_values_mut, flex_tensor, hwio_values,
+    is_channels_last, is_hwio, values,
 };
 use super::optim::{SgdStep, sgd_step};
 use super::pool::{PoolGeometry, max_pool2d_backward, max_pool2d_forward};
@@ -113,7 +113,7 @@ fn tap_weight(g: &ConvGeometry, weight: &[f32], tap: usize) -> Vec<f32> {
 /// MiB, small next to the convolution).
 fn hwio_weight(weight: &FlexTensor) -> Cow<'_, [f32]> {
     if is_hwio(weight) {
-        return Cow::Borrowed(weight.storage::<f32>());
+        return Cow::Borrowed(hwio_values(weight));
     }
     let s = weight.shape();
     Cow::Owned(oihw_to_hwio(&values(weight), s[0], s[1], s[2] * s[3]))
@@ -270,8 +270,10 @@ impl Backward<Flex, 3> for ConvBackward {
                 grads.register::<Flex>(node.id, channels_last_tensor(dx, [s[0], s[1], s[2], s[3]]));
             }
             if let (Some(node), Some(dw)) = (node_weight, dw) {
-                let dw = hwio_to_oihw(&dw, g.c_out, g.c_in, g.kh * g.kw);
-                grads.register::<Flex>(node.id, flex_tensor(dw, weight.shape().to_vec()));
+                // Registered as computed, HWIO: the optimizer updates the weight in that order
+                // and keeps it so (see `train::optim`), so neither is reordered per step.
+                let dw = flex_tensor(dw, vec![g.kh, g.kw, g.c_in, g.c_out]).permute(&[3, 2, 0, 1]);
+                grads.register::<Flex>(node.id, dw);
             }
             if let Some(node) = node_bias {
                 let db = bias_gradient(&d_out, g.c_out);

@@ -14,7 +14,7 @@
 use rayon::prelude::*;
 
 use super::channels_last::{AxisRun, COL_BUDGET, axis_runs, unfold_class};
-use super::conv::{ConvGeometry, matmul};
+use super::conv::{ConvGeometry, matmul, matmul_uninit};
 use super::pool::PoolGeometry;
 use super::transpose::{transpose, transpose_strided};
 use super::{scratch, zeros};
@@ -98,32 +98,67 @@ pub fn conv2d_backward(
     let (oh, ow) = g.out_hw();
     let (c_in, c_out) = (g.c_in, g.c_out);
     let mut dx = wanted.input.then(|| zeros(g.batch * g.h * g.w * c_in));
-    let mut dw = wanted.weight.then(|| zeros(g.kh * g.kw * c_in * c_out));
     let ys = axis_runs(oh, g.h, g.kh, g.stride[0], g.padding[0].0, g.dilation[0]);
     let xs = axis_runs(ow, g.w, g.kw, g.stride[1], g.padding[1].0, g.dilation[1]);
     let whole_plane = ys.len() == 1 && xs.len() == 1;
+    let mut classes: Vec<(&AxisRun, &AxisRun)> = ys
+        .iter()
+        .flat_map(|y| xs.iter().map(move |x| (y, x)))
+        .collect();
+    // A class whose every tap is valid (the interior) goes first: its first product writes the
+    // whole weight gradient, which then needs no zeroing (tens of MiB per step for a ResNet).
+    let every_tap = |(y, x): &(&AxisRun, &AxisRun)| y.taps.len() == g.kh && x.taps.len() == g.kw;
+    let written_by_first = match classes.iter().position(every_tap) {
+        Some(i) => {
+            let interior = classes.remove(i);
+            classes.insert(0, interior);
+            true
+        }
+        None => false,
+    };
+    let weight_len = g.kh * g.kw * c_in * c_out;
+    let mut dw = wanted.weight.then(|| match written_by_first {
+        true => Vec::with_capacity(weight_len),
+        false => zeros(weight_len),
+    });
     let (mut col_buf, mut dy_buf, mut d_col_buf) = (Vec::new(), Vec::new(), Vec::new());
-    for yr in &ys {
-        for xr in &xs {
-            let class = Class::new(g, yr, xr);
-            if class.k == 0 {
-                continue; // every tap in the padding: no gradient flows
-            }
-            let images = (COL_BUDGET / (class.per_image * class.k).max(1)).clamp(1, g.batch);
-            for b0 in (0..g.batch).step_by(images) {
-                let nb = images.min(g.batch - b0);
-                let rows = nb * class.per_image;
-                // The class's rows of the output gradient: in place when it is every pixel.
-                let dy_rows: &[f32] = if whole_plane {
-                    &d_out[b0 * oh * ow * c_out..][..rows * c_out]
+    for (yr, xr) in classes {
+        let class = Class::new(g, yr, xr);
+        if class.k == 0 {
+            continue; // every tap in the padding: no gradient flows
+        }
+        let images = (COL_BUDGET / (class.per_image * class.k).max(1)).clamp(1, g.batch);
+        for b0 in (0..g.batch).step_by(images) {
+            let nb = images.min(g.batch - b0);
+            let rows = nb * class.per_image;
+            // The class's rows of the output gradient: in place when it is every pixel.
+            let dy_rows: &[f32] = if whole_plane {
+                &d_out[b0 * oh * ow * c_out..][..rows * c_out]
+            } else {
+                let dy = scratch(&mut dy_buf, rows * c_out);
+                class.gather_rows(g, d_out, b0, dy);
+                dy
+            };
+            if let Some(dw) = dw.as_mut() {
+                let col = scratch(&mut col_buf, rows * class.k);
+                unfold_class(g, x, b0, yr, xr, col);
+                if dw.is_empty() {
+                    // The interior class's first chunk: every tap, so every element of
+                    // d_weight = colᵀ × dy, written (not accumulated) into fresh memory.
+                    matmul_uninit(
+                        class.k,
+                        c_out,
+                        rows,
+                        &mut dw.spare_capacity_mut()[..weight_len],
+                        (c_out as isize, 1),
+                        col,
+                        (1, class.k as isize),
+                        dy_rows,
+                        (c_out as isize, 1),
+                    );
+                    // SAFETY: the product wrote all k × c_out = weight_len elements.
+                    unsafe { dw.set_len(weight_len) };
                 } else {
-                    let dy = scratch(&mut dy_buf, rows * c_out);
-                    class.gather_rows(g, d_out, b0, dy);
-                    dy
-                };
-                if let Some(dw) = dw.as_deref_mut() {
-                    let col = scratch(&mut col_buf, rows * class.k);
-                    unfold_class(g, x, b0, yr, xr, col);
                     for (w_row, offset, len) in class.weight_groups(g) {
                         // d_weight[w_row.., len × c_out] += col[:, offset..offset+len]ᵀ × dy
                         matmul(
@@ -140,25 +175,25 @@ pub fn conv2d_backward(
                         );
                     }
                 }
-                if let Some(dx) = dx.as_deref_mut() {
-                    let d_col = scratch(&mut d_col_buf, rows * class.k);
-                    for (w_row, offset, len) in class.weight_groups(g) {
-                        // d_col[:, offset..offset+len] = dy × weight[w_row.., len × c_out]ᵀ
-                        matmul(
-                            rows,
-                            len,
-                            c_out,
-                            &mut d_col[offset..],
-                            (class.k as isize, 1),
-                            false,
-                            dy_rows,
-                            (c_out as isize, 1),
-                            &weight[w_row * c_out..],
-                            (1, c_out as isize),
-                        );
-                    }
-                    class.fold(g, d_col, b0, nb, dx);
+            }
+            if let Some(dx) = dx.as_deref_mut() {
+                let d_col = scratch(&mut d_col_buf, rows * class.k);
+                for (w_row, offset, len) in class.weight_groups(g) {
+                    // d_col[:, offset..offset+len] = dy × weight[w_row.., len × c_out]ᵀ
+                    matmul(
+                        rows,
+                        len,
+                        c_out,
+                        &mut d_col[offset..],
+                        (class.k as isize, 1),
+                        false,
+                        dy_rows,
+                        (c_out as isize, 1),
+                        &weight[w_row * c_out..],
+                        (1, c_out as isize),
+                    );
                 }
+                class.fold(g, d_col, b0, nb, dx);
             }
         }
     }
@@ -418,6 +453,44 @@ mod tests {
             assert_close(&dw, &want_dw, &format!("dw {g:?}"));
             assert_close(&bias_gradient(&d_out_nhwc, g.c_out), &want_db, "db");
         }
+    }
+
+    /// Large enough that a class's patches take two chunks of images: the interior class's
+    /// first chunk writes the weight gradient, the second accumulates onto it.
+    #[test]
+    fn conv_gradients_over_several_image_chunks() {
+        let g = ConvGeometry {
+            batch: 3,
+            c_in: 64,
+            h: 64,
+            w: 64,
+            c_out: 4,
+            kh: 3,
+            kw: 3,
+            stride: [1, 1],
+            padding: [(1, 1), (1, 1)],
+            dilation: [1, 1],
+        };
+        let (plane, (oh, ow)) = (g.h * g.w, g.out_hw());
+        assert!(g.batch * plane * 9 * g.c_in > COL_BUDGET, "needs more than one chunk");
+        let x = values(g.batch * g.c_in * plane, 5);
+        let d_out = values(g.batch * g.c_out * oh * ow, 6);
+        let w = values(g.c_out * g.c_in * 9, 7);
+        let want_dw = conv::conv2d_backward_weight(&g, &x, &d_out);
+        let wanted = Wanted {
+            input: false,
+            weight: true,
+        };
+        let (dx, dw) = conv2d_backward(
+            &g,
+            &nchw_to_nhwc(&x, g.batch, g.c_in, plane),
+            &oihw_to_hwio(&w, g.c_out, g.c_in, 9),
+            &nchw_to_nhwc(&d_out, g.batch, g.c_out, oh * ow),
+            wanted,
+        );
+        assert!(dx.is_none());
+        let dw = hwio_to_oihw(&dw.unwrap(), g.c_out, g.c_in, 9);
+        assert_close(&dw, &want_dw, "dw");
     }
 
     #[test]

@@ -76,9 +76,12 @@ pub fn dense_values_mut(t: &mut FlexTensor) -> Option<&mut [f32]> {
 }
 
 /// Whether a convolution weight of logical shape (c_out, c_in, kh, kw) is stored HWIO
-/// (`[kh, kw, c_in, c_out]` in memory, TensorFlow's order) over exactly its own storage. Frozen
-/// backbones store their dense weights this way (see `model::layers::fold_batch_norm`): the
-/// channels-last convolution then reads them as a `(kh·kw·c_in) × c_out` matrix as they are.
+/// (`[kh, kw, c_in, c_out]` in memory, TensorFlow's order) from the start of its storage (which
+/// may hold more after it: the fused optimizer step returns the weight and its momentum buffer in
+/// one allocation). Frozen backbones store their dense weights this way (see
+/// `model::layers::fold_batch_norm`), and channels-last training keeps its weights so: the
+/// channels-last convolution reads them as a `(kh·kw·c_in) × c_out` matrix as they are (see
+/// [`hwio_values`]).
 pub fn is_hwio(t: &FlexTensor) -> bool {
     let shape = t.shape();
     if t.dtype() != DType::F32 || shape.num_dims() != 4 {
@@ -87,10 +90,16 @@ pub fn is_hwio(t: &FlexTensor) -> bool {
     let [o, i, h, w] = [shape[0], shape[1], shape[2], shape[3]];
     let want = [1, o, w * i * o, i * o];
     t.layout().start_offset() == 0
-        && t.bytes().len() == o * i * h * w * 4
+        && t.bytes().len() >= o * i * h * w * 4
         && [o, i, h, w]
             .iter()
             .zip(t.layout().strides())
             .zip(want)
             .all(|((&size, &stride), want)| size == 1 || stride == want as isize)
+}
+
+/// The `(kh·kw·c_in) × c_out` elements of an HWIO-stored weight (see [`is_hwio`]).
+pub fn hwio_values(t: &FlexTensor) -> &[f32] {
+    debug_assert!(is_hwio(t));
+    &t.storage::<f32>()[..t.layout().num_elements()]
 }

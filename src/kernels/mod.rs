@@ -368,3 +368,33 @@ pub fn sgd_step(
     let new_buf = (step.momentum != 0.0).then(|| out.narrow(0, 1, 1).reshape([n]));
     Some((new_p, new_buf))
 }
+
+/// Whether a tensor is a 4-D `flex` tensor stored HWIO (see [`layout::is_hwio`]): the order in
+/// which channels-last training produces weight gradients, and keeps the weights it updates.
+pub fn is_hwio<const D: usize>(t: &Tensor<D>) -> bool {
+    D == 4
+        && t.clone()
+            .try_into_primitive::<burn::backend::Flex>()
+            .is_ok_and(|p| layout::is_hwio(&p))
+}
+
+/// A tensor's elements as a flat vector, in HWIO order (`hwio`, for 4-D tensors: a view when
+/// the tensor is stored so, a reorder otherwise) or in logical order.
+pub fn flatten<const D: usize>(t: Tensor<D>, hwio: bool) -> Tensor<1> {
+    let n = t.shape().num_elements();
+    if hwio && D == 4 {
+        let t: Tensor<4> = Tensor::from_dispatch(t.into_dispatch());
+        return t.permute([2, 3, 1, 0]).reshape([n]);
+    }
+    t.reshape([n])
+}
+
+/// The inverse of [`flatten`]: a tensor of logical shape `shape`, stored HWIO when `hwio`.
+pub fn unflatten<const D: usize>(flat: Tensor<1>, shape: [usize; D], hwio: bool) -> Tensor<D> {
+    if hwio && D == 4 {
+        let [o, i, h, w] = [shape[0], shape[1], shape[2], shape[3]];
+        let t = flat.reshape([h, w, i, o]).permute([3, 2, 0, 1]);
+        return Tensor::from_dispatch(t.into_dispatch());
+    }
+    flat.reshape(shape)
+}

@@ -5,6 +5,8 @@
 //! parameters of a ResNet-18 that was ~13% of a training step with the second core idle. Here it
 //! is one parallel pass reading the parameter, gradient and momentum buffer once.
 
+use std::mem::MaybeUninit;
+
 use rayon::prelude::*;
 
 /// `torch.optim.SGD`'s hyper-parameters for one step.
@@ -30,14 +32,18 @@ pub fn sgd_step(p: &[f32], g: &[f32], buf: Option<&[f32]>, h: SgdStep) -> Vec<f3
         assert_eq!(buf.len(), n, "sgd_step: momentum buffer length");
     }
     let with_momentum = h.momentum != 0.0;
-    let mut out = super::zeros(if with_momentum { 2 * n } else { n });
-    let (new_p, new_buf) = out.split_at_mut(n);
+    let total = if with_momentum { 2 * n } else { n };
+    // Every element is written below: no zeroing pass over what can be 2 × 11 M floats.
+    let mut out: Vec<f32> = Vec::with_capacity(total);
+    let (new_p, new_buf) = out.spare_capacity_mut()[..total].split_at_mut(n);
     let (p, g) = (p.par_chunks(CHUNK), g.par_chunks(CHUNK));
     if !with_momentum {
         new_p
             .par_chunks_mut(CHUNK)
             .zip(p.zip(g))
             .for_each(|(o, (p, g))| plain(o, p, g, h));
+        // SAFETY: the loop above wrote all n = total elements.
+        unsafe { out.set_len(total) };
         return out;
     }
     let buf = buf.map(|b| b.par_chunks(CHUNK));
@@ -53,23 +59,25 @@ pub fn sgd_step(p: &[f32], g: &[f32], buf: Option<&[f32]>, h: SgdStep) -> Vec<f3
             .zip(p.zip(g))
             .for_each(|((o, ob), (p, g))| first_momentum(o, ob, p, g, h)),
     }
+    // SAFETY: both halves (parameter, buffer) were written element by element above.
+    unsafe { out.set_len(total) };
     out
 }
 
 #[inline(always)]
-fn plain_body(out: &mut [f32], p: &[f32], g: &[f32], h: SgdStep) {
+fn plain_body(out: &mut [MaybeUninit<f32>], p: &[f32], g: &[f32], h: SgdStep) {
     for ((o, p), g) in out.iter_mut().zip(p).zip(g) {
         let g = g + h.weight_decay * p;
-        *o = p - h.lr * g;
+        o.write(p - h.lr * g);
     }
 }
 
-wide_simd!(fn plain(out: &mut [f32], p: &[f32], g: &[f32], h: SgdStep) = plain_body);
+wide_simd!(fn plain(out: &mut [MaybeUninit<f32>], p: &[f32], g: &[f32], h: SgdStep) = plain_body);
 
 #[inline(always)]
 fn momentum_body(
-    out: &mut [f32],
-    out_buf: &mut [f32],
+    out: &mut [MaybeUninit<f32>],
+    out_buf: &mut [MaybeUninit<f32>],
     p: &[f32],
     g: &[f32],
     buf: &[f32],
@@ -79,21 +87,27 @@ fn momentum_body(
         let g = g + h.weight_decay * p;
         let b = h.momentum * b + g;
         let d = if h.nesterov { g + h.momentum * b } else { b };
-        *ob = b;
-        *o = p - h.lr * d;
+        ob.write(b);
+        o.write(p - h.lr * d);
     }
 }
 
-wide_simd!(fn momentum(out: &mut [f32], out_buf: &mut [f32], p: &[f32], g: &[f32], buf: &[f32], h: SgdStep) = momentum_body);
+wide_simd!(fn momentum(out: &mut [MaybeUninit<f32>], out_buf: &mut [MaybeUninit<f32>], p: &[f32], g: &[f32], buf: &[f32], h: SgdStep) = momentum_body);
 
 #[inline(always)]
-fn first_momentum_body(out: &mut [f32], out_buf: &mut [f32], p: &[f32], g: &[f32], h: SgdStep) {
+fn first_momentum_body(
+    out: &mut [MaybeUninit<f32>],
+    out_buf: &mut [MaybeUninit<f32>],
+    p: &[f32],
+    g: &[f32],
+    h: SgdStep,
+) {
     for (((o, ob), p), g) in out.iter_mut().zip(out_buf).zip(p).zip(g) {
         let g = g + h.weight_decay * p;
         let d = if h.nesterov { g + h.momentum * g } else { g };
-        *ob = g;
-        *o = p - h.lr * d;
+        ob.write(g);
+        o.write(p - h.lr * d);
     }
 }
 
-wide_simd!(fn first_momentum(out: &mut [f32], out_buf: &mut [f32], p: &[f32], g: &[f32], h: SgdStep) = first_momentum_body);
+wide_simd!(fn first_momentum(out: &mut [MaybeUninit<f32>], out_buf: &mut [MaybeUninit<f32>], p: &[f32], g: &[f32], h: SgdStep) = first_momentum_body);

@@ -78,7 +78,27 @@ impl Default for OptimizerConfig {
 /// Gradients by checkpoint key, flattened to 1-D, summed over [`Grads::accumulate`] calls.
 #[derive(Default)]
 pub struct Grads {
-    map: BTreeMap<String, Tensor<1>>,
+    map: BTreeMap<String, FlatGrad>,
+}
+
+/// One parameter's gradient, flat, in the order its producer stored it: HWIO for the dense
+/// convolutions of channels-last training (flattened without a copy, and the parameter is then
+/// updated and kept in that order: no reorder per step), logical otherwise.
+struct FlatGrad {
+    values: Tensor<1>,
+    hwio: bool,
+    shape: Vec<usize>,
+}
+
+/// A flat tensor of logical shape `shape` moved from one element order to the other (HWIO or
+/// logical; only 4-D tensors have two).
+fn reorder(flat: Tensor<1>, shape: &[usize], from_hwio: bool, to_hwio: bool) -> Tensor<1> {
+    if from_hwio == to_hwio || shape.len() != 4 {
+        return flat;
+    }
+    let dims = [shape[0], shape[1], shape[2], shape[3]];
+    let logical: Tensor<4> = crate::kernels::unflatten(flat, dims, from_hwio);
+    crate::kernels::flatten(logical, to_hwio)
 }
 
 impl Grads {
@@ -87,7 +107,7 @@ impl Grads {
         struct Take<'a> {
             path: KeyPath,
             grads: &'a mut Gradients,
-            map: &'a mut BTreeMap<String, Tensor<1>>,
+            map: &'a mut BTreeMap<String, FlatGrad>,
         }
         impl ModuleVisitor for Take<'_> {
             fn enter_module(&mut self, name: &str, container: &str) {
@@ -100,12 +120,20 @@ impl Grads {
                 let Some(g) = param.grad_remove(self.grads) else {
                     return;
                 };
-                let n = g.shape().num_elements();
-                let g = g.reshape([n]);
+                let hwio = crate::kernels::is_hwio(&g);
+                let shape = g.dims().to_vec();
+                let g = crate::kernels::flatten(g, hwio);
                 let key = self.path.key();
                 let sum = match self.map.remove(&key) {
-                    Some(prev) => prev + g,
-                    None => g,
+                    Some(prev) => FlatGrad {
+                        values: prev.values + reorder(g, &shape, hwio, prev.hwio),
+                        ..prev
+                    },
+                    None => FlatGrad {
+                        values: g,
+                        hwio,
+                        shape,
+                    },
                 };
                 self.map.insert(key, sum);
             }
@@ -124,7 +152,7 @@ impl Grads {
 }
 
 /// Per-parameter optimizer state.
-#[derive(Clone)]
+#[derive(Clone, Default)]
 struct State {
     /// Momentum buffer (SGD) or first moment (Adam).
     m: Option<Tensor<1>>,
@@ -132,6 +160,23 @@ struct State {
     v: Option<Tensor<1>>,
     /// Steps taken on this parameter (Adam's bias correction).
     steps: u64,
+    /// Whether `m` and `v` are in HWIO order (see [`FlatGrad`]), and the parameter's shape.
+    hwio: bool,
+    shape: Vec<usize>,
+}
+
+impl State {
+    /// `m` and `v` moved to the element order of this step's gradient (a resumed run loads
+    /// them in logical order; channels-last training then updates in HWIO order).
+    fn align(&mut self, hwio: bool, shape: &[usize]) {
+        if self.hwio != hwio {
+            let (from, shape) = (self.hwio, shape.to_vec());
+            self.m = self.m.take().map(|t| reorder(t, &shape, from, hwio));
+            self.v = self.v.take().map(|t| reorder(t, &shape, from, hwio));
+            self.hwio = hwio;
+        }
+        self.shape = shape.to_vec();
+    }
 }
 
 /// An optimizer: configuration plus state.
@@ -172,12 +217,17 @@ impl Optimizer {
                 };
                 let lr = (self.lr_of)(&key);
                 let (id, value, mapper) = param.consume();
-                let shape = value.shape();
-                let n = shape.num_elements();
-                let flat = value.clone().inner().reshape([n]);
-                let updated = self.opt.update(&key, flat, grad.clone(), lr);
-                let new = Tensor::<D>::from_inner(updated.reshape(shape))
-                    .set_require_grad(value.is_require_grad());
+                // Updated in the gradient's element order, and kept in it.
+                let flat = crate::kernels::flatten(value.clone().inner(), grad.hwio);
+                self.opt
+                    .state
+                    .entry(key.clone())
+                    .or_insert_with(State::default)
+                    .align(grad.hwio, &grad.shape);
+                let updated = self.opt.update(&key, flat, grad.values.clone(), lr);
+                let updated = crate::kernels::unflatten(updated, value.dims(), grad.hwio);
+                let new =
+                    Tensor::<D>::from_inner(updated).set_require_grad(value.is_require_grad());
                 Param::from_mapped_value(id, new, mapper)
             }
         }
@@ -192,11 +242,7 @@ impl Optimizer {
     /// The update rule for one flattened parameter `p` with gradient `g`.
     fn update(&mut self, key: &str, p: Tensor<1>, g: Tensor<1>, lr: f64) -> Tensor<1> {
         let c = self.config;
-        let st = self.state.entry(key.to_string()).or_insert(State {
-            m: None,
-            v: None,
-            steps: 0,
-        });
+        let st = self.state.entry(key.to_string()).or_default();
         st.steps += 1;
         match c.kind {
             OptimizerKind::Gd | OptimizerKind::Sgd => {
@@ -275,7 +321,9 @@ impl Optimizer {
         for (key, st) in &self.state {
             for (suffix, t) in [("m", &st.m), ("v", &st.v)] {
                 if let Some(t) = t {
-                    let values = crate::tensor::to_vec(t.clone());
+                    // Saved in logical order, whatever order training kept it in.
+                    let t = reorder(t.clone(), &st.shape, st.hwio, false);
+                    let values = crate::tensor::to_vec(t);
                     out.push((format!("{key}.{suffix}"), vec![values.len()], values));
                 }
             }
@@ -307,6 +355,7 @@ impl Optimizer {
                     m: load("m"),
                     v: load("v"),
                     steps,
+                    ..State::default()
                 },
             );
         }
