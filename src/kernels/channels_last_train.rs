@@ -472,7 +472,10 @@ mod tests {
             dilation: [1, 1],
         };
         let (plane, (oh, ow)) = (g.h * g.w, g.out_hw());
-        assert!(g.batch * plane * 9 * g.c_in > COL_BUDGET, "needs more than one chunk");
+        assert!(
+            g.batch * plane * 9 * g.c_in > COL_BUDGET,
+            "needs more than one chunk"
+        );
         let x = values(g.batch * g.c_in * plane, 5);
         let d_out = values(g.batch * g.c_out * oh * ow, 6);
         let w = values(g.c_out * g.c_in * 9, 7);

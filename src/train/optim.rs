@@ -222,7 +222,7 @@ impl Optimizer {
                 self.opt
                     .state
                     .entry(key.clone())
-                    .or_insert_with(State::default)
+                    .or_default()
                     .align(grad.hwio, &grad.shape);
                 let updated = self.opt.update(&key, flat, grad.values.clone(), lr);
                 let updated = crate::kernels::unflatten(updated, value.dims(), grad.hwio);
