@@ -421,7 +421,7 @@ fn autodiff_conv2d<C: CheckpointStrategy>(
         let bias = bias.map(values);
         let (oh, ow) = g.out_hw();
         if channels_last {
-            let w = hwio_weight(weight).into_owned();
+            let w = hwio_weight(weight);
             let out = channels_last::conv2d_forward(
                 &g,
                 channels_last_values(x),
@@ -430,7 +430,13 @@ fn autodiff_conv2d<C: CheckpointStrategy>(
                 Activation::Identity,
             );
             let out = channels_last_tensor(out, [g.batch, g.c_out, oh, ow]);
-            return (out, Kept::HwioWeight(Arc::new(w)));
+            // A weight stored HWIO is read again from the checkpointed weight; one that had to
+            // be reordered (the first step) is kept reordered.
+            let kept = match w {
+                Cow::Borrowed(_) => Kept::Nothing,
+                Cow::Owned(w) => Kept::HwioWeight(Arc::new(w)),
+            };
+            return (out, kept);
         }
         let (out, kept) =
             conv2d_forward_for_training(&g, &values(x), &values(weight), bias.as_deref());

@@ -55,12 +55,17 @@ pub fn hwio_to_oihw(w: &[f32], c_out: usize, c_in: usize, taps: usize) -> Vec<f3
             tap * c_in + ci
         }))
     };
-    let mut out = zeros(w.len());
-    out.par_chunks_mut(REORDER_ROWS * k)
+    transposed(&rows_ci_tap, k, c_out)
+}
+
+/// `src` (rows × cols) transposed, blocks of output rows in parallel.
+fn transposed(src: &[f32], rows: usize, cols: usize) -> Vec<f32> {
+    let mut out = zeros(src.len());
+    out.par_chunks_mut(REORDER_ROWS * rows)
         .enumerate()
         .for_each(|(i, dst)| {
-            let o0 = i * REORDER_ROWS;
-            transpose_strided(&rows_ci_tap[o0..], c_out, k, dst.len() / k, dst, k);
+            let c0 = i * REORDER_ROWS;
+            transpose_strided(&src[c0..], cols, rows, dst.len() / rows, dst, rows);
         });
     out
 }
@@ -98,6 +103,11 @@ pub fn conv2d_backward(
     let (oh, ow) = g.out_hw();
     let (c_in, c_out) = (g.c_in, g.c_out);
     let mut dx = wanted.input.then(|| zeros(g.batch * g.h * g.w * c_in));
+    // The input gradient's products read the weight transposed, `(c_out, taps·c_in)`: as a
+    // row-major operand gemm packs it with plain copies, where the HWIO matrix read transposed
+    // goes through its element-by-element packing (~2 ns a float, for every product).
+    let k_full = g.kh * g.kw * c_in;
+    let weight_t = wanted.input.then(|| transposed(weight, k_full, c_out));
     let ys = axis_runs(oh, g.h, g.kh, g.stride[0], g.padding[0].0, g.dilation[0]);
     let xs = axis_runs(ow, g.w, g.kw, g.stride[1], g.padding[1].0, g.dilation[1]);
     let whole_plane = ys.len() == 1 && xs.len() == 1;
@@ -176,10 +186,10 @@ pub fn conv2d_backward(
                     }
                 }
             }
-            if let Some(dx) = dx.as_deref_mut() {
+            if let (Some(dx), Some(weight_t)) = (dx.as_deref_mut(), weight_t.as_deref()) {
                 let d_col = scratch(&mut d_col_buf, rows * class.k);
                 for (w_row, offset, len) in class.weight_groups(g) {
-                    // d_col[:, offset..offset+len] = dy × weight[w_row.., len × c_out]ᵀ
+                    // d_col[:, offset..offset+len] = dy × weightᵀ[:, w_row..w_row+len]
                     matmul(
                         rows,
                         len,
@@ -189,8 +199,8 @@ pub fn conv2d_backward(
                         false,
                         dy_rows,
                         (c_out as isize, 1),
-                        &weight[w_row * c_out..],
-                        (1, c_out as isize),
+                        &weight_t[w_row..],
+                        (k_full as isize, 1),
                     );
                 }
                 class.fold(g, d_col, b0, nb, dx);
