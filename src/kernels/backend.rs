@@ -36,7 +36,7 @@ use super::conv::{
     ConvGeometry, conv2d_backward_bias, conv2d_backward_input, conv2d_backward_weight,
     conv2d_backward_weight_from, conv2d_forward, conv2d_forward_for_training,
 };
-use super::depthwise::{depthwise_backward, depthwise_forward};
+use super::depthwise::{depthwise_backward, depthwise_backward_nhwc, depthwise_forward};
 use super::layout::{
     channels_last_tensor, channels_last_values, dense_values_mut, flex_tensor, hwio_values,
     is_channels_last, is_hwio, values,
@@ -274,6 +274,24 @@ impl Backward<Flex, 3> for ConvBackward {
                 // and keeps it so (see `train::optim`), so neither is reordered per step.
                 let dw = flex_tensor(dw, vec![g.kh, g.kw, g.c_in, g.c_out]).permute(&[3, 2, 0, 1]);
                 grads.register::<Flex>(node.id, dw);
+            }
+            if let Some(node) = node_bias {
+                let db = bias_gradient(&d_out, g.c_out);
+                grads.register::<Flex>(node.id, flex_tensor(db, vec![g.c_out]));
+            }
+            return;
+        }
+        if is_channels_last(&x) {
+            // Depthwise, channels-last: both gradients in one pass, no layout changes.
+            let d_out = nhwc_values(&d_out);
+            let (dx, dw) =
+                depthwise_backward_nhwc(&g, channels_last_values(&x), &values(&weight), &d_out);
+            if let Some(node) = node_x {
+                let s = x.shape();
+                grads.register::<Flex>(node.id, channels_last_tensor(dx, [s[0], s[1], s[2], s[3]]));
+            }
+            if let Some(node) = node_weight {
+                grads.register::<Flex>(node.id, flex_tensor(dw, weight.shape().to_vec()));
             }
             if let Some(node) = node_bias {
                 let db = bias_gradient(&d_out, g.c_out);

@@ -10,8 +10,7 @@
 //!
 //! The forward passes live here, the backward steps in `channels_last_train.rs`. A network runs
 //! channels-last when its input is converted once (`kernels::to_channels_last`): frozen,
-//! BatchNorm-folded backbones for inference, and ResNets for training too. EfficientNet trains
-//! NCHW (its depthwise backward is written for that order, in `depthwise.rs`).
+//! BatchNorm-folded backbones for inference, and every network in training too.
 
 use std::mem::MaybeUninit;
 

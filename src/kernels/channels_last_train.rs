@@ -506,6 +506,48 @@ mod tests {
         assert_close(&dw, &want_dw, "dw");
     }
 
+    /// Small planes (where the NCHW kernel transposes per image) and a large one (where it
+    /// runs per plane), stride 2 and asymmetric padding.
+    #[test]
+    fn depthwise_gradients_match_the_nchw_kernels() {
+        let geometry = |hw: usize, k: usize, stride: usize, pad: (usize, usize)| ConvGeometry {
+            batch: 5,
+            c_in: 19,
+            h: hw,
+            w: hw + 1,
+            c_out: 19,
+            kh: k,
+            kw: k,
+            stride: [stride, stride],
+            padding: [pad, pad],
+            dilation: [1, 1],
+        };
+        for g in [
+            geometry(5, 3, 1, (1, 1)),
+            geometry(9, 5, 2, (1, 2)),
+            geometry(24, 3, 1, (1, 1)),
+        ] {
+            let (plane, (oh, ow)) = (g.h * g.w, g.out_hw());
+            let x = values(g.batch * g.c_in * plane, 1);
+            let w = values(g.c_in * g.kh * g.kw, 2);
+            let d_out = values(g.batch * g.c_in * oh * ow, 3);
+            let (want_dx, want_dw) =
+                crate::kernels::depthwise::depthwise_backward(&g, &x, &w, &d_out);
+            let (dx, dw) = crate::kernels::depthwise::depthwise_backward_nhwc(
+                &g,
+                &nchw_to_nhwc(&x, g.batch, g.c_in, plane),
+                &w,
+                &nchw_to_nhwc(&d_out, g.batch, g.c_in, oh * ow),
+            );
+            assert_close(
+                &to_nchw(&dx, g.batch, g.c_in, plane),
+                &want_dx,
+                &format!("dx {g:?}"),
+            );
+            assert_close(&dw, &want_dw, &format!("dw {g:?}"));
+        }
+    }
+
     #[test]
     fn max_pool_matches_the_nchw_kernel_with_ties_and_nan() {
         let (batch, c) = (2, 5);

@@ -182,12 +182,63 @@ fn backward_small_planes(
     d_out: &[f32],
 ) -> (Vec<f32>, Vec<f32>) {
     let (oh, ow) = g.out_hw();
-    let (c, taps) = (g.c_in, g.kh * g.kw);
+    let c = g.c_in;
     let (plane_in, plane_out) = (g.h * g.w, oh * ow);
+    let (image_in, image_out) = (c * plane_in, c * plane_out);
+    backward_by_image_groups(g, x, weight, d_out, || {
+        let [mut x_hwc, mut grad_hwc, mut dx_hwc] =
+            [image_in, image_out, image_in].map(|n| vec![0.0f32; n]);
+        move |x_img: &[f32],
+              grad_img: &[f32],
+              w_tc: &[f32],
+              dx_img: &mut [f32],
+              dw_tc: &mut [f32]| {
+            transpose(x_img, c, plane_in, &mut x_hwc);
+            transpose(grad_img, c, plane_out, &mut grad_hwc);
+            dx_hwc.fill(0.0);
+            backward_image_nhwc(g, &x_hwc, w_tc, &grad_hwc, &mut dx_hwc, dw_tc);
+            transpose(&dx_hwc, plane_in, c, dx_img);
+        }
+    })
+}
+
+/// Input and weight gradients of the depthwise convolution on channels-last activations (`x`
+/// and `d_out` NHWC; the input gradient is returned NHWC): the per-image kernel of the small
+/// planes without their transposes, whatever the plane size.
+pub fn depthwise_backward_nhwc(
+    g: &ConvGeometry,
+    x: &[f32],
+    weight: &[f32],
+    d_out: &[f32],
+) -> (Vec<f32>, Vec<f32>) {
+    check(g);
+    backward_by_image_groups(g, x, weight, d_out, || {
+        |x_img: &[f32], grad_img: &[f32], w_tc: &[f32], dx_img: &mut [f32], dw_tc: &mut [f32]| {
+            backward_image_nhwc(g, x_img, w_tc, grad_img, dx_img, dw_tc)
+        }
+    })
+}
+
+/// Runs `per_image` (made once per task by `make`) over every image: (input, output gradient,
+/// tap-major weight, input gradient to fill, tap-major weight gradient to add to). Images are
+/// taken [`IMAGES_PER_GROUP`] per task, each group's weight gradient summed on its own and the
+/// groups' sums added in order. Returns (input gradient, weight gradient `(c, 1, kh, kw)`).
+fn backward_by_image_groups<F>(
+    g: &ConvGeometry,
+    x: &[f32],
+    weight: &[f32],
+    d_out: &[f32],
+    make: impl Fn() -> F + Sync,
+) -> (Vec<f32>, Vec<f32>)
+where
+    F: FnMut(&[f32], &[f32], &[f32], &mut [f32], &mut [f32]),
+{
+    let (oh, ow) = g.out_hw();
+    let (c, taps) = (g.c_in, g.kh * g.kw);
+    let (image_in, image_out) = (c * g.h * g.w, c * oh * ow);
     let mut w_tc = vec![0.0f32; taps * c];
     transpose(weight, c, taps, &mut w_tc);
-    let mut dx = vec![0.0f32; g.batch * c * plane_in];
-    let (image_in, image_out) = (c * plane_in, c * plane_out);
+    let mut dx = super::zeros(g.batch * image_in);
     let partials: Vec<Vec<f32>> = dx
         .par_chunks_mut(IMAGES_PER_GROUP * image_in)
         .zip(
@@ -196,17 +247,12 @@ fn backward_small_planes(
         )
         .map(|(dx_group, (x_group, grad_group))| {
             let mut dw_tc = vec![0.0f32; taps * c];
-            let [mut x_hwc, mut grad_hwc, mut dx_hwc] =
-                [image_in, image_out, image_in].map(|n| vec![0.0f32; n]);
+            let mut per_image = make();
             for (dx_img, (x_img, grad_img)) in dx_group
                 .chunks_mut(image_in)
                 .zip(x_group.chunks(image_in).zip(grad_group.chunks(image_out)))
             {
-                transpose(x_img, c, plane_in, &mut x_hwc);
-                transpose(grad_img, c, plane_out, &mut grad_hwc);
-                dx_hwc.fill(0.0);
-                backward_image_nhwc(g, &x_hwc, &w_tc, &grad_hwc, &mut dx_hwc, &mut dw_tc);
-                transpose(&dx_hwc, plane_in, c, dx_img);
+                per_image(x_img, grad_img, &w_tc, dx_img, &mut dw_tc);
             }
             dw_tc
         })

@@ -8,8 +8,8 @@
 //! convolutions that are not depthwise).
 //!
 //! The switch back to stock burn, for comparisons and bug hunts: `GRAFT_KERNELS=burn` in the
-//! environment, or [`set_enabled`]`(false)`. `GRAFT_TRAIN_LAYOUT=nchw` keeps ResNet training in
-//! row-major NCHW (graft's NCHW kernels) instead of channels-last, to compare the two.
+//! environment, or [`set_enabled`]`(false)`. `GRAFT_TRAIN_LAYOUT=nchw` keeps training in row-major
+//! NCHW (graft's NCHW kernels) instead of channels-last, to compare the two.
 
 /// Defines `$name`, which runs the `#[inline(always)]` function `$body` compiled a second time
 /// with AVX-512 (or AVX2+FMA) when the CPU has it, so that LLVM vectorises its loops with wide
@@ -323,7 +323,7 @@ pub fn to_channels_last(x: Tensor<4>) -> Tensor<4> {
     ))
 }
 
-/// Whether ResNets train channels-last (the default; `GRAFT_TRAIN_LAYOUT=nchw` turns it off for
+/// Whether networks train channels-last (the default; `GRAFT_TRAIN_LAYOUT=nchw` turns it off for
 /// comparisons). Frozen backbones always run channels-last.
 pub fn train_channels_last() -> bool {
     static NCHW: std::sync::OnceLock<bool> = std::sync::OnceLock::new();

@@ -150,8 +150,8 @@ impl EfficientNetLite {
 
     /// `(n, 3, h, w) -> (n, feature_dim)`.
     pub fn forward_features(&self, x: Tensor<4>) -> Tensor<2> {
-        // A BatchNorm-folded copy only ever runs inference: channels-last is faster there.
-        let x = if self._bn0.folded {
+        // Channels-last throughout, training included (see `kernels::channels_last`).
+        let x = if crate::kernels::train_channels_last() || self._bn0.folded {
             crate::kernels::to_channels_last(x)
         } else {
             x
