@@ -756,15 +756,15 @@ fn autodiff_clamp<C: CheckpointStrategy, const SIX: bool>(
     let out = || {
         let x = x.primitive();
         let clamped = |src: &[f32]| -> Vec<f32> {
-            let mut y = super::zeros(src.len());
-            y.par_chunks_mut(ELEMENTWISE_CHUNK)
-                .zip(src.par_chunks(ELEMENTWISE_CHUNK))
-                .for_each(|(y, s)| {
+            // SAFETY: every element of each chunk is written from the same range of `src`.
+            unsafe {
+                super::par_fill(src.len(), ELEMENTWISE_CHUNK, |first, y| {
+                    let src = &src[first..][..y.len()];
                     y.iter_mut()
-                        .zip(s)
-                        .for_each(|(y, s)| *y = clamp(*s, upper(SIX)))
-                });
-            y
+                        .zip(src)
+                        .for_each(|(y, s)| _ = y.write(clamp(*s, upper(SIX))));
+                })
+            }
         };
         let s = x.shape();
         if is_channels_last(x) {

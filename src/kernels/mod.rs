@@ -123,6 +123,29 @@ pub(crate) fn zeros(n: usize) -> Vec<f32> {
     v
 }
 
+/// `n` floats, each written once by `fill` (in parallel, `chunk` elements per task): for outputs
+/// that an element-wise kernel writes entirely, so that they are not zeroed first (a pass over
+/// every activation that [`zeros`] would cost).
+///
+/// # Safety
+/// `fill(first, dst)` must initialise every element of `dst` (the chunk starting at element
+/// `first` of the result).
+pub(crate) unsafe fn par_fill(
+    n: usize,
+    chunk: usize,
+    fill: impl Fn(usize, &mut [std::mem::MaybeUninit<f32>]) + Sync,
+) -> Vec<f32> {
+    use rayon::prelude::*;
+    let mut v: Vec<f32> = Vec::with_capacity(n);
+    v.spare_capacity_mut()[..n]
+        .par_chunks_mut(chunk.max(1))
+        .enumerate()
+        .for_each(|(i, dst)| fill(i * chunk.max(1), dst));
+    // SAFETY: the caller's `fill` initialised every chunk, and the chunks cover 0..n.
+    unsafe { v.set_len(n) };
+    v
+}
+
 /// The first `n` floats of a scratch buffer reused across the classes or chunks of one call:
 /// grown (and zeroed) only when too small, so each call zeroes it at most once.
 pub(crate) fn scratch(buf: &mut Vec<f32>, n: usize) -> &mut [f32] {
