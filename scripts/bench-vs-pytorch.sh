@@ -57,7 +57,8 @@ for n in names:
     for metric in ("images_per_s", "total_seconds", "test_accuracy"):
         if metric in g[0] and metric in t[0]:
             gv, tv = [r[metric] for r in g], [r[metric] for r in t]
-            gm, tm = statistics.median(gv), statistics.median(tv)
+            # (an even number of rounds averages the middle two: round away float noise)
+            gm, tm = round(statistics.median(gv), 4), round(statistics.median(tv), 4)
             ratio = gm / tm if metric != "total_seconds" else tm / gm
             label = "speed-up" if metric == "total_seconds" else ""
             print(f"| {n} | {metric} | {gm} ({min(gv)}–{max(gv)}) | {tm} ({min(tv)}–{max(tv)}) | {ratio:.2f}{' '+label if label else ''} |")

@@ -1,11 +1,14 @@
 //! graft's own CPU kernels, where burn's `flex` backend leaves speed on the table.
 //!
 //! Today: dense convolution (`conv.rs`: im2col over several images at once + one large GEMM per
-//! chunk), depthwise convolution (`depthwise.rs`), max-pool (`pool.rs`) and ReLU6, each with its
-//! backward, plugged into burn as backend extensions (`backend.rs`) so that they work with
-//! autodiff like any burn op. Layers call [`conv2d`], [`max_pool2d`] and [`relu6`], which pick
-//! graft's kernel on the `flex` device and burn's op everywhere else (other backends, grouped
-//! convolutions that are not depthwise).
+//! chunk, NCHW; `channels_last.rs` / `channels_last_train.rs`: NHWC, grouped by valid kernel
+//! taps so that padding is never multiplied), depthwise convolution (`depthwise.rs`), max-pool
+//! (`pool.rs`), BatchNorm (`batch_norm.rs`), ReLU/ReLU6, each with its backward, and the fused
+//! SGD step (`optim.rs`), plugged into burn as backend extensions (`backend.rs`) so that they
+//! work with autodiff like any burn op. Layers call [`conv2d`], [`max_pool2d`], [`relu6`], ...,
+//! which pick graft's kernel on the `flex` device and burn's op everywhere else (other backends,
+//! grouped convolutions that are not depthwise). Networks convert their input to channels-last
+//! once ([`to_channels_last`]) and every kernel keeps the layout it is given.
 //!
 //! The switch back to stock burn, for comparisons and bug hunts: `GRAFT_KERNELS=burn` in the
 //! environment, or [`set_enabled`]`(false)`. `GRAFT_TRAIN_LAYOUT=nchw` keeps training in row-major
@@ -333,10 +336,11 @@ pub fn relu<const D: usize>(x: Tensor<D>) -> Tensor<D> {
 }
 
 /// The same tensor with its elements stored channels-last (NHWC), on `flex` with graft's kernels
-/// and outside autodiff; unchanged anywhere else. graft's convolution, pooling and activation
-/// kernels keep the order they are given, so a network fed a channels-last input runs
-/// channels-last throughout: no layout changes inside the depthwise kernels, one GEMM per
-/// pointwise convolution (see `channels_last.rs`). Used for frozen (BatchNorm-folded) backbones.
+/// (its backward step hands the gradient back row-major); unchanged anywhere else. graft's
+/// convolution, pooling, normalisation and activation kernels keep the order they are given, so
+/// a network fed a channels-last input runs channels-last throughout: no layout changes inside
+/// the depthwise kernels, one GEMM per pointwise convolution (see `channels_last.rs`). Every
+/// network calls it on its input (see [`train_channels_last`]).
 pub fn to_channels_last(x: Tensor<4>) -> Tensor<4> {
     if !enabled() || !is_flex(&x) {
         return x;
