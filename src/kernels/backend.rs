@@ -135,8 +135,7 @@ fn forward(
         let out = if is_depthwise(x, weight, options) {
             channels_last::depthwise_forward(&g, xs, &values(weight), bias.as_deref(), act)
         } else {
-            let w = channels_last::Weight::Hwio(&hwio_weight(weight));
-            channels_last::conv2d_forward(&g, xs, w, bias.as_deref(), act)
+            channels_last::conv2d_forward(&g, xs, &hwio_weight(weight), bias.as_deref(), act)
         };
         return channels_last_tensor(out, [g.batch, g.c_out, oh, ow]);
     }
@@ -443,7 +442,7 @@ fn autodiff_conv2d<C: CheckpointStrategy>(
             let out = channels_last::conv2d_forward(
                 &g,
                 channels_last_values(x),
-                channels_last::Weight::Hwio(&w),
+                &w,
                 bias.as_deref(),
                 Activation::Identity,
             );

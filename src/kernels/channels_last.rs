@@ -26,37 +26,30 @@ use super::{Activation, scratch};
 /// enough to stay out of the way of the caches' working set.
 pub(super) const COL_BUDGET: usize = 4 << 20;
 
-/// A dense convolution's weight, in one of the two orders the kernel reads as stored.
-#[derive(Debug, Clone, Copy)]
-pub enum Weight<'a> {
-    /// `(c_out, c_in, kh, kw)`, PyTorch's order.
-    Oihw(&'a [f32]),
-    /// `(kh, kw, c_in, c_out)`, what frozen backbones store: the GEMM reads it without packing
-    /// and the patches unfold as runs of whole channel vectors.
-    Hwio(&'a [f32]),
-}
-
-/// Dense convolution (`groups == 1`): `x` (batch, h, w, c_in), `weight`, optional `bias`
+/// Dense convolution (`groups == 1`): `x` (batch, h, w, c_in), `weight` stored HWIO
+/// (`(kh, kw, c_in, c_out)`: what frozen backbones store and channels-last training keeps; the
+/// GEMM reads it as stored and patches unfold as runs of whole channel vectors), optional `bias`
 /// (c_out), then `act` → (batch, oh, ow, c_out).
 ///
-/// `out[(image, pixel), c_out] = col[(image, pixel), patch] × weightᵀ`, the patch ordered like
-/// the weight (`(c_in, ky, kx)` for OIHW, `(ky, kx, c_in)` for HWIO) so that the weight is used as
-/// stored. A plain 1×1 convolution skips the unfolding: `x` is the matrix. The output buffer is
-/// written first by the GEMM (no zeroing), then bias and activation are applied in one pass.
+/// `out[(image, pixel), c_out] = col[(image, pixel), patch] × weight`, the patch ordered
+/// `(ky, kx, c_in)` like the weight's rows. A plain 1×1 convolution skips the unfolding: `x` is
+/// the matrix, and the output buffer is written first by the GEMM (no zeroing), then bias and
+/// activation are applied in one pass. Anything else goes by tap classes
+/// ([`conv2d_by_tap_class`]).
 pub fn conv2d_forward(
     g: &ConvGeometry,
     x: &[f32],
-    weight: Weight<'_>,
+    weight: &[f32],
     bias: Option<&[f32]>,
     act: Activation,
 ) -> Vec<f32> {
     let (oh, ow) = g.out_hw();
     let rows = g.batch * oh * ow;
-    let k = g.c_in * g.kh * g.kw;
+    let k = g.c_in;
     let total = rows * g.c_out;
     let pointwise = g.kh == 1 && g.kw == 1 && g.stride == [1, 1] && g.padding == [(0, 0); 2];
-    if let (false, Weight::Hwio(w)) = (pointwise, weight) {
-        return conv2d_by_tap_class(g, x, w, bias, act);
+    if !pointwise {
+        return conv2d_by_tap_class(g, x, weight, bias, act);
     }
     if k == 0 || total == 0 {
         let mut out = vec![0.0f32; total];
@@ -64,20 +57,19 @@ pub fn conv2d_forward(
         return out;
     }
     let mut out = Vec::with_capacity(total);
-    let dst = &mut out.spare_capacity_mut()[..total];
-    if pointwise {
-        gemm_rows(g, x, weight, dst, rows, k);
-    } else {
-        let chunk = (COL_BUDGET / k).clamp(1, rows);
-        let mut col = Vec::new();
-        for (i, dst) in dst.chunks_mut(chunk * g.c_out).enumerate() {
-            let n = dst.len() / g.c_out;
-            col.resize(n * k, 0.0);
-            unfold(g, x, i * chunk, n, &mut col);
-            gemm_rows(g, &col, weight, dst, n, k);
-        }
-    }
-    // SAFETY: the GEMMs above wrote all `total` elements (rows × c_out, densely).
+    // `dst (rows × c_out) = x (rows × c_in) × weight (c_in × c_out)`
+    matmul_uninit(
+        rows,
+        g.c_out,
+        k,
+        &mut out.spare_capacity_mut()[..total],
+        (g.c_out as isize, 1),
+        x,
+        (k as isize, 1),
+        weight,
+        (g.c_out as isize, 1),
+    );
+    // SAFETY: the GEMM wrote all `total` elements (rows × c_out, densely).
     unsafe { out.set_len(total) };
     epilogue(&mut out, bias, act, g.c_out);
     out
@@ -96,67 +88,6 @@ fn epilogue(out: &mut [f32], bias: Option<&[f32]>, act: Activation, channels: us
             act.apply(row);
         }
     });
-}
-
-/// `dst (rows × c_out) = lhs (rows × k) × weightᵀ`.
-fn gemm_rows(
-    g: &ConvGeometry,
-    lhs: &[f32],
-    weight: Weight<'_>,
-    dst: &mut [MaybeUninit<f32>],
-    rows: usize,
-    k: usize,
-) {
-    // The weight as the k × c_out right-hand matrix.
-    let (rhs, rhs_strides) = match weight {
-        Weight::Oihw(w) => (w, (1, k as isize)),
-        Weight::Hwio(w) => (w, (g.c_out as isize, 1)),
-    };
-    matmul_uninit(
-        rows,
-        g.c_out,
-        k,
-        dst,
-        (g.c_out as isize, 1),
-        lhs,
-        (k as isize, 1),
-        rhs,
-        rhs_strides,
-    );
-}
-
-/// Output rows `first..first + n` (row = (image, oy, ox)) unfolded into `col`, each row
-/// `[c_in, ky, kx]` (the OIHW weight's order), with zeros where a tap falls in the padding.
-fn unfold(g: &ConvGeometry, x: &[f32], first: usize, n: usize, col: &mut [f32]) {
-    let (oh, ow) = g.out_hw();
-    let (taps, c) = (g.kh * g.kw, g.c_in);
-    let k = c * taps;
-    col[..n * k]
-        .par_chunks_mut(k)
-        .enumerate()
-        .for_each(|(i, row)| {
-            let r = first + i;
-            let (b, p) = (r / (oh * ow), r % (oh * ow));
-            let (oy, ox) = (p / ow, p % ow);
-            for ky in 0..g.kh {
-                for kx in 0..g.kw {
-                    let t = ky * g.kw + kx;
-                    match g.tap_source(oy, ox, ky, kx) {
-                        Some(at) => {
-                            let src = &x[(b * g.h * g.w + at) * c..][..c];
-                            for (ci, v) in src.iter().enumerate() {
-                                row[ci * taps + t] = *v;
-                            }
-                        }
-                        None => {
-                            for ci in 0..c {
-                                row[ci * taps + t] = 0.0;
-                            }
-                        }
-                    }
-                }
-            }
-        });
 }
 
 /// Output positions `out` along one axis whose valid kernel taps (those that do not fall in the
@@ -506,8 +437,7 @@ pub(super) mod tests {
             let want = conv::conv2d_forward(&g, &x, &w, Some(&bias));
             let x_nhwc = nchw_to_nhwc(&x, g.batch, g.c_in, plane);
             let id = Activation::Identity;
-            let got = conv2d_forward(&g, &x_nhwc, Weight::Oihw(&w), Some(&bias), id);
-            // The same weight stored HWIO: element (o, i, t) moves to (t, i, o).
+            // The weight stored HWIO: element (o, i, t) moves to (t, i, o).
             let (taps, k) = (g.kh * g.kw, g.c_in * g.kh * g.kw);
             let mut hwio = vec![0.0f32; w.len()];
             for o in 0..g.c_out {
@@ -517,8 +447,7 @@ pub(super) mod tests {
                     }
                 }
             }
-            let got_hwio = conv2d_forward(&g, &x_nhwc, Weight::Hwio(&hwio), Some(&bias), id);
-            assert_close(&got_hwio, &got, &format!("HWIO {g:?}"));
+            let got = conv2d_forward(&g, &x_nhwc, &hwio, Some(&bias), id);
             let (oh, ow) = g.out_hw();
             assert_close(
                 &to_nchw(&got, g.batch, g.c_out, oh * ow),

@@ -44,20 +44,6 @@ pub fn oihw_to_hwio(w: &[f32], c_out: usize, c_in: usize, taps: usize) -> Vec<f3
     })
 }
 
-/// The inverse of [`oihw_to_hwio`].
-pub fn hwio_to_oihw(w: &[f32], c_out: usize, c_in: usize, taps: usize) -> Vec<f32> {
-    let k = c_in * taps;
-    let rows_ci_tap = if taps == 1 {
-        std::borrow::Cow::Borrowed(w)
-    } else {
-        std::borrow::Cow::Owned(permute_rows(w, c_out, |r| {
-            let (ci, tap) = (r / taps, r % taps);
-            tap * c_in + ci
-        }))
-    };
-    transposed(&rows_ci_tap, k, c_out)
-}
-
 /// `src` (rows × cols) transposed, blocks of output rows in parallel.
 fn transposed(src: &[f32], rows: usize, cols: usize) -> Vec<f32> {
     let mut out = zeros(src.len());
@@ -417,6 +403,20 @@ mod tests {
     use crate::kernels::channels_last::tests::{assert_close, dense_geometries, to_nchw};
     use crate::kernels::conv::tests::values;
     use crate::kernels::{conv, pool};
+
+    /// The inverse of [`oihw_to_hwio`].
+    fn hwio_to_oihw(w: &[f32], c_out: usize, c_in: usize, taps: usize) -> Vec<f32> {
+        let k = c_in * taps;
+        let rows_ci_tap = if taps == 1 {
+            std::borrow::Cow::Borrowed(w)
+        } else {
+            std::borrow::Cow::Owned(permute_rows(w, c_out, |r| {
+                let (ci, tap) = (r / taps, r % taps);
+                tap * c_in + ci
+            }))
+        };
+        transposed(&rows_ci_tap, k, c_out)
+    }
 
     #[test]
     fn weight_orders_round_trip() {
