@@ -252,45 +252,35 @@ impl Backward<Flex, 3> for ConvBackward {
         let x: FlexTensor = checkpointer.retrieve_node_output(x_state);
         let weight: FlexTensor = checkpointer.retrieve_node_output(weight_state);
         let g = geometry(&x, &weight, &options);
-        if is_channels_last(&x) && !is_depthwise(&x, &weight, &options) {
+        if is_channels_last(&x) {
             let d_out = nhwc_values(&d_out);
-            let w = match &kept_columns {
-                Kept::HwioWeight(w) => Cow::Borrowed(&w[..]),
-                _ => hwio_weight(&weight),
+            let xs = channels_last_values(&x);
+            let (dx, dw) = if is_depthwise(&x, &weight, &options) {
+                // Both gradients in one pass, no layout changes.
+                let (dx, dw) = depthwise_backward_nhwc(&g, xs, &values(&weight), &d_out);
+                (Some(dx), Some(flex_tensor(dw, weight.shape().to_vec())))
+            } else {
+                let w = match &kept_columns {
+                    Kept::HwioWeight(w) => Cow::Borrowed(&w[..]),
+                    _ => hwio_weight(&weight),
+                };
+                let wanted = Wanted {
+                    input: node_x.is_some(),
+                    weight: node_weight.is_some(),
+                };
+                let (dx, dw) = cl_train::conv2d_backward(&g, xs, &w, &d_out, wanted);
+                // The weight gradient is registered as computed, HWIO: the optimizer updates
+                // the weight in that order and keeps it so (see `train::optim`), so neither is
+                // reordered per step.
+                let hwio = |dw| flex_tensor(dw, vec![g.kh, g.kw, g.c_in, g.c_out]);
+                (dx, dw.map(|dw| hwio(dw).permute(&[3, 2, 0, 1])))
             };
-            let wanted = Wanted {
-                input: node_x.is_some(),
-                weight: node_weight.is_some(),
-            };
-            let (dx, dw) =
-                cl_train::conv2d_backward(&g, channels_last_values(&x), &w, &d_out, wanted);
             if let (Some(node), Some(dx)) = (node_x, dx) {
                 let s = x.shape();
                 grads.register::<Flex>(node.id, channels_last_tensor(dx, [s[0], s[1], s[2], s[3]]));
             }
             if let (Some(node), Some(dw)) = (node_weight, dw) {
-                // Registered as computed, HWIO: the optimizer updates the weight in that order
-                // and keeps it so (see `train::optim`), so neither is reordered per step.
-                let dw = flex_tensor(dw, vec![g.kh, g.kw, g.c_in, g.c_out]).permute(&[3, 2, 0, 1]);
                 grads.register::<Flex>(node.id, dw);
-            }
-            if let Some(node) = node_bias {
-                let db = bias_gradient(&d_out, g.c_out);
-                grads.register::<Flex>(node.id, flex_tensor(db, vec![g.c_out]));
-            }
-            return;
-        }
-        if is_channels_last(&x) {
-            // Depthwise, channels-last: both gradients in one pass, no layout changes.
-            let d_out = nhwc_values(&d_out);
-            let (dx, dw) =
-                depthwise_backward_nhwc(&g, channels_last_values(&x), &values(&weight), &d_out);
-            if let Some(node) = node_x {
-                let s = x.shape();
-                grads.register::<Flex>(node.id, channels_last_tensor(dx, [s[0], s[1], s[2], s[3]]));
-            }
-            if let Some(node) = node_weight {
-                grads.register::<Flex>(node.id, flex_tensor(dw, weight.shape().to_vec()));
             }
             if let Some(node) = node_bias {
                 let db = bias_gradient(&d_out, g.c_out);
