@@ -1083,9 +1083,8 @@ impl GraftOptim for Flex {
     ) -> FlexTensor {
         let buf = has_buf.then(|| values(&buf));
         let out = sgd_step(&values(&p), &values(&g), buf.as_deref(), step);
-        let rows = out.len() / p.shape().num_elements().max(1);
         let n = p.shape().num_elements();
-        flex_tensor(out, vec![rows, n])
+        flex_tensor(out, vec![if step.momentum != 0.0 { 2 } else { 1 }, n])
     }
 }
 

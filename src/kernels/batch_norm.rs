@@ -184,11 +184,38 @@ pub fn normalize(
         .enumerate()
         .for_each(|(bc, (y, x))| {
             let c = bc % g.channels;
-            let scale = inv_std[c] * gamma[c];
-            let shift = beta[c] - mean[c] * scale;
+            let [scale, shift] = forward_coefficients(c, mean, inv_std, gamma, beta);
             affine2(y, x, x, [scale, 0.0, shift]);
         });
     y
+}
+
+/// Channel `c`'s normalisation as `y = scale·x + shift` (both memory orders use it).
+fn forward_coefficients(
+    c: usize,
+    mean: &[f32],
+    inv_std: &[f32],
+    gamma: &[f32],
+    beta: &[f32],
+) -> [f32; 2] {
+    let scale = inv_std[c] * gamma[c];
+    [scale, beta[c] - mean[c] * scale]
+}
+
+/// Channel `c`'s input gradient as `dx = a·dy + b·x + d`, from its `(dgamma, dbeta)` and the
+/// `m` values per channel: `dx = k·(dy - dbeta/m - (x - mean)·inv_std·dgamma/m)`,
+/// `k = gamma·inv_std` (both memory orders use it).
+fn backward_coefficients(
+    c: usize,
+    mean: &[f32],
+    inv_std: &[f32],
+    gamma: &[f32],
+    (dgamma, dbeta): (&[f32], &[f32]),
+    m: f32,
+) -> [f32; 3] {
+    let k = gamma[c] * inv_std[c];
+    let b = -k * dgamma[c] / m * inv_std[c];
+    [k, b, -k * dbeta[c] / m - b * mean[c]]
 }
 
 /// `out = a·u + b·v + d`, element-wise.
@@ -234,12 +261,9 @@ pub fn normalize_backward(
         .enumerate()
         .for_each(|(bc, (dx, (x, dy)))| {
             let c = bc % g.channels;
-            let k = gamma[c] * inv_std[c];
-            let (db_m, dg_m) = (dbeta[c] / m, dgamma[c] / m);
-            // k·(dy - db_m - (x - mean)·inv_std·dg_m) = a·dy + b·x + d
-            let (a, b) = (k, -k * dg_m * inv_std[c]);
-            let d = -k * db_m - b * mean[c];
-            affine2(dx, dy, x, [a, b, d]);
+            let grads = (dgamma.as_slice(), dbeta.as_slice());
+            let coefficients = backward_coefficients(c, mean, inv_std, gamma, grads, m);
+            affine2(dx, dy, x, coefficients);
         });
     (dx, dgamma, dbeta)
 }
@@ -369,10 +393,9 @@ pub fn normalize_nhwc(
     gamma: &[f32],
     beta: &[f32],
 ) -> Vec<f32> {
-    let scale: Vec<f32> = inv_std.iter().zip(gamma).map(|(i, g)| i * g).collect();
-    let shift: Vec<f32> = (0..scale.len())
-        .map(|c| beta[c] - mean[c] * scale[c])
-        .collect();
+    let (scale, shift): (Vec<f32>, Vec<f32>) = (0..mean.len())
+        .map(|c| forward_coefficients(c, mean, inv_std, gamma, beta).into())
+        .unzip();
     let zero = vec![0.0f32; scale.len()];
     affine_rows_par(x, x, [&scale, &zero, &shift])
 }
@@ -395,13 +418,13 @@ pub fn normalize_backward_nhwc(
     let dgamma: Vec<f32> = (0..c)
         .map(|i| (sums[c + i] * inv_std[i] as f64) as f32)
         .collect();
-    // dx = k·(dy - dbeta/m - (x - mean)·inv_std·dgamma/m) = a·dy + b·x + d, per channel
-    let k: Vec<f32> = (0..c).map(|i| gamma[i] * inv_std[i]).collect();
-    let a = k.clone();
-    let b: Vec<f32> = (0..c).map(|i| -k[i] * dgamma[i] / m * inv_std[i]).collect();
-    let d: Vec<f32> = (0..c)
-        .map(|i| -k[i] * dbeta[i] / m - b[i] * mean[i])
-        .collect();
+    let [mut a, mut b, mut d] = [(); 3].map(|_| Vec::with_capacity(c));
+    for i in 0..c {
+        let [ai, bi, di] = backward_coefficients(i, mean, inv_std, gamma, (&dgamma, &dbeta), m);
+        a.push(ai);
+        b.push(bi);
+        d.push(di);
+    }
     let dx = affine_rows_par(dy, x, [&a, &b, &d]);
     (dx, dgamma, dbeta)
 }

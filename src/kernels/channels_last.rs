@@ -478,17 +478,22 @@ pub(super) mod tests {
         }
     }
 
-    #[test]
-    fn max_pool_matches_the_nchw_kernel_nan_included() {
-        let (batch, c) = (2, 5);
-        let g = PoolGeometry {
+    /// ResNet's stem pool (3×3, stride 2, padding 1) over `batch` images of `c` channels, 7×6.
+    pub(crate) fn stem_pool(batch: usize, c: usize) -> PoolGeometry {
+        PoolGeometry {
             planes: batch * c,
             h: 7,
             w: 6,
             kernel: [3, 3],
             stride: [2, 2],
             padding: [1, 1],
-        };
+        }
+    }
+
+    #[test]
+    fn max_pool_matches_the_nchw_kernel_nan_included() {
+        let (batch, c) = (2, 5);
+        let g = stem_pool(batch, c);
         let mut x = values(batch * c * g.h * g.w, 7);
         x[13] = f32::NAN;
         let want = pool::max_pool2d_forward(&g, &x, None);

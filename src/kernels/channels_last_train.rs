@@ -400,7 +400,9 @@ mod tests {
         normalize_backward_nhwc, normalize_nhwc,
     };
     use crate::kernels::channels_last::nchw_to_nhwc;
-    use crate::kernels::channels_last::tests::{assert_close, dense_geometries, to_nchw};
+    use crate::kernels::channels_last::tests::{
+        assert_close, dense_geometries, stem_pool, to_nchw,
+    };
     use crate::kernels::conv::tests::values;
     use crate::kernels::{conv, pool};
 
@@ -558,14 +560,7 @@ mod tests {
     #[test]
     fn max_pool_matches_the_nchw_kernel_with_ties_and_nan() {
         let (batch, c) = (2, 5);
-        let g = PoolGeometry {
-            planes: batch * c,
-            h: 7,
-            w: 6,
-            kernel: [3, 3],
-            stride: [2, 2],
-            padding: [1, 1],
-        };
+        let g = stem_pool(batch, c);
         let plane = g.h * g.w;
         // Few distinct values: many ties, where the first maximum must win.
         let mut x: Vec<f32> = (0..batch * c * plane)
