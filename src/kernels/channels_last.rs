@@ -18,6 +18,7 @@ use rayon::prelude::*;
 
 use super::conv::{ConvGeometry, matmul, matmul_uninit};
 use super::depthwise::{self, forward_image_nhwc};
+use super::pointwise;
 use super::pool::PoolGeometry;
 use super::transpose::transpose;
 use super::{Activation, scratch};
@@ -57,6 +58,22 @@ pub fn conv2d_forward(
         return out;
     }
     let mut out = Vec::with_capacity(total);
+    if pointwise::applies(k, g.c_out) {
+        // A short reduction: register tiles with the epilogue fused (see `pointwise`).
+        pointwise::pointwise_forward(
+            rows,
+            k,
+            g.c_out,
+            x,
+            weight,
+            bias,
+            act,
+            &mut out.spare_capacity_mut()[..total],
+        );
+        // SAFETY: the kernel wrote all `total` elements.
+        unsafe { out.set_len(total) };
+        return out;
+    }
     // `dst (rows × c_out) = x (rows × c_in) × weight (c_in × c_out)`
     matmul_uninit(
         rows,

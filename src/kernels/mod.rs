@@ -55,6 +55,7 @@ pub mod conv;
 pub mod depthwise;
 pub mod layout;
 pub mod optim;
+mod pointwise;
 pub mod pool;
 pub mod transpose;
 
