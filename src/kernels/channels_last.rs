@@ -177,6 +177,20 @@ fn conv2d_by_tap_class(
             let (nky, nkx) = (yr.taps.len(), xr.taps.len());
             let per_image = ny * nx;
             let k = nky * nkx * c_in;
+            // One product per kernel row (the weight rows of a kernel row's valid taps are
+            // contiguous), or one for all when every column tap is valid.
+            let (groups, per_group) = if nkx == g.kw {
+                (1, k)
+            } else {
+                (nky, nkx * c_in)
+            };
+            // One short product (a stem over 3 channels): the register-tiled kernel, bias and
+            // activation included, and the scatter below only copies.
+            let fused = groups == 1 && k <= pointwise::SHORT_K && pointwise::applies(k, c_out);
+            let (row_bias, row_act) = match fused {
+                true => (None, Activation::Identity),
+                false => (bias, act),
+            };
             let images = (COL_BUDGET / (per_image * k).max(1)).clamp(1, g.batch);
             for b0 in (0..g.batch).step_by(images) {
                 let nb = images.min(g.batch - b0);
@@ -188,14 +202,16 @@ fn conv2d_by_tap_class(
                 } else {
                     let col = scratch(&mut col_buf, rows * k);
                     unfold_class(g, x, b0, yr, xr, col);
-                    // One product per kernel row (the weight rows of a kernel row's valid taps
-                    // are contiguous), or one for all when every column tap is valid.
-                    let (groups, per_group) = if nkx == g.kw {
-                        (1, k)
-                    } else {
-                        (nky, nkx * c_in)
-                    };
-                    for i in 0..groups {
+                    if fused {
+                        let w_row = (yr.taps.start * g.kw + xr.taps.start) * c_in;
+                        // SAFETY: initialised floats viewed as possibly-uninitialised ones;
+                        // the kernel only writes finished values into them.
+                        let staged =
+                            unsafe { &mut *(staged as *mut [f32] as *mut [MaybeUninit<f32>]) };
+                        let w = &weight[w_row * c_out..];
+                        pointwise::pointwise_forward(rows, k, c_out, col, w, bias, act, staged);
+                    }
+                    for i in (0..groups).filter(|_| !fused) {
                         let ky = yr.taps.start + i;
                         let w_row = (ky * g.kw + xr.taps.start) * c_in;
                         matmul(
@@ -219,7 +235,7 @@ fn conv2d_by_tap_class(
                         for (j, src) in rows.chunks(c_out).enumerate() {
                             let (oy, ox) = (yr.out.start + j / nx, xr.out.start + j % nx);
                             let dst = &mut image[(oy * ow + ox) * c_out..][..c_out];
-                            finish_row(src, bias, act, dst);
+                            finish_row(src, row_bias, row_act, dst);
                         }
                     });
             }

@@ -20,7 +20,7 @@ use super::Activation;
 
 /// Reductions up to this length always take this kernel (the general GEMM's packing does not
 /// pay for itself).
-const SHORT_K: usize = 64;
+pub(super) const SHORT_K: usize = 64;
 
 /// Longer reductions take it while the weight matrix (k × n floats, read again by every tile
 /// of rows) stays in L2 with room to spare: 96 Ki floats, 384 KiB of the 1–2 MiB of current
