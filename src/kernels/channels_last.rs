@@ -315,13 +315,20 @@ pub fn depthwise_forward(
     transpose(weight, c, taps, &mut w_tc);
     let zeros = vec![0.0f32; c];
     let bias = bias.unwrap_or(&zeros);
-    let mut out = super::zeros(g.batch * oh * ow * c);
-    out.par_chunks_mut(oh * ow * c)
-        .zip(x.par_chunks(g.h * g.w * c))
+    let (image_in, image_out) = (g.h * g.w * c, oh * ow * c);
+    // Written without zeroing first: the kernel writes every element of each image.
+    let mut out: Vec<f32> = Vec::with_capacity(g.batch * image_out);
+    out.spare_capacity_mut()[..g.batch * image_out]
+        .par_chunks_mut(image_out.max(1))
+        .zip(x.par_chunks(image_in.max(1)))
         .for_each(|(dst, src)| {
             forward_image_nhwc(g, src, &w_tc, bias, dst);
+            // SAFETY: every element of this image was written just above.
+            let dst = unsafe { &mut *(dst as *mut [MaybeUninit<f32>] as *mut [f32]) };
             act.apply(dst);
         });
+    // SAFETY: as above, for every image.
+    unsafe { out.set_len(g.batch * image_out) };
     out
 }
 

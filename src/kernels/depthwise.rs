@@ -7,6 +7,8 @@
 //! baseline x86-64), which is what makes the small planes of transfer learning (EfficientNet at
 //! 64 px has 2×2 to 32×32 planes) fast: burn's depthwise kernel pays a dispatch per row.
 
+use std::mem::MaybeUninit;
+
 use rayon::prelude::*;
 
 use super::conv::ConvGeometry;
@@ -78,7 +80,7 @@ pub(super) fn forward_image_nhwc_body(
     x: &[f32],
     w_tc: &[f32],
     bias: &[f32],
-    out: &mut [f32],
+    out: &mut [MaybeUninit<f32>],
 ) {
     let (oh, ow) = g.out_hw();
     let c = g.c_in;
@@ -111,7 +113,7 @@ fn channel_blocks<const V: usize>(
     w_tc: &[f32],
     bias: &[f32],
     taps: &[(usize, usize)],
-    dst: &mut [f32],
+    dst: &mut [MaybeUninit<f32>],
     from: usize,
 ) -> usize {
     let mut c0 = from;
@@ -123,13 +125,15 @@ fn channel_blocks<const V: usize>(
                 acc[j] += w[j] * s[j];
             }
         }
-        dst[c0..c0 + V].copy_from_slice(&acc);
+        for (d, &v) in dst[c0..c0 + V].iter_mut().zip(&acc) {
+            d.write(v);
+        }
         c0 += V;
     }
     c0
 }
 
-wide_simd!(pub(super) fn forward_image_nhwc(g: &ConvGeometry, x: &[f32], w_tc: &[f32], bias: &[f32], out: &mut [f32]) = forward_image_nhwc_body);
+wide_simd!(pub(super) fn forward_image_nhwc(g: &ConvGeometry, x: &[f32], w_tc: &[f32], bias: &[f32], out: &mut [MaybeUninit<f32>]) = forward_image_nhwc_body);
 
 /// Backward of [`forward_image_nhwc_body`] for one image, channels-last: adds the input
 /// gradient to `dx` and the weight gradient (tap-major, `[tap, channel]`) to `dw_tc`.
@@ -314,7 +318,12 @@ pub fn depthwise_forward(
                 || (vec![0.0f32; c * plane_in], vec![0.0f32; c * plane_out]),
                 |(x_hwc, out_hwc), (dst, src)| {
                     transpose(src, c, plane_in, x_hwc);
-                    forward_image_nhwc(g, x_hwc, &w_tc, bias, out_hwc);
+                    // SAFETY: initialised floats viewed as possibly-uninitialised ones; the
+                    // kernel only writes finished values into them.
+                    let dst_hwc = unsafe {
+                        &mut *(out_hwc.as_mut_slice() as *mut [f32] as *mut [MaybeUninit<f32>])
+                    };
+                    forward_image_nhwc(g, x_hwc, &w_tc, bias, dst_hwc);
                     transpose(out_hwc, plane_out, c, dst);
                 },
             );
