@@ -14,6 +14,7 @@ use std::time::Instant;
 use graft::kernels::Activation;
 use graft::kernels::channels_last::{conv2d_forward, depthwise_forward};
 use graft::kernels::conv::ConvGeometry;
+use graft::model::efficientnet_lite::LITE0_STAGES;
 
 /// TensorFlow "SAME" padding (before, after), as the EfficientNet-Lite weights expect.
 fn same_padding(size: usize, k: usize, stride: usize) -> (usize, usize) {
@@ -50,18 +51,8 @@ struct Layer {
     depthwise: bool,
 }
 
-/// The backbone's convolutions at a 64 px input: (repeats, kernel, stride, expansion, in, out)
-/// per stage, as in `model::efficientnet_lite`.
+/// The backbone's convolutions at a 64 px input, from the model's own stage table.
 fn layers(batch: usize) -> Vec<Layer> {
-    const STAGES: [(usize, usize, usize, usize, usize, usize); 7] = [
-        (1, 3, 1, 1, 32, 16),
-        (2, 3, 2, 6, 16, 24),
-        (2, 5, 2, 6, 24, 40),
-        (3, 3, 2, 6, 40, 80),
-        (3, 5, 1, 6, 80, 112),
-        (4, 5, 2, 6, 112, 192),
-        (1, 3, 1, 6, 192, 320),
-    ];
     let layer = |name: String, g, depthwise| Layer { name, g, depthwise };
     let mut out = vec![layer(
         "stem".into(),
@@ -69,7 +60,7 @@ fn layers(batch: usize) -> Vec<Layer> {
         false,
     )];
     let mut hw = 32;
-    for (stage, &(repeats, k, stride, e, first_in, c_out)) in STAGES.iter().enumerate() {
+    for (stage, &(repeats, k, stride, e, first_in, c_out)) in LITE0_STAGES.iter().enumerate() {
         for block in 0..repeats {
             let c_in = if block == 0 { first_in } else { c_out };
             let s = if block == 0 { stride } else { 1 };

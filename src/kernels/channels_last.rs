@@ -210,22 +210,23 @@ fn conv2d_by_tap_class(
                             unsafe { &mut *(staged as *mut [f32] as *mut [MaybeUninit<f32>]) };
                         let w = &weight[w_row * c_out..];
                         pointwise::pointwise_forward(rows, k, c_out, col, w, bias, act, staged);
-                    }
-                    for i in (0..groups).filter(|_| !fused) {
-                        let ky = yr.taps.start + i;
-                        let w_row = (ky * g.kw + xr.taps.start) * c_in;
-                        matmul(
-                            rows,
-                            c_out,
-                            per_group,
-                            staged,
-                            (c_out as isize, 1),
-                            i > 0,
-                            &col[i * per_group..],
-                            (k as isize, 1),
-                            &weight[w_row * c_out..],
-                            (c_out as isize, 1),
-                        );
+                    } else {
+                        for i in 0..groups {
+                            let ky = yr.taps.start + i;
+                            let w_row = (ky * g.kw + xr.taps.start) * c_in;
+                            matmul(
+                                rows,
+                                c_out,
+                                per_group,
+                                staged,
+                                (c_out as isize, 1),
+                                i > 0,
+                                &col[i * per_group..],
+                                (k as isize, 1),
+                                &weight[w_row * c_out..],
+                                (c_out as isize, 1),
+                            );
+                        }
                     }
                 }
                 out_images[b0 * image_out..(b0 + nb) * image_out]
