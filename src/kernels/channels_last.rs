@@ -204,10 +204,8 @@ fn conv2d_by_tap_class(
                     unfold_class(g, x, b0, yr, xr, col);
                     if fused {
                         let w_row = (yr.taps.start * g.kw + xr.taps.start) * c_in;
-                        // SAFETY: initialised floats viewed as possibly-uninitialised ones;
-                        // the kernel only writes finished values into them.
-                        let staged =
-                            unsafe { &mut *(staged as *mut [f32] as *mut [MaybeUninit<f32>]) };
+                        // SAFETY: the kernel writes only finished values.
+                        let staged = unsafe { super::as_uninit(staged) };
                         let w = &weight[w_row * c_out..];
                         pointwise::pointwise_forward(rows, k, c_out, col, w, bias, act, staged);
                     } else {

@@ -318,11 +318,8 @@ pub fn depthwise_forward(
                 || (vec![0.0f32; c * plane_in], vec![0.0f32; c * plane_out]),
                 |(x_hwc, out_hwc), (dst, src)| {
                     transpose(src, c, plane_in, x_hwc);
-                    // SAFETY: initialised floats viewed as possibly-uninitialised ones; the
-                    // kernel only writes finished values into them.
-                    let dst_hwc = unsafe {
-                        &mut *(out_hwc.as_mut_slice() as *mut [f32] as *mut [MaybeUninit<f32>])
-                    };
+                    // SAFETY: the kernel writes only finished values.
+                    let dst_hwc = unsafe { super::as_uninit(out_hwc) };
                     forward_image_nhwc(g, x_hwc, &w_tc, bias, dst_hwc);
                     transpose(out_hwc, plane_out, c, dst);
                 },

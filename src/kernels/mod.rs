@@ -150,6 +150,16 @@ pub(crate) unsafe fn par_fill(
     v
 }
 
+/// Initialised floats viewed as possibly-uninitialised ones: for an initialised buffer handed to
+/// a kernel that writes into fresh memory (every element, with finished values).
+///
+/// # Safety
+/// Only initialised values may be written through the view (never `MaybeUninit::uninit()`).
+pub(crate) unsafe fn as_uninit(s: &mut [f32]) -> &mut [std::mem::MaybeUninit<f32>] {
+    // SAFETY: same size and alignment; the caller writes only initialised values.
+    unsafe { &mut *(s as *mut [f32] as *mut [std::mem::MaybeUninit<f32>]) }
+}
+
 /// The first `n` floats of a scratch buffer reused across the classes or chunks of one call:
 /// grown (and zeroed) only when too small, so each call zeroes it at most once.
 pub(crate) fn scratch(buf: &mut Vec<f32>, n: usize) -> &mut [f32] {

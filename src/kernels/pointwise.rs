@@ -51,7 +51,7 @@ pub(super) fn applies(k: usize, n: usize) -> bool {
 /// k × n (row-major, HWIO for a 1×1 kernel), `out` rows × n, every element written once.
 ///
 /// # Panics
-/// If [`applies`] is false for `k`, or a slice is shorter than its matrix.
+/// If [`applies`] is false for `k` × `n`, or a slice is shorter than its matrix.
 #[allow(clippy::too_many_arguments)] // a GEMM's shape, operands and epilogue
 pub(super) fn pointwise_forward(
     rows: usize,
@@ -141,21 +141,11 @@ mod avx512 {
             // c0..c0+width in `w`, `out` and `bias`; the last vector is masked to `width`.
             unsafe {
                 while r + R <= rows {
-                    match vectors {
-                        4 => t.run::<R, 4>(x.add(r * k), w, out.add(r * n)),
-                        3 => t.run::<R, 3>(x.add(r * k), w, out.add(r * n)),
-                        2 => t.run::<R, 2>(x.add(r * k), w, out.add(r * n)),
-                        _ => t.run::<R, 1>(x.add(r * k), w, out.add(r * n)),
-                    }
+                    t.rows::<R>(vectors, x.add(r * k), w, out.add(r * n));
                     r += R;
                 }
                 while r < rows {
-                    match vectors {
-                        4 => t.run::<1, 4>(x.add(r * k), w, out.add(r * n)),
-                        3 => t.run::<1, 3>(x.add(r * k), w, out.add(r * n)),
-                        2 => t.run::<1, 2>(x.add(r * k), w, out.add(r * n)),
-                        _ => t.run::<1, 1>(x.add(r * k), w, out.add(r * n)),
-                    }
+                    t.rows::<1>(vectors, x.add(r * k), w, out.add(r * n));
                     r += 1;
                 }
             }
@@ -174,6 +164,30 @@ mod avx512 {
     }
 
     impl Tile {
+        /// Rows `0..RR` of this block, its `vectors` (1–4) picked at compile time.
+        ///
+        /// # Safety
+        /// As [`Tile::run`].
+        #[inline]
+        #[target_feature(enable = "avx512f")]
+        unsafe fn rows<const RR: usize>(
+            &self,
+            vectors: usize,
+            x: *const f32,
+            w: *const f32,
+            out: *mut f32,
+        ) {
+            // SAFETY: forwarded from the caller.
+            unsafe {
+                match vectors {
+                    4 => self.run::<RR, 4>(x, w, out),
+                    3 => self.run::<RR, 3>(x, w, out),
+                    2 => self.run::<RR, 2>(x, w, out),
+                    _ => self.run::<RR, 1>(x, w, out),
+                }
+            }
+        }
+
         /// Rows `0..RR` (from `x`, `out`) × vectors `0..V` of this block.
         ///
         /// # Safety
