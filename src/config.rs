@@ -1,121 +1,21 @@
-//! The settings of a run: one struct shared by the CLI flags, the TOML config file and the
-//! `config.toml` saved in every run folder. Strings here are parsed and validated into typed
-//! choices by [`FitConfig::plan`] before anything runs.
+//! The settings of a run, each defined once: its name (the flag `--name`, the TOML key `name`),
+//! its type (a typed choice parses itself: see [`crate::choice`]), its default and its help all
+//! come from one line of the [`settings!`] table below. From that table come [`FitConfig`] (what
+//! a run is: the TOML file, `config.toml` in every run folder), [`SettingFlags`] (the clap flags,
+//! each optional so that a flag given wins over the file and the file over the defaults) and the
+//! merge of the two. [`FitConfig::check`] then validates ranges and combinations before anything
+//! runs.
 
 use std::path::{Path, PathBuf};
 
 use serde::{Deserialize, Serialize};
 
+use crate::data::{Augment, Resize, Sampler};
 use crate::error::{Error, Result};
-use crate::train::{LossKind, OptimizerConfig, OptimizerKind, Schedule};
-
-/// Every setting of `graft fit` (flags override the file, the file overrides these defaults).
-#[derive(Debug, Clone, Serialize, Deserialize, PartialEq)]
-#[serde(default, deny_unknown_fields)]
-pub struct FitConfig {
-    /// Backbone name from the zoo (`graft models`).
-    pub model: String,
-    /// Pretrained weights: a .pth/.safetensors path, or `none` for random init.
-    pub weights: String,
-    /// Dataset spec: `cifar10:DIR`, `cifar100:DIR`, `idx:DIR`, `fashion-mnist`, `folder:DIR`.
-    pub data: String,
-    /// Output classes (default: the dataset's).
-    pub num_classes: Option<usize>,
-    /// `linear-probe`, `fine-tune`, `partial:K` or `scratch`.
-    pub strategy: String,
-    /// BatchNorm policy while training: `train` (batch statistics, running stats updated) or
-    /// `frozen` (pretrained statistics used and kept).
-    pub bn: String,
-    /// Momentum of the BatchNorm running statistics while training (`--bn train`). Default 0.1
-    /// (PyTorch's): the pretrained value of TensorFlow-born weights (0.01 for EfficientNet-Lite)
-    /// is meant for long schedules and leaves the statistics stale after a short fine-tune.
-    pub bn_momentum: f64,
-    /// Learning-rate multiplier for the backbone (the head uses `lr`).
-    pub backbone_lr_mult: f64,
-    /// `ce`, `focal` or `mse`.
-    pub loss: String,
-    /// `none`, `auto` (inverse frequency) or `w1,w2,...`.
-    pub class_weights: String,
-    pub label_smoothing: f64,
-    pub focal_gamma: f64,
-    /// L2 penalty as `weight_decay` in PyTorch's optimizers (decoupled for AdamW).
-    pub weight_decay: f64,
-    /// `gd`, `sgd`, `adam` or `adamw`.
-    pub optimizer: String,
-    pub lr: f64,
-    pub momentum: f64,
-    pub nesterov: bool,
-    pub betas: [f64; 2],
-    pub eps: f64,
-    /// `constant`, `step:EVERY:GAMMA` or `cosine`.
-    pub schedule: String,
-    pub warmup_epochs: usize,
-    pub epochs: usize,
-    pub batch_size: usize,
-    /// Square input size (default: the model's pretrained size).
-    pub image_size: Option<usize>,
-    /// How evaluation images are brought to size: `shorter-crop`, `exact` or `none`.
-    pub resize: String,
-    /// `crop,flip`, `crop`, `flip` or `none` (training split only).
-    pub augment: String,
-    /// `shuffle` or `balanced` (class-balanced resampling).
-    pub sampler: String,
-    /// Fraction of the training split held out for validation (stratified).
-    pub val_split: f64,
-    pub limit_train: Option<usize>,
-    pub limit_test: Option<usize>,
-    pub seed: u64,
-    /// Run folder (default `runs/<model>-<strategy>-<time>`).
-    pub out: Option<PathBuf>,
-    /// Feature cache folder (default `$GRAFT_CACHE_DIR` or `~/.cache/graft`).
-    pub cache_dir: Option<PathBuf>,
-    /// `cpu` (flex) or `cuda` (needs the `cuda` feature).
-    pub device: String,
-    /// Stop when the validation loss has not improved for this many epochs.
-    pub early_stopping: Option<usize>,
-}
-
-impl Default for FitConfig {
-    fn default() -> Self {
-        Self {
-            model: "resnet18".into(),
-            weights: "none".into(),
-            data: String::new(),
-            num_classes: None,
-            strategy: "fine-tune".into(),
-            bn: "train".into(),
-            bn_momentum: 0.1,
-            backbone_lr_mult: 1.0,
-            loss: "ce".into(),
-            class_weights: "none".into(),
-            label_smoothing: 0.0,
-            focal_gamma: 2.0,
-            weight_decay: 0.0,
-            optimizer: "adam".into(),
-            lr: 1e-3,
-            momentum: 0.9,
-            nesterov: false,
-            betas: [0.9, 0.999],
-            eps: 1e-8,
-            schedule: "constant".into(),
-            warmup_epochs: 0,
-            epochs: 5,
-            batch_size: 64,
-            image_size: None,
-            resize: "shorter-crop".into(),
-            augment: "crop,flip".into(),
-            sampler: "shuffle".into(),
-            val_split: 0.1,
-            limit_train: None,
-            limit_test: None,
-            seed: 0,
-            out: None,
-            cache_dir: None,
-            device: "cpu".into(),
-            early_stopping: None,
-        }
-    }
-}
+use crate::kernels::{KernelChoice, TrainLayout};
+use crate::loss::{ClassWeights, LossChoice};
+use crate::optim::{Betas, OptimizerConfig, OptimizerKind, Schedule};
+use crate::tensor::DeviceKind;
 
 /// What to train.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -130,9 +30,11 @@ pub enum Strategy {
     Scratch,
 }
 
-impl Strategy {
+impl std::str::FromStr for Strategy {
+    type Err = Error;
+
     /// Parses `linear-probe`, `fine-tune`, `partial:K`, `scratch`.
-    pub fn parse(s: &str) -> Result<Self> {
+    fn from_str(s: &str) -> Result<Self> {
         match s {
             "linear-probe" => Ok(Self::LinearProbe),
             "fine-tune" => Ok(Self::FineTune),
@@ -147,33 +49,261 @@ impl Strategy {
     }
 }
 
-/// Class weighting of the loss.
-#[derive(Debug, Clone, PartialEq)]
-pub enum ClassWeights {
-    None,
-    /// Inverse class frequency on the training split.
-    Auto,
-    Given(Vec<f32>),
+impl std::fmt::Display for Strategy {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        match self {
+            Self::LinearProbe => f.write_str("linear-probe"),
+            Self::FineTune => f.write_str("fine-tune"),
+            Self::Partial(k) => write!(f, "partial:{k}"),
+            Self::Scratch => f.write_str("scratch"),
+        }
+    }
 }
 
-/// Which augmentations the training split gets.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
-pub struct AugmentChoice {
-    pub crop: bool,
-    pub flip: bool,
+crate::text_setting!(Strategy);
+
+/// What BatchNorm does while the network trains.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum BnPolicy {
+    /// Batch statistics, running statistics updated (in the stages that train).
+    Train,
+    /// Pretrained statistics used and kept.
+    Frozen,
 }
 
-/// A validated [`FitConfig`]: every choice parsed into its type.
-#[derive(Debug, Clone)]
-pub struct Plan {
-    pub strategy: Strategy,
-    pub bn_frozen: bool,
-    pub loss: LossKind,
-    pub class_weights: ClassWeights,
-    pub optimizer: OptimizerConfig,
-    pub schedule: Schedule,
-    pub augment: AugmentChoice,
-    pub balanced: bool,
+impl std::str::FromStr for BnPolicy {
+    type Err = Error;
+
+    fn from_str(s: &str) -> Result<Self> {
+        match s {
+            "train" => Ok(Self::Train),
+            "frozen" => Ok(Self::Frozen),
+            other => Err(Error::invalid(format!(
+                "--bn must be train or frozen, got `{other}`"
+            ))),
+        }
+    }
+}
+
+impl std::fmt::Display for BnPolicy {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str(match self {
+            Self::Train => "train",
+            Self::Frozen => "frozen",
+        })
+    }
+}
+
+crate::text_setting!(BnPolicy);
+
+/// How a setting's type appears as a flag: `T` for a setting of type `T`, `T` too for an
+/// optional `Option<T>` (the flag sets `Some`), and how a given flag value is stored.
+pub trait FlagValue {
+    /// The type clap parses.
+    type Flag: Clone + Send + Sync + 'static;
+    /// Stores a flag's value in the setting.
+    fn set(&mut self, value: Self::Flag);
+    /// The default as shown in `--help` (`None`: no default to show).
+    fn default_text(&self) -> Option<String>;
+}
+
+macro_rules! plain_flag_values {
+    ($($ty:ty),*) => {$(
+        impl FlagValue for $ty {
+            type Flag = $ty;
+            fn set(&mut self, value: $ty) {
+                *self = value;
+            }
+            fn default_text(&self) -> Option<String> {
+                Some(self.to_string())
+            }
+        }
+    )*};
+}
+
+plain_flag_values!(
+    String,
+    usize,
+    u64,
+    f64,
+    bool,
+    Strategy,
+    BnPolicy,
+    LossChoice,
+    ClassWeights,
+    OptimizerKind,
+    Betas,
+    Schedule,
+    Resize,
+    Augment,
+    Sampler,
+    DeviceKind,
+    KernelChoice,
+    TrainLayout
+);
+
+impl<T: Clone + Send + Sync + std::fmt::Debug + 'static> FlagValue for Option<T> {
+    type Flag = T;
+    fn set(&mut self, value: T) {
+        *self = Some(value);
+    }
+    fn default_text(&self) -> Option<String> {
+        None
+    }
+}
+
+/// The `--help` text of a flag: its documentation and, when it has one, its default.
+pub fn flag_help(doc: &str, default: Option<String>) -> String {
+    let doc = doc.split_whitespace().collect::<Vec<_>>().join(" ");
+    match default {
+        Some(d) if !d.is_empty() => format!("{doc} [default: {d}]"),
+        _ => doc,
+    }
+}
+
+/// Defines [`FitConfig`], its defaults, [`SettingFlags`] and their merge from one table:
+/// `/// doc` lines, `name: Type = default,` and optional clap attributes in `#[flag(...)]`.
+macro_rules! settings {
+    ($(
+        $(#[doc = $doc:literal])*
+        $(#[flag($($flag:tt)*)])?
+        $name:ident : $ty:ty = $default:expr,
+    )*) => {
+        /// Every setting of `graft fit` (flags override the file, the file overrides these
+        /// defaults).
+        #[derive(Debug, Clone, Serialize, Deserialize, PartialEq)]
+        #[serde(default, deny_unknown_fields)]
+        pub struct FitConfig {
+            $( $(#[doc = $doc])* pub $name: $ty, )*
+        }
+
+        impl Default for FitConfig {
+            fn default() -> Self {
+                Self { $( $name: $default, )* }
+            }
+        }
+
+        /// The settings as `graft fit` flags (also flattened into `cv` and `compare`): each
+        /// optional, so that only the flags given override the config file.
+        #[derive(clap::Args, Debug, Default, Clone)]
+        pub struct SettingFlags {
+            $(
+                #[arg(
+                    long,
+                    help = flag_help(concat!($($doc, " ",)*), FlagValue::default_text(&{
+                        let d: $ty = $default;
+                        d
+                    }))
+                    $(, $($flag)*)?
+                )]
+                pub $name: Option<<$ty as FlagValue>::Flag>,
+            )*
+        }
+
+        impl SettingFlags {
+            /// Writes every given flag into `cfg`.
+            pub fn apply_to(&self, cfg: &mut FitConfig) {
+                $( if let Some(v) = &self.$name { cfg.$name.set(v.clone()); } )*
+            }
+
+            /// The names (TOML keys) of the settings given as flags.
+            pub fn given(&self) -> Vec<&'static str> {
+                let mut names = Vec::new();
+                $( if self.$name.is_some() { names.push(stringify!($name)); } )*
+                names
+            }
+        }
+    };
+}
+
+settings! {
+    /// The task: what is learned from what (`graft tasks`).
+    task: String = "image-classification".into(),
+    /// Backbone from the zoo (`graft models`).
+    model: String = "resnet18".into(),
+    /// Pretrained weights: a .pth (zip or legacy) or .safetensors file, or `none` for random
+    /// init.
+    weights: String = "none".into(),
+    /// Dataset: cifar10:DIR, cifar100:DIR, idx:DIR, fashion-mnist, folder:DIR.
+    data: String = String::new(),
+    /// Output classes [default: the dataset's].
+    num_classes: Option<usize> = None,
+    /// linear-probe | fine-tune | partial:K | scratch.
+    strategy: Strategy = Strategy::FineTune,
+    /// BatchNorm while training: train (batch statistics, running statistics updated) or frozen
+    /// (pretrained statistics used and kept).
+    bn: BnPolicy = BnPolicy::Train,
+    /// Momentum of the BatchNorm running statistics while training (PyTorch convention): the
+    /// pretrained value of TensorFlow-born weights (0.01 for EfficientNet-Lite) is meant for long
+    /// schedules and leaves the statistics stale after a short fine-tune.
+    bn_momentum: f64 = 0.1,
+    /// Learning-rate multiplier of the backbone (discriminative rates; the head uses --lr).
+    backbone_lr_mult: f64 = 1.0,
+    /// ce | focal | mse.
+    loss: LossChoice = LossChoice::CrossEntropy,
+    /// Per-class loss weights: none | auto (inverse frequency) | w1,w2,...
+    class_weights: ClassWeights = ClassWeights::None,
+    /// Label smoothing of the cross-entropy.
+    label_smoothing: f64 = 0.0,
+    /// Focusing parameter of the focal loss.
+    focal_gamma: f64 = 2.0,
+    /// L2 penalty (PyTorch's weight_decay; decoupled for adamw).
+    weight_decay: f64 = 0.0,
+    /// gd | sgd | adam | adamw.
+    optimizer: OptimizerKind = OptimizerKind::Adam,
+    /// Learning rate.
+    lr: f64 = 1e-3,
+    /// SGD momentum.
+    momentum: f64 = 0.9,
+    /// Nesterov momentum (SGD).
+    #[flag(num_args = 0..=1, default_missing_value = "true")]
+    nesterov: bool = false,
+    /// Adam betas as B1,B2.
+    betas: Betas = Betas([0.9, 0.999]),
+    /// Adam epsilon.
+    eps: f64 = 1e-8,
+    /// constant | step:EVERY:GAMMA | cosine.
+    schedule: Schedule = Schedule::Constant,
+    /// Linear warm-up epochs.
+    warmup_epochs: usize = 0,
+    /// Training epochs.
+    epochs: usize = 5,
+    /// Samples per batch.
+    batch_size: usize = 64,
+    /// Square input size [default: the model's pretrained size].
+    image_size: Option<usize> = None,
+    /// Evaluation resize: shorter-crop | exact | none.
+    resize: Resize = Resize::ShorterCrop,
+    /// Training augmentation: crop,flip | crop | flip | none.
+    augment: Augment = Augment { crop: true, flip: true },
+    /// shuffle | balanced (class-balanced resampling).
+    sampler: Sampler = Sampler::Shuffle,
+    /// Stratified validation fraction of the training split.
+    val_split: f64 = 0.1,
+    /// Use a stratified subset of N training samples.
+    limit_train: Option<usize> = None,
+    /// Use a stratified subset of N test samples.
+    limit_test: Option<usize> = None,
+    /// Seed of the data order, augmentation and head init.
+    seed: u64 = 0,
+    /// Run folder [default: runs/MODEL-STRATEGY-TIME].
+    out: Option<PathBuf> = None,
+    /// Feature cache folder [default: $GRAFT_CACHE_DIR or ~/.cache/graft].
+    cache_dir: Option<PathBuf> = None,
+    /// cpu | cuda (needs graft built with --features cuda).
+    device: DeviceKind = DeviceKind::Cpu,
+    /// Stop after PATIENCE epochs without improvement of --early-stopping-metric.
+    #[flag(value_name = "PATIENCE")]
+    early_stopping: Option<usize> = None,
+    /// The validation metric early stopping watches: val_loss, or val_ and a metric of the task
+    /// (val_accuracy).
+    early_stopping_metric: String = "val_loss".into(),
+    /// CPU kernels: graft (graft's own) or burn (burn's stock ops, for comparisons);
+    /// $GRAFT_KERNELS overrides.
+    kernels: KernelChoice = KernelChoice::Graft,
+    /// Memory order of activations while training: channels-last or nchw (for comparisons);
+    /// $GRAFT_TRAIN_LAYOUT overrides.
+    train_layout: TrainLayout = TrainLayout::ChannelsLast,
 }
 
 impl FitConfig {
@@ -188,39 +318,22 @@ impl FitConfig {
         toml::to_string_pretty(self).unwrap_or_default()
     }
 
-    /// Parses and checks every choice; nothing runs before this succeeds.
-    pub fn plan(&self) -> Result<Plan> {
-        let strategy = Strategy::parse(&self.strategy)?;
-        let bn_frozen = match self.bn.as_str() {
-            "train" => false,
-            "frozen" => true,
-            other => {
-                return Err(Error::invalid(format!(
-                    "--bn must be train or frozen, got `{other}`"
-                )));
-            }
-        };
-        let loss = LossKind::parse(&self.loss, self.label_smoothing, self.focal_gamma)?;
-        let class_weights = match self.class_weights.as_str() {
-            "none" | "" => ClassWeights::None,
-            "auto" => ClassWeights::Auto,
-            list => ClassWeights::Given(
-                list.split(',')
-                    .map(|w| {
-                        w.trim()
-                            .parse::<f32>()
-                            .ok()
-                            .filter(|w| w.is_finite() && *w >= 0.0)
-                            .ok_or_else(|| {
-                                Error::invalid(format!(
-                                    "--class-weights: `{w}` is not a non-negative number"
-                                ))
-                            })
-                    })
-                    .collect::<Result<_>>()?,
-            ),
-        };
-        let kind = OptimizerKind::parse(&self.optimizer)?;
+    /// The update rule's hyper-parameters (momentum is SGD's only).
+    pub fn optimizer_config(&self) -> OptimizerConfig {
+        let adam = matches!(self.optimizer, OptimizerKind::Adam | OptimizerKind::AdamW);
+        OptimizerConfig {
+            kind: self.optimizer,
+            momentum: if adam { 0.0 } else { self.momentum },
+            nesterov: self.nesterov,
+            betas: (self.betas.0[0], self.betas.0[1]),
+            eps: self.eps,
+            weight_decay: self.weight_decay,
+        }
+    }
+
+    /// Checks every range and combination; nothing runs before this succeeds. (Each choice was
+    /// checked when it was parsed.)
+    pub fn check(&self) -> Result<()> {
         let positive = |name: &str, v: f64| {
             if v.is_finite() && v > 0.0 {
                 Ok(())
@@ -232,6 +345,12 @@ impl FitConfig {
         };
         positive("lr", self.lr)?;
         positive("eps", self.eps)?;
+        if !(0.0..1.0).contains(&self.label_smoothing) {
+            return Err(Error::invalid(format!(
+                "--label-smoothing must be in [0, 1), got {}",
+                self.label_smoothing
+            )));
+        }
         if !(self.bn_momentum.is_finite() && (0.0..=1.0).contains(&self.bn_momentum)) {
             return Err(Error::invalid(format!(
                 "--bn-momentum must be in [0, 1], got {}",
@@ -253,9 +372,10 @@ impl FitConfig {
                 ));
             }
             if self.val_split <= 0.0 {
-                return Err(Error::invalid(
-                    "--early-stopping watches the validation loss: it needs --val-split > 0",
-                ));
+                return Err(Error::invalid(format!(
+                    "--early-stopping watches {}: it needs --val-split > 0",
+                    self.early_stopping_metric
+                )));
             }
         }
         if !(0.0..1.0).contains(&self.val_split) {
@@ -264,54 +384,6 @@ impl FitConfig {
                 self.val_split
             )));
         }
-        if !matches!(self.resize.as_str(), "shorter-crop" | "exact" | "none") {
-            return Err(Error::invalid(format!(
-                "--resize must be shorter-crop, exact or none, got `{}`",
-                self.resize
-            )));
-        }
-        let mut augment = AugmentChoice::default();
-        for part in self.augment.split(',').map(str::trim) {
-            match part {
-                "crop" => augment.crop = true,
-                "flip" => augment.flip = true,
-                "none" | "" => {}
-                other => {
-                    return Err(Error::invalid(format!(
-                        "--augment: unknown `{other}` (use crop,flip or none)"
-                    )));
-                }
-            }
-        }
-        let balanced = match self.sampler.as_str() {
-            "shuffle" => false,
-            "balanced" => true,
-            other => {
-                return Err(Error::invalid(format!(
-                    "--sampler must be shuffle or balanced, got `{other}`"
-                )));
-            }
-        };
-        Ok(Plan {
-            strategy,
-            bn_frozen,
-            loss,
-            class_weights,
-            optimizer: OptimizerConfig {
-                kind,
-                momentum: if kind == OptimizerKind::Adam || kind == OptimizerKind::AdamW {
-                    0.0
-                } else {
-                    self.momentum
-                },
-                nesterov: self.nesterov,
-                betas: (self.betas[0], self.betas[1]),
-                eps: self.eps,
-                weight_decay: self.weight_decay,
-            },
-            schedule: Schedule::parse(&self.schedule)?,
-            augment,
-            balanced,
-        })
+        Ok(())
     }
 }

@@ -201,7 +201,10 @@ fn diff(path: &str, got: &Value, want: &Value, exact: bool, out: &mut Vec<String
     match (got, want) {
         (Value::Object(g), Value::Object(w)) => {
             for (k, wv) in w {
-                let renamed = RENAMED.iter().find(|(old, _)| old == k).map(|(_, new)| *new);
+                let renamed = RENAMED
+                    .iter()
+                    .find(|(old, _)| old == k)
+                    .map(|(_, new)| *new);
                 match g.get(k).or_else(|| g.get(renamed?)) {
                     Some(gv) => diff(&format!("{path}.{k}"), gv, wv, exact, out),
                     None => out.push(format!("{path}.{k}: recorded, but no longer written")),

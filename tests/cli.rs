@@ -298,7 +298,7 @@ fn example_configs_are_valid() {
         let path = entry.unwrap().path();
         if path.extension().is_some_and(|e| e == "toml") {
             let cfg = graft::config::FitConfig::from_toml_file(&path).unwrap();
-            cfg.plan()
+            cfg.check()
                 .unwrap_or_else(|e| panic!("{}: {e}", path.display()));
             n += 1;
         }

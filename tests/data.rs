@@ -533,7 +533,7 @@ fn folder_pool_is_split_stratified_and_decoded_lazily() {
         source: source.clone(),
         indices: vec![0, bad, 2],
     };
-    let pipe = Pipeline::eval(4, [0.5; 3], [0.5; 3], "exact").unwrap();
+    let pipe = Pipeline::eval(4, [0.5; 3], [0.5; 3], Resize::Exact).unwrap();
     let mut loader = Loader::new(subset, pipe, 8, Sampler::Sequential, 0, 0);
     let e = err_text(loader.next().unwrap());
     assert!(e.contains("bad.jpg"), "{e}");
@@ -982,7 +982,7 @@ fn flip_mirrors_and_randomness_is_seeded() {
 fn pipelines_describe_and_validate() {
     let mean = [0.485, 0.456, 0.406];
     let std = [0.229, 0.224, 0.225];
-    let eval = Pipeline::eval(224, mean, std, "shorter-crop").unwrap();
+    let eval = Pipeline::eval(224, mean, std, Resize::ShorterCrop).unwrap();
     assert_eq!(
         eval.steps(),
         &[
@@ -992,22 +992,22 @@ fn pipelines_describe_and_validate() {
             Step::Normalize { mean, std }
         ]
     );
-    let exact = Pipeline::eval(224, mean, std, "exact").unwrap();
+    let exact = Pipeline::eval(224, mean, std, Resize::Exact).unwrap();
     assert_ne!(eval.describe(), exact.describe());
     assert!(eval.describe().contains("0.485"), "{}", eval.describe());
-    let other_std = Pipeline::eval(224, mean, [0.229, 0.224, 0.2251], "shorter-crop").unwrap();
+    let other_std = Pipeline::eval(224, mean, [0.229, 0.224, 0.2251], Resize::ShorterCrop).unwrap();
     assert_ne!(eval.describe(), other_std.describe());
-    assert!(err_text(Pipeline::eval(224, mean, std, "squash")).contains("squash"));
-    assert!(Pipeline::eval(224, mean, [0.0, 1.0, 1.0], "exact").is_err());
+    assert!(err_text("squash".parse::<Resize>()).contains("squash"));
+    assert!(Pipeline::eval(224, mean, [0.0, 1.0, 1.0], Resize::Exact).is_err());
 
     // `none` insists on the size.
-    let none = Pipeline::eval(4, mean, std, "none").unwrap();
+    let none = Pipeline::eval(4, mean, std, Resize::None).unwrap();
     assert!(none.apply(&gray(4, 4, |_, _| 0), &mut rng(0)).is_ok());
     let e = err_text(none.apply(&gray(5, 4, |_, _| 0), &mut rng(0)));
     assert!(e.contains("5x4"), "{e}");
 
     // Shorter-crop on a landscape image: 8x4 -> shorter side 4 / 0.875 = 4 -> 8x4 -> crop 4x4.
-    let (v, shape) = Pipeline::eval(4, [0.0; 3], [1.0; 3], "shorter-crop")
+    let (v, shape) = Pipeline::eval(4, [0.0; 3], [1.0; 3], Resize::ShorterCrop)
         .unwrap()
         .apply(&rgb(8, 4, |x, _, _| x as u8), &mut rng(0))
         .unwrap();
@@ -1019,8 +1019,8 @@ fn pipelines_describe_and_validate() {
 
     // output_shape predicts apply's shape; apply_into writes the same values.
     let pipes = [
-        Pipeline::eval(6, mean, std, "shorter-crop").unwrap(),
-        Pipeline::eval(5, mean, std, "exact").unwrap(),
+        Pipeline::eval(6, mean, std, Resize::ShorterCrop).unwrap(),
+        Pipeline::eval(5, mean, std, Resize::Exact).unwrap(),
         Pipeline::train(
             7,
             mean,

@@ -6,7 +6,7 @@ mod common;
 use std::process::Command;
 
 use common::{write_cifar, write_weights};
-use graft::eval::cv::fold_datasets;
+use graft::data::fold_datasets;
 
 fn graft() -> Command {
     Command::new(env!("CARGO_BIN_EXE_graft"))
@@ -126,7 +126,9 @@ fn cv_and_compare_through_the_cli() {
     assert_eq!(cells.len(), 4);
     for c in cells {
         assert!(
-            c["settings"]["strategy"].is_string() && c["test_accuracy"].is_number(),
+            c["settings"]["strategy"].is_string()
+                && c["metric"] == "accuracy"
+                && c["test"].is_number(),
             "{c}"
         );
     }

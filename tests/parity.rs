@@ -6,10 +6,11 @@ mod common;
 use burn::module::Param;
 use burn::tensor::{Device, Int, Tensor, TensorData};
 use common::*;
+use graft::loss::{Loss, LossKind};
 use graft::model::params::{Strictness, load_into};
 use graft::model::resnet::BlockKind;
 use graft::model::{Arch, Classifier, Linear, Preset, ResNetSpec, preset};
-use graft::train::{Grads, Loss, LossKind, Optimizer, OptimizerConfig, OptimizerKind, Schedule};
+use graft::optim::{Grads, Optimizer, OptimizerConfig, OptimizerKind, Schedule};
 
 fn device() -> Device {
     Device::flex()
@@ -232,7 +233,11 @@ fn optimizers_match_pytorch_over_100_steps() {
             .map(|b| (b[0].as_f64().unwrap(), b[1].as_f64().unwrap()))
             .unwrap_or((0.9, 0.999));
         let config = OptimizerConfig {
-            kind: OptimizerKind::parse(case["kind"].as_str().unwrap()).unwrap(),
+            kind: case["kind"]
+                .as_str()
+                .unwrap()
+                .parse::<OptimizerKind>()
+                .unwrap(),
             momentum: f("momentum", 0.0),
             nesterov: case
                 .get("nesterov")
@@ -357,7 +362,11 @@ fn schedules_match_pytorch() {
     let base = g["base"].as_f64().unwrap();
     let epochs = g["epochs"].as_u64().unwrap() as usize;
     for case in g["cases"].as_array().unwrap() {
-        let s = Schedule::parse(case["schedule"].as_str().unwrap()).unwrap();
+        let s = case["schedule"]
+            .as_str()
+            .unwrap()
+            .parse::<Schedule>()
+            .unwrap();
         for (e, want) in floats(&case["lrs"]).iter().enumerate() {
             let got = s.lr(base, e, epochs, 0) as f32;
             assert!(

@@ -7,10 +7,12 @@ use std::process::{Command, Stdio};
 use std::time::{Duration, Instant};
 
 use base64::Engine as _;
-use graft::config::FitConfig;
-use graft::eval::MetricsAccumulator;
+use graft::config::{FitConfig, Strategy};
+use graft::metrics::MetricsAccumulator;
+use graft::optim::Schedule;
 use graft::report::{write_compare_report, write_cv_report, write_report, write_run_report};
-use graft::train::fit::{EpochMetrics, ModelCard};
+use graft::task::image_classification::ModelCard;
+use graft::train::EpochMetrics;
 
 // ---------------------------------------------------------------------------------------------
 // fixtures
@@ -86,8 +88,8 @@ fn write_run(run: &Path, data: &str) {
     let cfg = FitConfig {
         model: "resnet18".into(),
         data: data.into(),
-        strategy: "fine-tune".into(),
-        schedule: "cosine".into(),
+        strategy: Strategy::FineTune,
+        schedule: Schedule::Cosine,
         epochs: 8,
         out: Some(run.to_path_buf()),
         ..FitConfig::default()
@@ -98,10 +100,15 @@ fn write_run(run: &Path, data: &str) {
         let t = e as f64;
         let m = EpochMetrics {
             epoch: e,
-            train_loss: 2.3 / t,
-            train_accuracy: 1.0 - 0.9 / t,
-            val_loss: Some(2.4 / t + 0.05 * t / 8.0),
-            val_accuracy: Some(0.95 - 0.85 / t),
+            scores: [
+                ("train_loss", Some(2.3 / t)),
+                ("train_accuracy", Some(1.0 - 0.9 / t)),
+                ("val_loss", Some(2.4 / t + 0.05 * t / 8.0)),
+                ("val_accuracy", Some(0.95 - 0.85 / t)),
+            ]
+            .into_iter()
+            .map(|(k, v)| (k.to_string(), v))
+            .collect(),
             lr: 1e-3 * 0.5 * (1.0 + (std::f64::consts::PI * (t - 1.0) / 8.0).cos()),
             seconds: 1.5,
         };
@@ -134,7 +141,7 @@ fn write_run(run: &Path, data: &str) {
         num_classes: 10,
         class_names: names,
         image_size: 32,
-        resize: "shorter-crop".into(),
+        resize: graft::data::Resize::ShorterCrop,
         data: data.into(),
         strategy: "fine-tune".into(),
     };

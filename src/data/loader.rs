@@ -52,6 +52,33 @@ impl Batch {
     }
 }
 
+impl std::str::FromStr for Sampler {
+    type Err = Error;
+
+    /// Parses the training samplers, `shuffle` and `balanced` (`sequential` is evaluation's).
+    fn from_str(s: &str) -> Result<Self> {
+        match s {
+            "shuffle" => Ok(Self::Shuffle),
+            "balanced" => Ok(Self::Balanced),
+            other => Err(Error::invalid(format!(
+                "--sampler must be shuffle or balanced, got `{other}`"
+            ))),
+        }
+    }
+}
+
+impl std::fmt::Display for Sampler {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str(match self {
+            Self::Sequential => "sequential",
+            Self::Shuffle => "shuffle",
+            Self::Balanced => "balanced",
+        })
+    }
+}
+
+crate::text_setting!(Sampler);
+
 /// Stream tags, so the shuffle, the balanced draws and the augmentation never share a stream.
 const ORDER_TAG: u64 = 0x006f_7264_6572;
 const SAMPLE_TAG: u64 = 0x7361_6d70_6c65;

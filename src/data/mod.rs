@@ -28,9 +28,10 @@ pub use idx::{FASHION_MNIST_CLASSES, FASHION_MNIST_DIR, IdxNames, IdxSource, MNI
 pub use loader::{Batch, Loader, Sampler, class_weights_auto, epoch_order};
 pub use source::{InMemory, Source};
 pub use split::{
-    Dataset, Subset, derive_seed, stratified_kfold, stratified_split, stratified_subset,
+    Dataset, Subset, derive_seed, fold_datasets, stratified_kfold, stratified_split,
+    stratified_subset,
 };
-pub use transform::{Augment, Pipeline, SHORTER_CROP_RATIO, Step};
+pub use transform::{Augment, Pipeline, Resize, SHORTER_CROP_RATIO, Step};
 
 use crate::error::{Error, Result};
 

@@ -12,7 +12,7 @@ use rand::seq::SliceRandom;
 
 use crate::data::image::Image;
 use crate::data::source::Source;
-use crate::error::Result;
+use crate::error::{Error, Result};
 
 /// A view of some samples of a source. `indices` are source indices; position `k` in the subset
 /// is source sample `indices[k]`.
@@ -340,4 +340,38 @@ pub fn stratified_kfold(labels: &[usize], k: usize, seed: u64) -> Vec<Vec<usize>
         f.sort_unstable();
     }
     folds
+}
+
+/// The k fold datasets of `pool`'s training split: (train = other folds, test = this fold).
+pub fn fold_datasets(pool: &Dataset, k: usize, seed: u64) -> Result<Vec<Dataset>> {
+    if k < 2 {
+        return Err(Error::invalid(format!(
+            "--folds must be at least 2, got {k}"
+        )));
+    }
+    let labels = pool.train.labels();
+    if labels.len() < k {
+        return Err(Error::invalid(format!(
+            "{} training samples cannot make {k} folds",
+            labels.len()
+        )));
+    }
+    let folds = stratified_kfold(&labels, k, seed);
+    Ok((0..k)
+        .map(|i| {
+            let train: Vec<usize> = folds
+                .iter()
+                .enumerate()
+                .filter(|(j, _)| *j != i)
+                .flat_map(|(_, f)| f.iter().copied())
+                .collect();
+            Dataset {
+                name: format!("{} fold {}/{k}", pool.name, i + 1),
+                class_names: pool.class_names.clone(),
+                train: pool.train.select(&train),
+                val: None,
+                test: pool.train.select(&folds[i]),
+            }
+        })
+        .collect())
 }

@@ -90,14 +90,87 @@ impl Step {
     }
 }
 
-/// Which random choices a training pipeline makes.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+/// Which random choices a training pipeline makes (the `augment` setting: `crop,flip`, `crop`,
+/// `flip` or `none`).
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
 pub struct Augment {
     /// Random crop with zero padding.
     pub crop: bool,
     /// Random horizontal flip.
     pub flip: bool,
 }
+
+impl std::str::FromStr for Augment {
+    type Err = Error;
+
+    fn from_str(s: &str) -> Result<Self> {
+        let mut augment = Augment::default();
+        for part in s.split(',').map(str::trim) {
+            match part {
+                "crop" => augment.crop = true,
+                "flip" => augment.flip = true,
+                "none" | "" => {}
+                other => {
+                    return Err(Error::invalid(format!(
+                        "--augment: unknown `{other}` (use crop,flip, crop, flip or none)"
+                    )));
+                }
+            }
+        }
+        Ok(augment)
+    }
+}
+
+impl std::fmt::Display for Augment {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str(match (self.crop, self.flip) {
+            (true, true) => "crop,flip",
+            (true, false) => "crop",
+            (false, true) => "flip",
+            (false, false) => "none",
+        })
+    }
+}
+
+crate::text_setting!(Augment);
+
+/// How evaluation images are brought to the input size (the `resize` setting).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Resize {
+    /// `shorter-crop`: shorter side to `floor(size / 0.875)`, then the central `size`×`size`.
+    ShorterCrop,
+    /// `exact`: stretched to `size`×`size`.
+    Exact,
+    /// `none`: the image must already be `size`×`size`.
+    None,
+}
+
+impl std::str::FromStr for Resize {
+    type Err = Error;
+
+    fn from_str(s: &str) -> Result<Self> {
+        match s {
+            "shorter-crop" => Ok(Self::ShorterCrop),
+            "exact" => Ok(Self::Exact),
+            "none" => Ok(Self::None),
+            other => Err(Error::invalid(format!(
+                "--resize must be shorter-crop, exact or none, got `{other}`"
+            ))),
+        }
+    }
+}
+
+impl std::fmt::Display for Resize {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str(match self {
+            Self::ShorterCrop => "shorter-crop",
+            Self::Exact => "exact",
+            Self::None => "none",
+        })
+    }
+}
+
+crate::text_setting!(Resize);
 
 /// An ordered list of steps; the output is CHW f32.
 #[derive(Debug, Clone, PartialEq)]
@@ -387,24 +460,17 @@ impl Pipeline {
         &self.steps
     }
 
-    /// The evaluation transform: RGB, bring to `size`×`size`, normalize. `resize` is
-    /// `shorter-crop` (shorter side to `floor(size / 0.875)`, centre crop), `exact` (stretch to
-    /// `size`×`size`) or `none` (the image must already be `size`×`size`).
-    pub fn eval(size: usize, mean: [f32; 3], std: [f32; 3], resize: &str) -> Result<Pipeline> {
+    /// The evaluation transform: RGB, bring to `size`×`size` as `resize` says, normalize.
+    pub fn eval(size: usize, mean: [f32; 3], std: [f32; 3], resize: Resize) -> Result<Pipeline> {
         let mut steps = vec![Step::ToRgb];
         match resize {
-            "shorter-crop" => {
+            Resize::ShorterCrop => {
                 let shorter = ((size as f64 / SHORTER_CROP_RATIO).floor() as usize).max(size);
                 steps.push(Step::ResizeShorter(shorter));
                 steps.push(Step::CenterCrop(size));
             }
-            "exact" => steps.push(Step::Resize { w: size, h: size }),
-            "none" => steps.push(Step::RequireSize { w: size, h: size }),
-            other => {
-                return Err(Error::invalid(format!(
-                    "resize mode must be shorter-crop, exact or none, got `{other}`"
-                )));
-            }
+            Resize::Exact => steps.push(Step::Resize { w: size, h: size }),
+            Resize::None => steps.push(Step::RequireSize { w: size, h: size }),
         }
         steps.push(Step::Normalize { mean, std });
         Pipeline::new(steps)

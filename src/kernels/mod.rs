@@ -10,9 +10,10 @@
 //! grouped convolutions that are not depthwise). Networks convert their input to channels-last
 //! once ([`to_channels_last`]) and every kernel keeps the layout it is given.
 //!
-//! The switch back to stock burn, for comparisons and bug hunts: `GRAFT_KERNELS=burn` in the
-//! environment, or [`set_enabled`]`(false)`. `GRAFT_TRAIN_LAYOUT=nchw` keeps training in row-major
-//! NCHW (graft's NCHW kernels) instead of channels-last, to compare the two.
+//! The switch back to stock burn, for comparisons and bug hunts, is the `kernels` setting (or
+//! `GRAFT_KERNELS=burn`, or [`set_enabled`]`(false)`); `train_layout = "nchw"` (or
+//! `GRAFT_TRAIN_LAYOUT=nchw`) keeps training in row-major NCHW (graft's NCHW kernels) instead of
+//! channels-last, to compare the two (`settings.rs`).
 
 /// Defines `$name`, which runs the `#[inline(always)]` function `$body` compiled a second time
 /// with AVX-512 (or AVX2+FMA) when the CPU has it, so that LLVM vectorises its loops with wide
@@ -57,9 +58,8 @@ pub mod layout;
 pub mod optim;
 mod pointwise;
 pub mod pool;
+mod settings;
 pub mod transpose;
-
-use std::sync::atomic::{AtomicU8, Ordering};
 
 use burn::backend::{Dispatch, DispatchDevice};
 use burn::tensor::ops::{ConvOptions, MaxPoolOptions};
@@ -69,6 +69,9 @@ pub use backend::{
     GraftActivation, GraftAdd, GraftConv, GraftLayout, GraftNorm, GraftOptim, GraftPool,
 };
 pub use optim::SgdStep;
+pub use settings::{
+    KernelChoice, TrainLayout, configure, enabled, set_enabled, train_channels_last,
+};
 
 /// The activation a convolution can apply to its output in the same pass (inference).
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -167,27 +170,6 @@ pub(crate) fn scratch(buf: &mut Vec<f32>, n: usize) -> &mut [f32] {
         *buf = zeros(n);
     }
     &mut buf[..n]
-}
-
-/// 0 = not decided yet (read `GRAFT_KERNELS` on first use), 1 = on, 2 = off.
-static ENABLED: AtomicU8 = AtomicU8::new(0);
-
-/// Whether graft's kernels are used where they apply.
-pub fn enabled() -> bool {
-    match ENABLED.load(Ordering::Relaxed) {
-        1 => true,
-        2 => false,
-        _ => {
-            let on = !matches!(std::env::var("GRAFT_KERNELS").as_deref(), Ok("burn"));
-            set_enabled(on);
-            on
-        }
-    }
-}
-
-/// Turns graft's kernels on or off for the whole process (off = burn's stock ops).
-pub fn set_enabled(on: bool) {
-    ENABLED.store(if on { 1 } else { 2 }, Ordering::Relaxed);
 }
 
 fn is_flex<const D: usize>(x: &Tensor<D>) -> bool {
@@ -359,15 +341,6 @@ pub fn to_channels_last(x: Tensor<4>) -> Tensor<4> {
     Tensor::from_dispatch(<Dispatch as GraftLayout>::graft_channels_last(
         x.into_dispatch(),
     ))
-}
-
-/// Whether networks train channels-last (the default; `GRAFT_TRAIN_LAYOUT=nchw` turns it off for
-/// comparisons). Frozen backbones always run channels-last.
-pub fn train_channels_last() -> bool {
-    static NCHW: std::sync::OnceLock<bool> = std::sync::OnceLock::new();
-    !*NCHW.get_or_init(|| {
-        std::env::var("GRAFT_TRAIN_LAYOUT").is_ok_and(|v| v.eq_ignore_ascii_case("nchw"))
-    })
 }
 
 /// ReLU6 (`min(max(x, 0), 6)`), one pass with graft's kernel on `flex`.

@@ -8,6 +8,7 @@
 use burn::module::Module;
 use burn::tensor::{Device, Tensor};
 
+use super::FeatureInfo;
 use super::layers::Activation::{Identity, Relu6};
 use super::layers::{BatchNorm2d, Conv2d, ConvSpec, Padding, conv_bn_act};
 
@@ -43,6 +44,63 @@ impl EfficientNetSpec {
     /// Width of the pooled feature vector.
     pub fn feature_dim(&self) -> usize {
         self.head / self.width_div
+    }
+
+    /// A channel count of the real network scaled to this variant.
+    fn channels(&self, c: usize) -> usize {
+        (c / self.width_div).max(1)
+    }
+
+    /// The stage (0 = stem) that checkpoint key `key` belongs to, and the number of stages: the
+    /// stem, one stage per row of the stage table, then the 1×1 head convolution
+    /// (`partial:K` trains the last K).
+    pub fn stage_of(&self, key: &str) -> (usize, usize) {
+        let n = self.stages.len() + 2;
+        if let Some(rest) = key.strip_prefix("_blocks.") {
+            let block: usize = rest
+                .split('.')
+                .next()
+                .and_then(|b| b.parse().ok())
+                .unwrap_or(0);
+            let mut end = 0;
+            for (i, s) in self.stages.iter().enumerate() {
+                end += s.0;
+                if block < end {
+                    return (i + 1, n);
+                }
+            }
+            (n - 2, n)
+        } else if key.starts_with("_conv_head") || key.starts_with("_bn1") {
+            (n - 1, n)
+        } else {
+            (0, n)
+        }
+    }
+
+    /// Each stage's output (the stages of [`EfficientNetSpec::stage_of`]): the stem (stride
+    /// 2), each row of the stage table, and the head convolution after its BatchNorm and ReLU6
+    /// (stride 32, where pytorch-grad-cam looks).
+    pub fn feature_info(&self) -> Vec<FeatureInfo> {
+        let mut reduction = 2;
+        let mut info = vec![FeatureInfo {
+            name: "stem",
+            channels: self.channels(self.stem),
+            reduction,
+        }];
+        for &(_, _, stride, _, _, c_out) in self.stages {
+            reduction *= stride;
+            info.push(FeatureInfo {
+                name: "blocks",
+                channels: self.channels(c_out),
+                reduction,
+            });
+        }
+        info.push(FeatureInfo {
+            name: "head",
+            channels: self.channels(self.head),
+            reduction,
+        });
+        info
     }
 }
 
@@ -111,12 +169,15 @@ pub struct EfficientNetLite {
     pub _blocks: Vec<MbConv>,
     pub _conv_head: Conv2d,
     pub _bn1: BatchNorm2d,
+    /// The variant (its stage table groups `_blocks` into stages).
+    #[module(skip)]
+    pub spec: EfficientNetSpec,
 }
 
 impl EfficientNetLite {
     /// Random init (same scheme as the ResNets; only the scratch baseline uses it).
     pub fn new(spec: EfficientNetSpec, device: &Device) -> Self {
-        let div = |c: usize| (c / spec.width_div).max(1);
+        let div = |c: usize| spec.channels(c);
         let mut blocks = Vec::new();
         for &(repeats, k, s, e, c_in, c_out) in spec.stages {
             for j in 0..repeats {
@@ -136,6 +197,7 @@ impl EfficientNetLite {
             _conv_head: ConvSpec::new(div(last), div(spec.head), 1, 1, Padding::TfSame)
                 .init(device),
             _bn1: bn(div(spec.head), device),
+            spec,
         }
     }
 
@@ -148,8 +210,13 @@ impl EfficientNetLite {
         f(&mut self._conv_head, &mut self._bn1);
     }
 
-    /// `(n, 3, h, w) -> (n, feature_dim)`.
-    pub fn forward_features(&self, x: Tensor<4>) -> Tensor<2> {
+    /// Runs the network on `(n, 3, h, w)`, showing each stage's output to `tap` (stage index,
+    /// map; see [`EfficientNetSpec::feature_info`]), and returns the last stage's map.
+    pub fn forward_stages(
+        &self,
+        x: Tensor<4>,
+        tap: &mut dyn FnMut(usize, &Tensor<4>),
+    ) -> Tensor<4> {
         // Channels-last throughout, training included (see `kernels::channels_last`).
         let x = if crate::kernels::train_channels_last() || self._bn0.folded {
             crate::kernels::to_channels_last(x)
@@ -157,10 +224,16 @@ impl EfficientNetLite {
             x
         };
         let mut x = conv_bn_act(&self._conv_stem, &self._bn0, x, Relu6);
-        for block in &self._blocks {
-            x = block.forward(x);
+        tap(0, &x);
+        let mut blocks = self._blocks.iter();
+        for (i, &(repeats, ..)) in self.spec.stages.iter().enumerate() {
+            for block in blocks.by_ref().take(repeats) {
+                x = block.forward(x);
+            }
+            tap(i + 1, &x);
         }
         x = conv_bn_act(&self._conv_head, &self._bn1, x, Relu6);
-        x.mean_dims(&[2, 3]).flatten(1, 3)
+        tap(self.spec.stages.len() + 1, &x);
+        x
     }
 }

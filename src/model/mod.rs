@@ -1,8 +1,14 @@
 //! Models: the backbone zoo, the classification head, and the registry that builds them by name.
 //!
-//! Every model answers the same questions (timm's contract): [`Classifier::forward_features`]
-//! (`(n, 3, h, w) -> (n, feature_dim)`), [`Classifier::forward_head`] (`(n, feature_dim) ->
-//! (n, classes)`), [`Classifier::forward`] (both) and [`Classifier::reset_classifier`].
+//! Every backbone answers the same questions (timm's contract): [`Backbone::forward_stages`]
+//! (each stage's feature map, timm's `features_only`, for decoders and Grad-CAM),
+//! [`Backbone::forward_features`] (`(n, 3, h, w) -> (n, feature_dim)`, pooled), and
+//! [`Arch::feature_info`] / [`Arch::stage_of`] (the stages as data, and which stage a checkpoint
+//! key belongs to: what `partial:K` trains). A [`Classifier`] adds a linear head:
+//! [`Classifier::forward_head`], [`Classifier::forward`], [`Classifier::reset_classifier`].
+//!
+//! Each family's file owns what is particular to it: its layers, its stages and the renames
+//! between its module paths and its checkpoints' keys ([`KeyRename`]).
 
 pub mod efficientnet_lite;
 pub mod layers;
@@ -17,6 +23,34 @@ pub use efficientnet_lite::{EfficientNetLite, EfficientNetSpec};
 pub use layers::Linear;
 pub use registry::{Arch, Preset, ZOO, preset};
 pub use resnet::{ResNet, ResNetSpec};
+
+/// One stage's output map of a backbone (timm's `feature_info`).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct FeatureInfo {
+    /// The stage's name in the family's terms (`layer3`, `blocks`, `head`).
+    pub name: &'static str,
+    pub channels: usize,
+    /// Input size / map size.
+    pub reduction: usize,
+}
+
+/// A module field whose checkpoint key differs from its name: inside a `container` struct, the
+/// field `field` is written `key` (ResNet's `Downsample.conv` is torchvision's `downsample.0`).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct KeyRename {
+    pub container: &'static str,
+    pub field: &'static str,
+    pub key: &'static str,
+}
+
+/// Every family's renames, for [`params`]' key paths.
+pub(crate) fn key_rename(container: &str, field: &str) -> Option<&'static str> {
+    let container = container.strip_prefix("Struct:").unwrap_or(container);
+    resnet::KEY_RENAMES
+        .iter()
+        .find(|r| r.container == container && r.field == field)
+        .map(|r| r.key)
+}
 
 /// The feature extractor of one of the zoo's families.
 // One value per model, built once: the size difference between variants costs nothing.
@@ -38,12 +72,39 @@ impl Backbone {
         }
     }
 
-    /// `(n, 3, h, w) -> (n, feature_dim)`.
-    pub fn forward_features(&self, x: Tensor<4>) -> Tensor<2> {
+    /// Runs the backbone on `(n, 3, h, w)`, showing each stage's output map to `tap` (stage
+    /// index and map, in the order of [`Arch::feature_info`]), and returns the last one.
+    pub fn forward_stages(
+        &self,
+        x: Tensor<4>,
+        tap: &mut dyn FnMut(usize, &Tensor<4>),
+    ) -> Tensor<4> {
         match self {
-            Backbone::ResNet(m) => m.forward_features(x),
-            Backbone::EfficientNetLite(m) => m.forward_features(x),
+            Backbone::ResNet(m) => m.forward_stages(x, tap),
+            Backbone::EfficientNetLite(m) => m.forward_stages(x, tap),
         }
+    }
+
+    /// The output maps of the stages in `wanted` (indices into [`Arch::feature_info`]), in that
+    /// order: what a decoder or Grad-CAM reads.
+    pub fn feature_maps(&self, x: Tensor<4>, wanted: &[usize]) -> Vec<Tensor<4>> {
+        let mut maps: Vec<(usize, Tensor<4>)> = Vec::new();
+        self.forward_stages(x, &mut |i, map| {
+            if wanted.contains(&i) {
+                maps.push((i, map.clone()));
+            }
+        });
+        wanted
+            .iter()
+            .filter_map(|w| maps.iter().find(|(i, _)| i == w).map(|(_, m)| m.clone()))
+            .collect()
+    }
+
+    /// `(n, 3, h, w) -> (n, feature_dim)`: the last stage, average-pooled.
+    pub fn forward_features(&self, x: Tensor<4>) -> Tensor<2> {
+        self.forward_stages(x, &mut |_, _| {})
+            .mean_dims(&[2, 3])
+            .flatten(1, 3)
     }
 }
 

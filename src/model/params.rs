@@ -1,16 +1,18 @@
 //! Parameters by checkpoint key: the one place where module paths become the names found in
 //! PyTorch checkpoints, and where weights are copied into (or out of) a model by those names.
 //!
-//! A module path such as `backbone.ResNet.layer1.0.downsample.conv.weight` is written under its
-//! torchvision key `layer1.0.downsample.0.weight`; the head `head.weight` under the preset's
-//! head name (`fc.weight`, `_fc.weight`).
+//! The conventions are generic: enum variants (`Backbone::ResNet`) and a root `backbone` field
+//! are not part of the keys, a root `head` field is written under the checkpoint's head name
+//! (`fc`, `_fc`), and a family's [`KeyRename`](super::KeyRename)s apply (ResNet's
+//! `downsample.conv` is torchvision's `downsample.0`). So the module path
+//! `backbone.ResNet.layer1.0.downsample.conv.weight` is the key `layer1.0.downsample.0.weight`.
+//! Every function here works on any module built that way.
 
 use std::collections::{BTreeMap, BTreeSet};
 
 use burn::module::{Flag, Module, ModuleMapper, ModuleVisitor, Param};
 use burn::tensor::{Tensor, TensorData};
 
-use super::Classifier;
 use crate::error::{Error, Result};
 use crate::weights::TensorMap;
 
@@ -40,12 +42,8 @@ impl KeyPath {
                 String::new()
             } else if self.parts.is_empty() && name == "head" {
                 self.head_name.clone()
-            } else if self.parts.last().is_some_and(|p| p == "downsample") {
-                match name {
-                    "conv" => "0".to_string(),
-                    "bn" => "1".to_string(),
-                    other => other.to_string(),
-                }
+            } else if let Some(key) = super::key_rename(container, name) {
+                key.to_string()
             } else {
                 name.to_string()
             };
@@ -73,7 +71,7 @@ impl KeyPath {
 
 /// Every float tensor of `model` (parameters and BatchNorm running statistics) under its
 /// checkpoint key, in module order: `(key, shape, values)`.
-pub fn named_tensors(model: &Classifier, head_name: &str) -> Vec<(String, Vec<usize>, Vec<f32>)> {
+pub fn named_tensors<M: Module>(model: &M, head_name: &str) -> Vec<(String, Vec<usize>, Vec<f32>)> {
     struct Collect {
         path: KeyPath,
         out: Vec<(String, Vec<usize>, Vec<f32>)>,
@@ -131,12 +129,12 @@ pub struct LoadReport {
 /// Copies the tensors of `weights` into `model` by checkpoint key.
 ///
 /// Missing or mis-shaped tensors are all reported at once, by name with both shapes.
-pub fn load_into(
-    model: Classifier,
+pub fn load_into<M: Module>(
+    model: M,
     weights: &TensorMap,
     head_name: &str,
     strictness: Strictness,
-) -> Result<(Classifier, LoadReport)> {
+) -> Result<(M, LoadReport)> {
     struct Load<'a> {
         path: KeyPath,
         weights: &'a TensorMap,
@@ -242,7 +240,7 @@ pub struct Trainable<'a> {
 }
 
 /// Applies a [`Trainable`] policy: sets `require_grad` per parameter and the BatchNorm flags.
-pub fn set_trainable(model: Classifier, head_name: &str, policy: &Trainable<'_>) -> Classifier {
+pub fn set_trainable<M: Module>(model: M, head_name: &str, policy: &Trainable<'_>) -> M {
     struct Apply<'a, 'b> {
         path: KeyPath,
         policy: &'a Trainable<'b>,
@@ -275,7 +273,7 @@ pub fn set_trainable(model: Classifier, head_name: &str, policy: &Trainable<'_>)
 }
 
 /// Parameter counts: (all float parameters excluding running statistics, trainable ones).
-pub fn count_params(model: &Classifier) -> (usize, usize) {
+pub fn count_params<M: Module>(model: &M) -> (usize, usize) {
     struct Count {
         path: KeyPath,
         total: usize,
@@ -310,7 +308,10 @@ pub fn count_params(model: &Classifier) -> (usize, usize) {
 }
 
 /// Tensors as a name → (shape, values) map, e.g. to compare two models.
-pub fn tensor_map(model: &Classifier, head_name: &str) -> BTreeMap<String, (Vec<usize>, Vec<f32>)> {
+pub fn tensor_map<M: Module>(
+    model: &M,
+    head_name: &str,
+) -> BTreeMap<String, (Vec<usize>, Vec<f32>)> {
     named_tensors(model, head_name)
         .into_iter()
         .map(|(k, s, v)| (k, (s, v)))

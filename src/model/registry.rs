@@ -2,6 +2,7 @@
 //! `pretrained_cfg`): input size, normalisation, feature width, and the name of the ImageNet head
 //! in the checkpoint it is loaded from.
 
+use super::FeatureInfo;
 use super::efficientnet_lite::{EfficientNetSpec, LITE0_STAGES};
 use super::resnet::{BlockKind, ResNetSpec};
 use crate::error::{Error, Result};
@@ -19,6 +20,23 @@ impl Arch {
         match self {
             Arch::ResNet(s) => s.feature_dim(),
             Arch::EfficientNet(s) => s.feature_dim(),
+        }
+    }
+
+    /// The stage (0 = stem) that checkpoint key `key` belongs to, and the number of stages:
+    /// `partial:K` trains the last K stages and the head.
+    pub fn stage_of(&self, key: &str) -> (usize, usize) {
+        match self {
+            Arch::ResNet(s) => s.stage_of(key),
+            Arch::EfficientNet(s) => s.stage_of(key),
+        }
+    }
+
+    /// Each stage's output map: name, channels, reduction (same order as `stage_of`).
+    pub fn feature_info(&self) -> Vec<FeatureInfo> {
+        match self {
+            Arch::ResNet(s) => s.feature_info(),
+            Arch::EfficientNet(s) => s.feature_info(),
         }
     }
 }

@@ -1,7 +1,7 @@
 //! ResNet-18/34/50 (torchvision's v1.5 layout): `(n, 3, h, w) -> (n, features)`.
 //!
 //! Module paths equal torchvision's state-dict keys (`conv1.weight`, `layer2.0.bn1.running_mean`),
-//! except `downsample.{conv,bn}`, which weights/ maps to torchvision's `downsample.{0,1}`.
+//! except `downsample.{conv,bn}`, which [`KEY_RENAMES`] maps to torchvision's `downsample.{0,1}`.
 //! `width` scales every channel count (64 = torchvision); tests build narrow nets with the same code.
 
 use burn::module::Module;
@@ -11,6 +11,25 @@ use crate::kernels::{add, relu, to_channels_last};
 
 use super::layers::Activation::{Identity, Relu};
 use super::layers::{BatchNorm2d, Conv2d, ConvSpec, Padding, conv_bn_act};
+use super::{FeatureInfo, KeyRename};
+
+/// torchvision keeps the skip path's convolution and BatchNorm in an `nn.Sequential`
+/// (`downsample.0`, `downsample.1`); graft names the fields.
+pub const KEY_RENAMES: &[KeyRename] = &[
+    KeyRename {
+        container: "Downsample",
+        field: "conv",
+        key: "0",
+    },
+    KeyRename {
+        container: "Downsample",
+        field: "bn",
+        key: "1",
+    },
+];
+
+/// The stages in order: the stem (`conv1`, `bn1`) and the four residual stages.
+const STAGES: [&str; 5] = ["conv1", "layer1", "layer2", "layer3", "layer4"];
 
 /// Which residual block a variant stacks.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -43,6 +62,35 @@ impl ResNetSpec {
     /// Width of the pooled feature vector.
     pub fn feature_dim(&self) -> usize {
         self.width * 8 * self.kind.expansion()
+    }
+
+    /// The stage (0 = stem) that checkpoint key `key` belongs to, and the number of stages
+    /// (`partial:K` trains the last K).
+    pub fn stage_of(&self, key: &str) -> (usize, usize) {
+        let stage = STAGES[1..]
+            .iter()
+            .position(|s| key.starts_with(&format!("{s}.")))
+            .map_or(0, |i| i + 1);
+        (stage, STAGES.len())
+    }
+
+    /// Each stage's output: the stem after its ReLU (stride 2, before the max-pool, as timm's
+    /// `act1`), then `layer1`..`layer4` (strides 4 to 32).
+    pub fn feature_info(&self) -> Vec<FeatureInfo> {
+        let e = self.kind.expansion();
+        let mut info = vec![FeatureInfo {
+            name: STAGES[0],
+            channels: self.width,
+            reduction: 2,
+        }];
+        for (i, name) in STAGES[1..].iter().enumerate() {
+            info.push(FeatureInfo {
+                name,
+                channels: self.width * (1 << i) * e,
+                reduction: 4 << i,
+            });
+        }
+        info
     }
 }
 
@@ -170,11 +218,6 @@ impl ResNet {
         }
     }
 
-    /// The stages in order, for partial fine-tuning (`partial:K` trains the last K).
-    pub fn stage_names() -> &'static [&'static str] {
-        &["conv1", "layer1", "layer2", "layer3", "layer4"]
-    }
-
     /// Calls `f` on every convolution with the BatchNorm that follows it.
     pub fn for_each_conv_bn(&mut self, f: &mut dyn FnMut(&mut Conv2d, &mut BatchNorm2d)) {
         f(&mut self.conv1, &mut self.bn1);
@@ -189,8 +232,13 @@ impl ResNet {
         }
     }
 
-    /// `(n, 3, h, w) -> (n, feature_dim)`.
-    pub fn forward_features(&self, x: Tensor<4>) -> Tensor<2> {
+    /// Runs the network on `(n, 3, h, w)`, showing each stage's output to `tap` (stage index,
+    /// map; see [`ResNetSpec::feature_info`]), and returns the last stage's map.
+    pub fn forward_stages(
+        &self,
+        x: Tensor<4>,
+        tap: &mut dyn FnMut(usize, &Tensor<4>),
+    ) -> Tensor<4> {
         // Channels-last throughout, training included: graft's kernels keep the layout, and in
         // NHWC the convolutions skip padding taps (see `kernels::channels_last`).
         let x = if crate::kernels::train_channels_last() || self.bn1.folded {
@@ -199,16 +247,17 @@ impl ResNet {
             x
         };
         let x = conv_bn_act(&self.conv1, &self.bn1, x, Relu);
+        tap(0, &x);
         let mut x = crate::kernels::max_pool2d(x, [3, 3], [2, 2], [1, 1]);
-        for block in self
-            .layer1
-            .iter()
-            .chain(&self.layer2)
-            .chain(&self.layer3)
-            .chain(&self.layer4)
+        for (i, stage) in [&self.layer1, &self.layer2, &self.layer3, &self.layer4]
+            .into_iter()
+            .enumerate()
         {
-            x = block.forward(x);
+            for block in stage {
+                x = block.forward(x);
+            }
+            tap(i + 1, &x);
         }
-        x.mean_dims(&[2, 3]).flatten(1, 3)
+        x
     }
 }

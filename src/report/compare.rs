@@ -8,10 +8,10 @@ use serde::Deserialize;
 use serde::de::{Deserializer, MapAccess, Visitor};
 use serde_json::Value;
 
-use super::charts::{self, BLUE_C, Bars};
-use super::html::{self, Cell, Page, note, num, pct};
 use super::{read_json, run_report_link, value_text, write_page};
 use crate::error::Result;
+use crate::render::charts::{self, BLUE_C, Bars};
+use crate::render::html::{self, Cell, Page, note, num, pct};
 
 /// `compare.json`, read leniently (numbers may be `null` where a run diverged).
 #[derive(Debug, Deserialize)]
@@ -21,18 +21,32 @@ struct Comparison {
     cells: Vec<CellRow>,
 }
 
+impl Comparison {
+    /// The compared test metric (`accuracy`; the same for every cell).
+    fn metric(&self) -> &str {
+        self.cells.first().map_or("accuracy", |c| c.metric.as_str())
+    }
+}
+
 #[derive(Debug, Deserialize)]
 struct CellRow {
     #[serde(default)]
     settings: serde_json::Map<String, Value>,
-    test_accuracy: Option<f64>,
+    #[serde(default = "accuracy")]
+    metric: String,
+    #[serde(alias = "test_accuracy")]
+    test: Option<f64>,
     sd: Option<f64>,
-    #[serde(default)]
-    accuracies: Vec<Option<f64>>,
+    #[serde(default, alias = "accuracies")]
+    tests: Vec<Option<f64>>,
     final_loss: Option<f64>,
     seconds: Option<f64>,
     #[serde(default)]
     run_dirs: Vec<PathBuf>,
+}
+
+fn accuracy() -> String {
+    "accuracy".into()
 }
 
 /// The grid's axes in file order (so the table's columns follow the command line).
@@ -105,7 +119,7 @@ fn render(dir: &Path, cmp: &Comparison) -> String {
     let runs: usize = cmp
         .cells
         .iter()
-        .map(|c| c.accuracies.len().max(c.run_dirs.len()))
+        .map(|c| c.tests.len().max(c.run_dirs.len()))
         .sum();
     let mut page = Page::new(
         &format!("Comparison: {} settings", cmp.cells.len()),
@@ -119,22 +133,27 @@ fn render(dir: &Path, cmp: &Comparison) -> String {
         .cells
         .iter()
         .enumerate()
-        .filter_map(|(i, c)| Some((i, c.test_accuracy.filter(|a| a.is_finite())?)))
+        .filter_map(|(i, c)| Some((i, c.test.filter(|a| a.is_finite())?)))
         .max_by(|a, b| a.1.total_cmp(&b.1))
         .map(|(i, _)| i);
+    let metric = cmp.metric();
     if let Some(b) = best {
         let c = &cmp.cells[b];
         page.cards(&[
             (
-                "best test accuracy",
-                pct(c.test_accuracy.unwrap_or(f64::NAN)),
+                format!("best test {metric}"),
+                pct(c.test.unwrap_or(f64::NAN)),
             ),
-            ("± sd over seeds", pct(c.sd.unwrap_or(f64::NAN))),
-            ("best setting", label(&cols, c)),
+            ("± sd over seeds".into(), pct(c.sd.unwrap_or(f64::NAN))),
+            ("best setting".into(), label(&cols, c)),
         ]);
     }
     page.section("comparison-table", "Results", &table(dir, &cols, cmp, best));
-    page.section("comparison-chart", "Test accuracy", &chart(&cols, cmp));
+    page.section(
+        "comparison-chart",
+        &format!("Test {metric}"),
+        &chart(&cols, cmp),
+    );
     page.finish()
 }
 
@@ -156,9 +175,10 @@ fn table(dir: &Path, cols: &[String], cmp: &Comparison, best: Option<usize>) -> 
     if cmp.cells.is_empty() {
         return note("compare.json has no cells.");
     }
+    let score_header = format!("test {} (mean ± sd)", cmp.metric());
     let mut headers: Vec<(&str, bool)> = cols.iter().map(|c| (c.as_str(), true)).collect();
     headers.extend([
-        ("test accuracy (mean ± sd)", false),
+        (score_header.as_str(), false),
         ("per seed", false),
         ("final loss", false),
         ("seconds", false),
@@ -170,17 +190,13 @@ fn table(dir: &Path, cols: &[String], cmp: &Comparison, best: Option<usize>) -> 
         .enumerate()
         .map(|(i, c)| {
             let mut cells: Vec<Cell> = cols.iter().map(|k| Cell::Left(setting(c, k))).collect();
-            let acc = c.test_accuracy.unwrap_or(f64::NAN);
+            let acc = c.test.unwrap_or(f64::NAN);
             cells.push(Cell::Num(format!(
                 "{} ± {}",
                 pct(acc),
                 pct(c.sd.unwrap_or(f64::NAN))
             )));
-            let seeds: Vec<String> = c
-                .accuracies
-                .iter()
-                .map(|a| pct(a.unwrap_or(f64::NAN)))
-                .collect();
+            let seeds: Vec<String> = c.tests.iter().map(|a| pct(a.unwrap_or(f64::NAN))).collect();
             cells.push(Cell::Num(seeds.join(", ")));
             cells.push(Cell::Num(num(c.final_loss.unwrap_or(f64::NAN), 4)));
             cells.push(Cell::Num(num(c.seconds.unwrap_or(f64::NAN), 1)));
@@ -195,7 +211,7 @@ fn table(dir: &Path, cols: &[String], cmp: &Comparison, best: Option<usize>) -> 
         .collect();
     let mut html = html::table(&headers, &rows);
     if best.is_some() {
-        html += "\n<p class=\"caption\">The best mean accuracy is in bold. Links open the first seed's run \
+        html += "\n<p class=\"caption\">The best mean is in bold. Links open the first seed's run \
                  report (write it with <code>graft report RUN</code>).</p>";
     }
     html
@@ -209,21 +225,22 @@ fn chart(cols: &[String], cmp: &Comparison) -> String {
     let values: Vec<f64> = cmp
         .cells
         .iter()
-        .map(|c| c.test_accuracy.unwrap_or(f64::NAN))
+        .map(|c| c.test.unwrap_or(f64::NAN))
         .collect();
     let errors: Vec<f64> = cmp.cells.iter().map(|c| c.sd.unwrap_or(0.0)).collect();
     let start = charts::bar_axis_start(&values, &errors);
+    let metric = cmp.metric();
     let bars = [Bars {
-        name: "test accuracy".into(),
+        name: format!("test {metric}"),
         values,
         errors: Some(errors),
         color: BLUE_C,
     }];
     match charts::bar_chart(
-        "Test accuracy (mean ± sd over seeds)",
+        &format!("Test {metric} (mean ± sd over seeds)"),
         &cats,
         &bars,
-        "test accuracy",
+        &format!("test {metric}"),
         start,
         None,
     ) {

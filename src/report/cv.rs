@@ -6,14 +6,16 @@ use std::path::{Path, PathBuf};
 use serde::Deserialize;
 use serde_json::Value;
 
-use super::charts::{self, BLUE_C, Bars, Reference};
-use super::html::{self, Cell, Page, note, pct};
 use super::{read_json, run_report_link, value_text, write_page};
 use crate::error::Result;
+use crate::render::charts::{self, BLUE_C, Bars, Reference};
+use crate::render::html::{self, Cell, Page, note, pct};
 
 /// `cv.json`, read leniently (numbers may be `null` where a fold diverged).
 #[derive(Debug, Deserialize)]
 struct CrossValidation {
+    #[serde(default = "accuracy")]
+    metric: String,
     folds: Vec<Option<f64>>,
     mean: Option<f64>,
     sd: Option<f64>,
@@ -21,6 +23,10 @@ struct CrossValidation {
     run_dirs: Vec<PathBuf>,
     #[serde(default)]
     settings: Option<serde_json::Map<String, Value>>,
+}
+
+fn accuracy() -> String {
+    "accuracy".into()
 }
 
 /// Writes `dir/report.html` from `dir/cv.json` and returns its path.
@@ -59,16 +65,17 @@ fn render(dir: &Path, cv: &CrossValidation) -> String {
         .collect();
     let lo = finite.iter().copied().fold(f64::INFINITY, f64::min);
     let hi = finite.iter().copied().fold(f64::NEG_INFINITY, f64::max);
+    let metric = &cv.metric;
     page.cards(&[
-        ("mean accuracy", pct(mean)),
-        ("± sd over folds", pct(sd)),
-        ("worst fold", pct(lo)),
-        ("best fold", pct(hi)),
-        ("folds", k.to_string()),
+        (format!("mean {metric}"), pct(mean)),
+        ("± sd over folds".into(), pct(sd)),
+        ("worst fold".into(), pct(lo)),
+        ("best fold".into(), pct(hi)),
+        ("folds".into(), k.to_string()),
     ]);
     page.section(
         "cv-folds",
-        "Accuracy per fold",
+        &format!("Test {metric} per fold"),
         &format!("{}\n{}", chart(cv), table(dir, cv)),
     );
     if !settings.is_empty() {
@@ -101,17 +108,18 @@ fn chart(cv: &CrossValidation) -> String {
         band: sd,
         label: format!("mean {} ± {}", pct(mean), pct(sd)),
     };
+    let metric = &cv.metric;
     let bars = [Bars {
-        name: "test accuracy".into(),
+        name: format!("test {metric}"),
         values,
         errors: None,
         color: BLUE_C,
     }];
     match charts::bar_chart(
-        "Test accuracy per fold",
+        &format!("Test {metric} per fold"),
         &cats,
         &bars,
-        "test accuracy",
+        &format!("test {metric}"),
         start,
         Some(&reference),
     ) {
@@ -151,10 +159,11 @@ fn table(dir: &Path, cv: &CrossValidation) -> String {
             )
         })
         .collect();
+    let header = format!("test {}", cv.metric);
     html::table(
         &[
             ("fold", false),
-            ("test accuracy", false),
+            (header.as_str(), false),
             ("run folder", true),
             ("report", true),
         ],

@@ -12,11 +12,8 @@
 //! `confusion-matrix`, `per-class`, `misclassified`, `comparison-table`, `comparison-chart`,
 //! `cv-folds`).
 
-mod charts;
 mod compare;
 mod cv;
-mod html;
-mod images;
 mod run;
 
 use std::path::{Component, Path, PathBuf};
@@ -62,15 +59,6 @@ fn read_json<T: DeserializeOwned>(path: &Path) -> Result<T> {
     serde_json::from_str(&text).map_err(|e| Error::file(path, format!("invalid JSON: {e}")))
 }
 
-/// Like [`read_json`], but `None` when the file does not exist.
-fn read_json_if_present<T: DeserializeOwned>(path: &Path) -> Result<Option<T>> {
-    if path.exists() {
-        read_json(path).map(Some)
-    } else {
-        Ok(None)
-    }
-}
-
 /// Writes `dir/report.html` and returns its path.
 fn write_page(dir: &Path, html: &str) -> Result<PathBuf> {
     let path = dir.join(REPORT_FILE);
@@ -94,7 +82,7 @@ fn run_report_link(dir: &Path, run_dir: &Path) -> Option<String> {
         .ok()?;
     let base = dir.canonicalize().ok()?;
     let rel = relative_path(&base, &target)?;
-    Some(html::href(&rel))
+    Some(crate::render::html::href(&rel))
 }
 
 /// `target` relative to the directory `base` (both absolute and normalised), with `/`.

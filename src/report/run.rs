@@ -1,36 +1,45 @@
-//! The report of one run folder: headline numbers, training curves, confusion matrix,
-//! per-class precision / recall and the misclassified test images.
+//! The report of one run folder, for any task: headline numbers, the settings, a training curve
+//! per metric (loss, the task's metrics, the learning rate), then the task's own sections
+//! ([`Task::report`]: for image classification the confusion matrix, per-class precision /
+//! recall and the misclassified test images).
 
+use std::collections::BTreeMap;
 use std::path::{Path, PathBuf};
 
 use serde::Deserialize;
 
-use super::charts::{self, BLUE_C, Bars, GREEN_C, Line, ORANGE_C, YAxis};
-use super::html::{self, Cell, Page, esc, note, num, pct};
-use super::{images, read_json_if_present, write_page};
+use super::write_page;
 use crate::config::FitConfig;
 use crate::error::{Error, Result};
-use crate::eval::Evaluation;
-use crate::train::fit::ModelCard;
+use crate::render::charts::{self, BLUE_C, GREEN_C, Line, ORANGE_C, YAxis};
+use crate::render::html::{self, Page, note, pct};
+use crate::task::{TaskFn, with_task};
+use crate::train::{Metric, Task, TaskReport};
 
 /// One line of `metrics.jsonl`, read leniently: a diverged run writes `null` for NaN losses.
 #[derive(Debug, Clone, Deserialize)]
 struct EpochRow {
     epoch: usize,
-    train_loss: Option<f64>,
-    train_accuracy: Option<f64>,
-    val_loss: Option<f64>,
-    val_accuracy: Option<f64>,
     lr: Option<f64>,
     seconds: Option<f64>,
+    /// `train_loss`, `val_accuracy`, ...
+    #[serde(flatten)]
+    scores: BTreeMap<String, Option<f64>>,
+}
+
+impl EpochRow {
+    fn get(&self, name: &str) -> Option<f64> {
+        self.scores.get(name).copied().flatten()
+    }
 }
 
 /// Everything a run folder holds that the report shows; only `metrics.jsonl` is required.
 struct RunFiles {
     epochs: Vec<EpochRow>,
     config: Option<FitConfig>,
-    card: Option<ModelCard>,
-    eval: Option<Evaluation>,
+    /// The task's metrics and its part of the page.
+    metrics: &'static [Metric],
+    task: TaskReport,
 }
 
 /// Writes `run_dir/report.html` for a `graft fit` run folder and returns its path.
@@ -41,17 +50,30 @@ pub fn write_run_report(run_dir: &Path) -> Result<PathBuf> {
 }
 
 fn read_run(dir: &Path) -> Result<RunFiles> {
+    struct TaskPart<'a>(&'a Path, Option<&'a FitConfig>);
+    impl TaskFn for TaskPart<'_> {
+        type Output = (&'static [Metric], TaskReport);
+        fn call<T: Task>(self) -> Result<Self::Output> {
+            Ok((T::METRICS, T::report(self.0, self.1)?))
+        }
+    }
     let config_path = dir.join("config.toml");
     let config = if config_path.exists() {
         Some(FitConfig::from_toml_file(&config_path)?)
     } else {
         None
     };
+    // Folders without a config.toml predate the task setting: image classification.
+    let task = config
+        .as_ref()
+        .map_or(FitConfig::default().task, |c| c.task.clone());
+    let epochs = read_epochs(&dir.join("metrics.jsonl"))?;
+    let (metrics, task) = with_task(&task, TaskPart(dir, config.as_ref()))?;
     Ok(RunFiles {
-        epochs: read_epochs(&dir.join("metrics.jsonl"))?,
+        epochs,
         config,
-        card: read_json_if_present(&dir.join("model.json"))?,
-        eval: read_json_if_present(&dir.join("eval.json"))?,
+        metrics,
+        task,
     })
 }
 
@@ -69,24 +91,11 @@ fn read_epochs(path: &Path) -> Result<Vec<EpochRow>> {
 }
 
 fn render(dir: &Path, f: &RunFiles) -> String {
-    let pick = |from_card: Option<&str>, from_cfg: Option<&str>| {
-        from_card
-            .or(from_cfg)
-            .filter(|s| !s.is_empty())
-            .unwrap_or("?")
-            .to_string()
-    };
     let cfg = f.config.as_ref();
-    let card = f.card.as_ref();
-    let model = pick(
-        card.map(|c| c.model.as_str()),
-        cfg.map(|c| c.model.as_str()),
-    );
-    let data = pick(cfg.map(|c| c.data.as_str()), card.map(|c| c.data.as_str()));
-    let strategy = pick(
-        card.map(|c| c.strategy.as_str()),
-        cfg.map(|c| c.strategy.as_str()),
-    );
+    let pick = |v: Option<String>| v.filter(|s| !s.is_empty()).unwrap_or_else(|| "?".into());
+    let model = pick(cfg.map(|c| c.model.clone()));
+    let data = pick(cfg.map(|c| c.data.clone()));
+    let strategy = pick(cfg.map(|c| c.strategy.to_string()));
     let title = format!("{model} on {data} — {strategy}");
     let mut subtitle = format!("Run {}", dir.display());
     if let Some(c) = cfg {
@@ -102,55 +111,25 @@ fn render(dir: &Path, f: &RunFiles) -> String {
             "No config.toml in this run folder: settings are not shown.",
         ));
     }
-    curves(&mut page, &f.epochs);
-    match &f.eval {
-        Some(eval) => {
-            confusion(&mut page, eval);
-            per_class(&mut page, eval);
-            let spec = cfg
-                .map(|c| c.data.as_str())
-                .or(card.map(|c| c.data.as_str()));
-            page.section(
-                "misclassified",
-                "Misclassified test images",
-                &images::grid(spec, eval),
-            );
-        }
-        None => {
-            let msg = note("No eval.json yet (the run has not finished): no test metrics to show.");
-            for (id, heading) in [
-                ("confusion-matrix", "Confusion matrix"),
-                ("per-class", "Per-class precision and recall"),
-                ("misclassified", "Misclassified test images"),
-            ] {
-                page.section(id, heading, &msg);
-            }
-        }
+    curves(&mut page, &f.epochs, f.metrics);
+    for section in &f.task.sections {
+        page.section(&section.id, &section.heading, &section.html);
     }
     page.finish()
 }
 
-fn headline(f: &RunFiles) -> Vec<(&'static str, String)> {
-    let mut items = Vec::new();
-    if let Some(e) = &f.eval {
-        items.push(("test accuracy", pct(e.accuracy)));
-        let top5 = e
-            .top_k
-            .iter()
-            .find(|(k, _)| *k == 5)
-            .map_or("—".to_string(), |(_, a)| pct(*a));
-        items.push(("top-5 accuracy", top5));
-        items.push(("macro F1", num(e.macro_f1, 4)));
-        items.push(("test loss", num(e.mean_loss, 4)));
-        items.push(("test samples", e.samples.to_string()));
-    }
+/// The task's headline numbers, then the final validation metrics, epochs and training time.
+fn headline(f: &RunFiles) -> Vec<(String, String)> {
+    let mut items = f.task.cards.clone();
     if let Some(last) = f.epochs.last() {
-        if let Some(v) = last.val_accuracy {
-            items.push(("final val accuracy", pct(v)));
+        for m in f.metrics {
+            if let Some(v) = last.get(&format!("val_{}", m.name)) {
+                items.push((format!("final val {}", m.name), pct(v)));
+            }
         }
-        items.push(("epochs", f.epochs.len().to_string()));
+        items.push(("epochs".into(), f.epochs.len().to_string()));
         let secs: f64 = f.epochs.iter().filter_map(|e| e.seconds).sum();
-        items.push(("training time", format!("{secs:.1} s")));
+        items.push(("training time".into(), format!("{secs:.1} s")));
     }
     items
 }
@@ -159,7 +138,7 @@ fn series(
     epochs: &[EpochRow],
     name: &str,
     color: plotters::style::RGBColor,
-    get: fn(&EpochRow) -> Option<f64>,
+    get: impl Fn(&EpochRow) -> Option<f64>,
 ) -> Line {
     Line {
         name: name.to_string(),
@@ -171,122 +150,55 @@ fn series(
     }
 }
 
-fn curves(page: &mut Page, epochs: &[EpochRow]) {
-    let charts: [(&str, &str, &str, YAxis, Vec<Line>); 3] = [
-        (
-            "loss-curve",
-            "Loss",
-            "loss",
-            YAxis::Linear,
-            vec![
-                series(epochs, "train loss", BLUE_C, |e| e.train_loss),
-                series(epochs, "val loss", ORANGE_C, |e| e.val_loss),
-            ],
-        ),
-        (
-            "accuracy-curve",
-            "Accuracy",
-            "accuracy",
+/// `(train, val)` curves of one score (`loss`, `accuracy`).
+fn split_series(epochs: &[EpochRow], name: &str) -> Vec<Line> {
+    ["train", "val"]
+        .into_iter()
+        .zip([BLUE_C, ORANGE_C])
+        .map(|(split, color)| {
+            let key = format!("{split}_{name}");
+            series(epochs, &format!("{split} {name}"), color, |e| e.get(&key))
+        })
+        .collect()
+}
+
+/// One chart per score, in sections with stable ids: `loss-curve`, `<metric>-curve` (e.g.
+/// `accuracy-curve`), `lr-curve`.
+fn curves(page: &mut Page, epochs: &[EpochRow], metrics: &[Metric]) {
+    let mut charts: Vec<(String, String, String, YAxis, Vec<Line>)> = vec![(
+        "loss-curve".into(),
+        "Loss".into(),
+        "loss".into(),
+        YAxis::Linear,
+        split_series(epochs, "loss"),
+    )];
+    for m in metrics {
+        let mut heading = m.name.to_string();
+        heading[..1].make_ascii_uppercase();
+        charts.push((
+            format!("{}-curve", m.name),
+            heading,
+            m.name.to_string(),
             YAxis::Fraction,
-            vec![
-                series(epochs, "train accuracy", BLUE_C, |e| e.train_accuracy),
-                series(epochs, "val accuracy", ORANGE_C, |e| e.val_accuracy),
-            ],
-        ),
-        (
-            "lr-curve",
-            "Learning rate",
-            "learning rate",
-            YAxis::Scientific,
-            vec![series(epochs, "learning rate", GREEN_C, |e| e.lr)],
-        ),
-    ];
+            split_series(epochs, m.name),
+        ));
+    }
+    charts.push((
+        "lr-curve".into(),
+        "Learning rate".into(),
+        "learning rate".into(),
+        YAxis::Scientific,
+        vec![series(epochs, "learning rate", GREEN_C, |e| e.lr)],
+    ));
     for (id, heading, y_desc, axis, lines) in charts {
-        let body = match charts::line_chart(&format!("{heading} per epoch"), y_desc, &lines, axis) {
+        let body = match charts::line_chart(&format!("{heading} per epoch"), &y_desc, &lines, axis)
+        {
             Ok(Some(svg)) => html::figure(&svg, ""),
             Ok(None) => {
                 note("Nothing to plot: metrics.jsonl has no epochs with finite values here yet.")
             }
             Err(e) => note(&e.to_string()),
         };
-        page.section(id, heading, &body);
+        page.section(&id, &heading, &body);
     }
-}
-
-fn confusion(page: &mut Page, eval: &Evaluation) {
-    let names = &eval.class_names;
-    let body = match charts::heatmap("Confusion matrix (test)", names, &eval.confusion) {
-        Ok(svg) => html::figure(
-            &svg,
-            "Rows: true class; columns: predicted class. Numbers are counts (shown when the cells are \
-             large enough); the colour is the share of the true class's samples.",
-        ),
-        Err(e) => note(&e.to_string()),
-    };
-    page.section("confusion-matrix", "Confusion matrix", &body);
-}
-
-fn per_class(page: &mut Page, eval: &Evaluation) {
-    let cats: Vec<String> = eval.per_class.iter().map(|m| m.name.clone()).collect();
-    let bars = [
-        Bars {
-            name: "precision".into(),
-            values: eval.per_class.iter().map(|m| m.precision).collect(),
-            errors: None,
-            color: BLUE_C,
-        },
-        Bars {
-            name: "recall".into(),
-            values: eval.per_class.iter().map(|m| m.recall).collect(),
-            errors: None,
-            color: ORANGE_C,
-        },
-    ];
-    let chart = match charts::bar_chart(
-        "Precision and recall per class (test)",
-        &cats,
-        &bars,
-        "",
-        0.0,
-        None,
-    ) {
-        Ok(svg) => html::figure(&svg, ""),
-        Err(e) => note(&e.to_string()),
-    };
-    let rows: Vec<(Vec<Cell>, bool)> = eval
-        .per_class
-        .iter()
-        .map(|m| {
-            (
-                vec![
-                    Cell::Left(m.name.clone()),
-                    Cell::Num(num(m.precision, 4)),
-                    Cell::Num(num(m.recall, 4)),
-                    Cell::Num(num(m.f1, 4)),
-                    Cell::Num(m.support.to_string()),
-                ],
-                false,
-            )
-        })
-        .collect();
-    let table = html::table(
-        &[
-            ("class", true),
-            ("precision", false),
-            ("recall", false),
-            ("F1", false),
-            ("support", false),
-        ],
-        &rows,
-    );
-    let summary = format!(
-        "<p class=\"caption\">Macro F1 {} over {} classes.</p>",
-        esc(&num(eval.macro_f1, 4)),
-        eval.per_class.len()
-    );
-    page.section(
-        "per-class",
-        "Per-class precision and recall",
-        &format!("{chart}\n{table}\n{summary}"),
-    );
 }

@@ -2,28 +2,26 @@
 //! interrupted run loses nothing: every file goes to a temporary name and is renamed into place,
 //! and `state.json`, written last, is what marks a checkpoint complete.
 
-use std::collections::BTreeMap;
 use std::path::{Path, PathBuf};
 
 use serde::{Deserialize, Serialize};
 
 use crate::error::{Error, Result};
-use crate::weights::{load_weights, save_safetensors};
+use crate::weights::{NamedTensors, load_weights, save_safetensors};
 
 /// Where the loop stands after a completed epoch.
 #[derive(Debug, Clone, Serialize, Deserialize, PartialEq)]
 pub struct LoopState {
     /// Epochs completed (the next epoch to run, 0-based).
     pub epochs_done: usize,
-    pub best_val_loss: Option<f64>,
+    /// The best value so far of the metric early stopping watches.
+    #[serde(alias = "best_val_loss")]
+    pub best: Option<f64>,
     pub epochs_without_improvement: usize,
     /// The data order and augmentation of epoch e derive from (seed, e), so the seed is the
     /// whole RNG state.
     pub seed: u64,
 }
-
-/// Tensors by name: `(shape, values)`.
-pub type NamedTensors = BTreeMap<String, (Vec<usize>, Vec<f32>)>;
 
 /// The checkpoint folder of a run.
 pub fn dir(run_dir: &Path) -> PathBuf {

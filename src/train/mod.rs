@@ -1,13 +1,27 @@
-//! Training: losses, optimizers and schedules, and the fit loop that ties data and model together.
+//! Training, generic over the task: the seam a task implements ([`Task`], with its
+//! [`Objective`] for gradient training), the epoch loop ([`run_epochs`]: schedule, validation,
+//! `metrics.jsonl`, checkpoints, resume, early stopping on a named metric), the [`Trainer`] that
+//! takes gradient steps for any objective, and the driver of one fit ([`fit_on`]: run folder,
+//! `config.toml`, `summary.json`).
+//!
+//! Nothing here knows images, labels or logits: that is the task's (`crate::task`).
 
-pub mod cache;
 pub mod checkpoint;
-pub mod fit;
-pub mod loss;
-mod network;
-pub mod optim;
-mod probe;
-mod run_files;
+mod epochs;
+mod fit;
+mod task;
+mod trainer;
 
-pub use loss::{Loss, LossKind};
-pub use optim::{Grads, Optimizer, OptimizerConfig, OptimizerKind, Schedule};
+pub use checkpoint::{LoopState, write_atomic};
+pub use epochs::{
+    EarlyStopping, EpochMetrics, EpochRunner, History, LoopPlan, read_metrics, run_epochs,
+};
+pub use fit::{
+    FitOptions, FitSummary, Run, check, default_run_dir, finished_summary, fit_on, open, run_config,
+};
+pub use task::{Evaluated, Fitted, Section, Task, TaskData, TaskReport};
+pub use trainer::{Objective, Trainer};
+
+pub use crate::metrics::{LOSS, Metric, Scores, Tally};
+
+pub use crate::weights::{NamedTensors, TensorList};

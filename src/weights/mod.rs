@@ -162,6 +162,12 @@ impl RawTensor {
     }
 }
 
+/// f32 tensors in a list: `(name, shape, values)`, in the order they are written.
+pub type TensorList = Vec<(String, Vec<usize>, Vec<f32>)>;
+
+/// f32 tensors by name: `name → (shape, values)`.
+pub type NamedTensors = BTreeMap<String, (Vec<usize>, Vec<f32>)>;
+
 /// Every tensor of a weight file, by name.
 #[derive(Debug, Clone)]
 pub struct TensorMap {
@@ -205,6 +211,26 @@ impl TensorMap {
             })
             .map(|(_, t)| t.numel())
             .sum()
+    }
+
+    /// f32 tensors as a map, as if read from a safetensors file.
+    pub fn from_named(tensors: &NamedTensors) -> TensorMap {
+        TensorMap {
+            format: Format::Safetensors,
+            tensors: tensors
+                .iter()
+                .map(|(k, (shape, data))| {
+                    (
+                        k.clone(),
+                        RawTensor {
+                            dtype: DType::F32,
+                            shape: shape.clone(),
+                            data: data.clone(),
+                        },
+                    )
+                })
+                .collect(),
+        }
     }
 
     /// Strips wrapper prefixes (`module.`, `backbone.`, `model.`, `encoder.`, repeatedly, e.g.
@@ -290,6 +316,13 @@ fn sniff(bytes: &[u8]) -> Option<Format> {
         return Some(Format::PthLegacy);
     }
     None
+}
+
+/// Reads a pretrained weights file and strips a wrapper prefix (`module.`) if every key has it.
+pub fn load_pretrained(path: &Path) -> Result<TensorMap> {
+    let mut weights = load_weights(path)?;
+    weights.strip_common_prefix();
+    Ok(weights)
 }
 
 /// Writes f32 tensors as a safetensors file, atomically: the bytes go to `<path>.tmp` in the same

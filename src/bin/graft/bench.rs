@@ -7,12 +7,16 @@ use anyhow::{Result, bail};
 use burn::module::Module;
 use burn::tensor::{Device, Distribution, Int, Tensor};
 use clap::Args;
-use graft::config::FitConfig;
+use graft::config::{FitConfig, Strategy};
+use graft::data::{Augment, Resize};
+use graft::loss::{Loss, LossKind};
 use graft::model::params::{Strictness, load_into};
 use graft::model::{Classifier, preset};
+use graft::optim::{Grads, Optimizer, OptimizerConfig, OptimizerKind};
+use graft::task::image_classification::ImageClassification;
 use graft::tensor::to_vec;
-use graft::train::fit::{FitOptions, fit_on, load_pretrained};
-use graft::train::{Grads, Loss, LossKind, Optimizer, OptimizerConfig, OptimizerKind};
+use graft::train::{FitOptions, fit_on};
+use graft::weights::load_pretrained;
 use serde_json::json;
 
 #[derive(Args, Debug)]
@@ -158,18 +162,29 @@ pub fn run(a: BenchArgs) -> Result<()> {
                     .clone()
                     .unwrap_or_else(|| default_weights(&a.model)),
                 data,
-                strategy: if probe { "linear-probe" } else { "fine-tune" }.into(),
+                strategy: if probe {
+                    Strategy::LinearProbe
+                } else {
+                    Strategy::FineTune
+                },
                 // The reference: probe = Adam 1e-3, batches of 256 on cached features;
                 // fine-tune = SGD(lr, momentum 0.9, wd 5e-4), crop+flip; --epochs for both.
-                optimizer: if probe { "adam" } else { "sgd" }.into(),
+                optimizer: if probe {
+                    OptimizerKind::Adam
+                } else {
+                    OptimizerKind::Sgd
+                },
                 lr: if probe { 1e-3 } else { a.lr },
                 momentum: 0.9,
                 weight_decay: if probe { 0.0 } else { 5e-4 },
                 epochs: a.epochs,
                 batch_size: if probe { 256 } else { a.batch_size },
                 image_size: Some(a.image_size),
-                resize: "exact".into(),
-                augment: if probe { "none" } else { "crop,flip" }.into(),
+                resize: Resize::Exact,
+                augment: Augment {
+                    crop: !probe,
+                    flip: !probe,
+                },
                 val_split: 0.0,
                 // The reference keeps the weights' BatchNorm momentum (0.01 for EfficientNet-Lite,
                 // 0.1 for torchvision ResNets): same settings, same numbers.
@@ -200,12 +215,12 @@ pub fn run(a: BenchArgs) -> Result<()> {
                 quiet: true,
                 resume: false,
             };
-            let s = fit_on(&cfg, &opts, ds)?;
+            let s = fit_on::<ImageClassification>(&cfg, &opts, ds)?;
             let total = t.elapsed().as_secs_f64();
             let _ = std::fs::remove_dir_all(&out);
             emit(
                 json!({"bench": a.bench, "model": a.model, "data": a.data, "image_size": a.image_size,
-                "epochs": s.epochs, "batch_size": cfg.batch_size, "test_accuracy": round(s.test_accuracy, 4),
+                "epochs": s.epochs, "batch_size": cfg.batch_size, "test_accuracy": round(s.score("test_accuracy").unwrap_or(f64::NAN), 4),
                 "total_seconds": round(total, 1), "threads": threads}),
             );
         }

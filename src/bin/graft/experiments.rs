@@ -4,9 +4,10 @@ use std::path::PathBuf;
 
 use anyhow::Result;
 use clap::Args;
-use graft::eval::compare::{compare, parse_axis, preset_grid};
-use graft::eval::cv::cross_validate;
-use graft::train::fit::FitOptions;
+use graft::config::Strategy;
+use graft::run::compare::{compare, parse_axis, preset_grid};
+use graft::run::cv::cross_validate;
+use graft::train::FitOptions;
 use serde_json::json;
 
 use crate::fit_args::FitArgs;
@@ -55,7 +56,7 @@ pub fn run_compare(a: CompareArgs) -> Result<()> {
     // A ranking of backbones compares fast linear probes on cached features unless told
     // otherwise.
     if a.ranking && !a.fit.strategy_given() {
-        base.strategy = "linear-probe".into();
+        base.strategy = Strategy::LinearProbe;
     }
     let mut axes = match &a.preset {
         Some(p) => preset_grid(p)?,

@@ -31,7 +31,8 @@ enum Command {
         /// The run folder written by `graft fit`.
         #[arg(long)]
         run: PathBuf,
-        /// Evaluate on this dataset's test split instead of the run's.
+        /// Evaluate on this dataset's test split instead of the run's (written to
+        /// RUN/eval-<spec>.json; the run's own eval.json and report stay as they are).
         #[arg(long)]
         data: Option<String>,
         /// Print the evaluation as JSON.
@@ -116,13 +117,12 @@ pub fn report_for(dir: &std::path::Path) -> Option<PathBuf> {
 }
 
 fn eval(run: PathBuf, data: Option<String>, json: bool) -> Result<()> {
-    let evaluation = graft::train::fit::evaluate_run(&run, data.as_deref(), json)?;
-    let text = serde_json::to_string_pretty(&evaluation)?;
-    std::fs::write(run.join("eval.json"), &text)?;
+    let evaluated = graft::run::evaluate(&run, data.as_deref(), json)?;
     if json {
-        println!("{}", serde_json::to_string(&evaluation)?);
+        println!("{}", serde_json::to_string(&evaluated.json)?);
     } else {
-        print!("{}", evaluation.table());
+        print!("{}", evaluated.table);
+        println!("written to {}", evaluated.written.display());
     }
     Ok(())
 }

@@ -5,11 +5,12 @@ use std::path::PathBuf;
 
 use anyhow::{Context, Result, bail};
 use clap::Args;
-use graft::data::{Image, Pipeline};
+use graft::data::{Image, Pipeline, Resize};
 use graft::model::params::{Strictness, load_into};
 use graft::model::{Classifier, preset};
-use graft::tensor::{from_vec, to_vec};
-use graft::train::fit::{device_for, load_pretrained, load_run};
+use graft::task::image_classification::load_run;
+use graft::tensor::{DeviceKind, from_vec, to_vec};
+use graft::weights::load_pretrained;
 use serde::Serialize;
 
 /// The 1000 ImageNet class names, in the order of the pretrained heads.
@@ -36,9 +37,10 @@ pub struct PredictArgs {
     #[arg(long, default_value_t = 5)]
     top: usize,
     /// shorter-crop (resize the shorter side to size/0.875, centre crop), exact (resize to
-    /// size×size) or none (the image must already be size×size).
+    /// size×size) or none (the image must already be size×size) [default: the run's, or
+    /// shorter-crop].
     #[arg(long)]
-    resize: Option<String>,
+    resize: Option<Resize>,
     /// Square input size [default: the model's].
     #[arg(long)]
     image_size: Option<usize>,
@@ -51,7 +53,7 @@ pub struct PredictArgs {
     strict: bool,
     /// cpu | cuda
     #[arg(long, default_value = "cpu")]
-    device: String,
+    device: DeviceKind,
 }
 
 #[derive(Serialize)]
@@ -69,10 +71,10 @@ struct ImageResult {
 }
 
 pub fn run(a: PredictArgs) -> Result<()> {
-    let device = device_for(&a.device)?;
+    let device = a.device.device()?;
     let (model, p, labels, size, resize) = if let Some(run) = &a.run {
         let (model, card, p) = load_run(run, &device)?;
-        let resize = a.resize.clone().unwrap_or(card.resize.clone());
+        let resize = a.resize.unwrap_or(card.resize);
         (
             model,
             p,
@@ -105,10 +107,7 @@ pub fn run(a: PredictArgs) -> Result<()> {
         } else {
             (0..a.num_classes).map(|i| format!("class {i}")).collect()
         };
-        let resize = a
-            .resize
-            .clone()
-            .unwrap_or_else(|| "shorter-crop".to_string());
+        let resize = a.resize.unwrap_or(Resize::ShorterCrop);
         (
             model,
             p,
@@ -119,7 +118,7 @@ pub fn run(a: PredictArgs) -> Result<()> {
     };
     // Inference only: fold BatchNorm into the convolutions (same outputs, less work).
     let model = model.folded_for_inference();
-    let pipe = Pipeline::eval(size, p.mean, p.std, &resize)?;
+    let pipe = Pipeline::eval(size, p.mean, p.std, resize)?;
     let mut rng = rand::rngs::mock::StepRng::new(0, 0);
     for path in &a.images {
         let img = image::open(path)

@@ -1,6 +1,7 @@
 //! `graft compare`: a grid of fits sharing base settings, each cell run for several seeds, into
-//! one table. Finished cells (their `summary.json` exists) are skipped on a re-run, so an
-//! interrupted comparison continues where it stopped; frozen-backbone cells reuse cached features.
+//! one table of the task's headline test metric. Finished cells (their `summary.json` exists)
+//! are skipped on a re-run, so an interrupted comparison continues where it stopped;
+//! frozen-backbone cells reuse cached features.
 
 use std::collections::BTreeMap;
 use std::path::{Path, PathBuf};
@@ -10,7 +11,8 @@ use serde::{Deserialize, Serialize};
 use super::cv::mean_sd;
 use crate::config::FitConfig;
 use crate::error::{Error, Result};
-use crate::train::fit::{FitOptions, finished_summary, fit};
+use crate::task::{TaskFn, headline_metric, with_task};
+use crate::train::{FitOptions, Task, check, finished_summary, write_atomic};
 
 /// One axis of the grid: a `FitConfig` key (`-` or `_`) and its values.
 pub type Axis = (String, Vec<String>);
@@ -53,13 +55,23 @@ pub fn preset_grid(name: &str) -> Result<Vec<Axis>> {
 #[derive(Debug, Clone, Serialize, Deserialize)]
 pub struct Cell {
     pub settings: BTreeMap<String, String>,
-    /// Mean test accuracy over seeds.
-    pub test_accuracy: f64,
+    /// The test metric compared (the task's first metric).
+    #[serde(default = "accuracy")]
+    pub metric: String,
+    /// Its mean over seeds.
+    #[serde(alias = "test_accuracy")]
+    pub test: f64,
     pub sd: f64,
-    pub accuracies: Vec<f64>,
+    /// Its value per seed.
+    #[serde(alias = "accuracies")]
+    pub tests: Vec<f64>,
     pub final_loss: f64,
     pub seconds: f64,
     pub run_dirs: Vec<PathBuf>,
+}
+
+fn accuracy() -> String {
+    "accuracy".into()
 }
 
 /// The whole comparison (`compare.json`).
@@ -109,6 +121,18 @@ pub fn apply_setting(cfg: &FitConfig, key: &str, value: &str) -> Result<FitConfi
     }
 }
 
+/// Checks a cell's settings for its task before anything runs.
+fn check_settings(cfg: &FitConfig) -> Result<()> {
+    struct Check<'a>(&'a FitConfig);
+    impl TaskFn for Check<'_> {
+        type Output = ();
+        fn call<T: Task>(self) -> Result<()> {
+            check::<T>(self.0)
+        }
+    }
+    with_task(&cfg.task, Check(cfg))
+}
+
 /// Every combination of the axes, in order.
 fn combinations(axes: &[Axis]) -> Vec<BTreeMap<String, String>> {
     let mut out = vec![BTreeMap::new()];
@@ -150,11 +174,12 @@ pub fn compare(
         for (k, v) in settings {
             cfg = apply_setting(&cfg, k, v)?;
         }
-        cfg.plan()?;
+        check_settings(&cfg)?;
         configs.push(cfg);
     }
     for (i, (settings, cfg)) in combos.iter().zip(configs).enumerate() {
-        let mut accs = Vec::new();
+        let metric = headline_metric(&cfg.task)?;
+        let mut scores = Vec::new();
         let mut losses = Vec::new();
         let mut seconds = 0.0;
         let mut run_dirs = Vec::new();
@@ -178,20 +203,27 @@ pub fn compare(
                         out: Some(out.clone()),
                         ..cfg.clone()
                     };
-                    fit(&run_cfg, opts)?
+                    super::fit(&run_cfg, opts)?
                 }
             };
-            accs.push(summary.test_accuracy);
+            let score = summary.score(&format!("test_{metric}")).ok_or_else(|| {
+                Error::file(
+                    out.join("summary.json"),
+                    "no test score in this run's summary (delete the folder to rerun the cell)",
+                )
+            })?;
+            scores.push(score);
             losses.push(summary.train_loss);
             seconds += summary.seconds;
             run_dirs.push(out);
         }
-        let (mean, sd) = mean_sd(&accs);
+        let (mean, sd) = mean_sd(&scores);
         cells.push(Cell {
             settings: settings.clone(),
-            test_accuracy: mean,
+            metric: metric.to_string(),
+            test: mean,
             sd,
-            accuracies: accs,
+            tests: scores,
             final_loss: mean_sd(&losses).0,
             seconds: seconds / seeds as f64,
             run_dirs,
@@ -203,7 +235,7 @@ pub fn compare(
     };
     std::fs::create_dir_all(dir).map_err(|e| Error::io(dir, e))?;
     let json = serde_json::to_string_pretty(&result).unwrap_or_default();
-    crate::train::checkpoint::write_atomic(&dir.join("compare.json"), json.as_bytes())?;
+    write_atomic(&dir.join("compare.json"), json.as_bytes())?;
     Ok(result)
 }
 
@@ -213,7 +245,7 @@ impl Comparison {
         let keys: Vec<&String> = self.grid.keys().collect();
         let mut cells: Vec<&Cell> = self.cells.iter().collect();
         if ranked {
-            cells.sort_by(|a, b| b.test_accuracy.total_cmp(&a.test_accuracy));
+            cells.sort_by(|a, b| b.test.total_cmp(&a.test));
         }
         let width = |k: &String| {
             cells
@@ -230,7 +262,8 @@ impl Comparison {
         for k in &keys {
             s += &format!("{:<w$}  ", k, w = width(k));
         }
-        s += "test accuracy     final loss   seconds\n";
+        let metric = self.cells.first().map_or("accuracy", |c| c.metric.as_str());
+        s += &format!("{:<17} final loss   seconds\n", format!("test {metric}"));
         for (r, c) in cells.iter().enumerate() {
             if ranked {
                 s += &format!("{:>4} ", r + 1);
@@ -244,7 +277,7 @@ impl Comparison {
             }
             s += &format!(
                 "{:.4} ± {:.4}   {:>10.4}   {:>7.1}\n",
-                c.test_accuracy, c.sd, c.final_loss, c.seconds
+                c.test, c.sd, c.final_loss, c.seconds
             );
         }
         s

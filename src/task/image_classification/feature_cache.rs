@@ -31,6 +31,20 @@ pub fn file_sha256(path: &Path) -> Result<String> {
     Ok(format!("{:x}", h.finalize()))
 }
 
+/// The feature cache folder: `--cache-dir`, `$GRAFT_CACHE_DIR`, or `~/.cache/graft`.
+pub fn cache_dir(setting: Option<&Path>) -> PathBuf {
+    if let Some(d) = setting {
+        return d.to_path_buf();
+    }
+    if let Ok(d) = std::env::var("GRAFT_CACHE_DIR") {
+        return PathBuf::from(d);
+    }
+    match std::env::var("HOME") {
+        Ok(home) => PathBuf::from(home).join(".cache/graft"),
+        Err(_) => PathBuf::from(".cache/graft"),
+    }
+}
+
 /// Identifies one cache file.
 #[derive(Debug, Clone)]
 pub struct CacheKey {

@@ -26,9 +26,11 @@ pub enum OptimizerKind {
     AdamW,
 }
 
-impl OptimizerKind {
+impl std::str::FromStr for OptimizerKind {
+    type Err = Error;
+
     /// Parses `gd`, `sgd`, `adam`, `adamw`.
-    pub fn parse(name: &str) -> Result<Self> {
+    fn from_str(name: &str) -> Result<Self> {
         match name {
             "gd" => Ok(Self::Gd),
             "sgd" => Ok(Self::Sgd),
@@ -39,15 +41,52 @@ impl OptimizerKind {
             ))),
         }
     }
+}
 
-    /// The lowercase name.
-    pub fn name(self) -> &'static str {
-        match self {
+impl std::fmt::Display for OptimizerKind {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str(match self {
             Self::Gd => "gd",
             Self::Sgd => "sgd",
             Self::Adam => "adam",
             Self::AdamW => "adamw",
-        }
+        })
+    }
+}
+
+crate::text_setting!(OptimizerKind);
+
+/// Adam's `(beta1, beta2)`: `B1,B2` as a flag, `[B1, B2]` in TOML.
+#[derive(Debug, Clone, Copy, PartialEq, serde::Serialize, serde::Deserialize)]
+#[serde(transparent)]
+pub struct Betas(pub [f64; 2]);
+
+impl std::str::FromStr for Betas {
+    type Err = Error;
+
+    fn from_str(s: &str) -> Result<Self> {
+        let parts: Vec<&str> = s.split(',').map(str::trim).collect();
+        let bad = || {
+            Error::invalid(format!(
+                "--betas expects B1,B2 with both in [0, 1), got `{s}`"
+            ))
+        };
+        let [b1, b2] = parts.as_slice() else {
+            return Err(bad());
+        };
+        let parse = |b: &str| {
+            b.parse::<f64>()
+                .ok()
+                .filter(|b| (0.0..1.0).contains(b))
+                .ok_or_else(bad)
+        };
+        Ok(Betas([parse(b1)?, parse(b2)?]))
+    }
+}
+
+impl std::fmt::Display for Betas {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        write!(f, "{},{}", self.0[0], self.0[1])
     }
 }
 
@@ -376,9 +415,11 @@ pub enum Schedule {
     Cosine,
 }
 
-impl Schedule {
+impl std::str::FromStr for Schedule {
+    type Err = Error;
+
     /// Parses `constant`, `step:EVERY:GAMMA`, `cosine`.
-    pub fn parse(s: &str) -> Result<Self> {
+    fn from_str(s: &str) -> Result<Self> {
         let bad = || {
             Error::invalid(format!(
                 "bad schedule `{s}` (use constant, step:EVERY:GAMMA or cosine)"
@@ -398,7 +439,21 @@ impl Schedule {
             _ => Err(bad()),
         }
     }
+}
 
+impl std::fmt::Display for Schedule {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        match self {
+            Self::Constant => f.write_str("constant"),
+            Self::Step { every, gamma } => write!(f, "step:{every}:{gamma}"),
+            Self::Cosine => f.write_str("cosine"),
+        }
+    }
+}
+
+crate::text_setting!(Schedule);
+
+impl Schedule {
     /// The learning rate of `epoch` (0-based) out of `epochs`, after `warmup` linear warm-up
     /// epochs (epoch e < warmup uses base * (e + 1) / (warmup + 1)).
     pub fn lr(&self, base: f64, epoch: usize, epochs: usize, warmup: usize) -> f64 {

@@ -3,6 +3,14 @@
 
 use serde::{Deserialize, Serialize};
 
+use super::{Metric, Scores, Tally};
+
+/// The share of samples whose highest logit is the true class.
+pub const ACCURACY: Metric = Metric {
+    name: "accuracy",
+    higher_is_better: true,
+};
+
 /// Metrics of one evaluation, serialisable into `eval.json`.
 #[derive(Debug, Clone, Serialize, Deserialize)]
 pub struct Evaluation {
@@ -19,6 +27,10 @@ pub struct Evaluation {
     /// The first misclassified samples (at most [`MAX_MISCLASSIFIED`]), for the report's grid.
     #[serde(default)]
     pub misclassified: Vec<Misclassified>,
+    /// The dataset spec whose test split was evaluated (what the report reloads the
+    /// misclassified images from); absent in evaluations written before it was recorded.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub data: Option<String>,
 }
 
 /// How many misclassified samples an evaluation keeps.
@@ -169,7 +181,22 @@ impl MetricsAccumulator {
             per_class,
             macro_f1,
             misclassified: self.misclassified.clone(),
+            data: None,
         }
+    }
+
+    /// The mean loss and accuracy so far, as the epoch loop logs them.
+    pub fn scores(&self) -> Scores {
+        Scores {
+            loss: self.mean_loss(),
+            metrics: vec![(ACCURACY.name, self.accuracy())],
+        }
+    }
+}
+
+impl Tally for MetricsAccumulator {
+    fn scores(&self) -> Scores {
+        MetricsAccumulator::scores(self)
     }
 }
 
@@ -189,6 +216,12 @@ pub fn argmax(row: &[f32]) -> usize {
 }
 
 impl Evaluation {
+    /// Records which dataset was evaluated.
+    pub fn with_data(mut self, spec: &str) -> Evaluation {
+        self.data = Some(spec.to_string());
+        self
+    }
+
     /// The confusion matrix and per-class table as aligned text.
     pub fn table(&self) -> String {
         let names: Vec<String> = self

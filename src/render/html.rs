@@ -78,14 +78,14 @@ impl Page {
     }
 
     /// Appends a row of headline numbers: `(label, value)` pairs.
-    pub fn cards(&mut self, items: &[(&str, String)]) {
+    pub fn cards<K: AsRef<str>>(&mut self, items: &[(K, String)]) {
         self.body.push_str("<div class=\"cards\">");
         for (k, v) in items {
             let _ = write!(
                 self.body,
                 "<div class=\"card\"><div class=\"v\">{}</div><div class=\"k\">{}</div></div>",
                 esc(v),
-                esc(k)
+                esc(k.as_ref())
             );
         }
         self.body.push_str("</div>\n");

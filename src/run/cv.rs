@@ -7,17 +7,24 @@ use std::path::{Path, PathBuf};
 use serde::{Deserialize, Serialize};
 
 use crate::config::FitConfig;
-use crate::data::{Dataset, stratified_kfold};
 use crate::error::{Error, Result};
-use crate::train::fit::{FitOptions, finished_summary, fit_on, open_dataset};
+use crate::task::{TaskFn, with_task};
+use crate::train::{FitOptions, Task, TaskData, check, finished_summary, fit_on, write_atomic};
 
 /// What `graft cv` reports (`cv.json`).
 #[derive(Debug, Clone, Serialize, Deserialize)]
 pub struct CvResult {
+    /// The test metric of each fold (the task's first metric).
+    #[serde(default = "accuracy")]
+    pub metric: String,
     pub folds: Vec<f64>,
     pub mean: f64,
     pub sd: f64,
     pub run_dirs: Vec<PathBuf>,
+}
+
+fn accuracy() -> String {
+    "accuracy".into()
 }
 
 /// Mean and sample standard deviation (0 for fewer than two values).
@@ -35,40 +42,6 @@ pub fn mean_sd(v: &[f64]) -> (f64, f64) {
     (mean, sd)
 }
 
-/// The k fold datasets of `pool`'s training split: (train = other folds, test = this fold).
-pub fn fold_datasets(pool: &Dataset, k: usize, seed: u64) -> Result<Vec<Dataset>> {
-    if k < 2 {
-        return Err(Error::invalid(format!(
-            "--folds must be at least 2, got {k}"
-        )));
-    }
-    let labels = pool.train.labels();
-    if labels.len() < k {
-        return Err(Error::invalid(format!(
-            "{} training samples cannot make {k} folds",
-            labels.len()
-        )));
-    }
-    let folds = stratified_kfold(&labels, k, seed);
-    Ok((0..k)
-        .map(|i| {
-            let train: Vec<usize> = folds
-                .iter()
-                .enumerate()
-                .filter(|(j, _)| *j != i)
-                .flat_map(|(_, f)| f.iter().copied())
-                .collect();
-            Dataset {
-                name: format!("{} fold {}/{k}", pool.name, i + 1),
-                class_names: pool.class_names.clone(),
-                train: pool.train.select(&train),
-                val: None,
-                test: pool.train.select(&folds[i]),
-            }
-        })
-        .collect())
-}
-
 /// Runs the k folds into `dir/fold-N`, skipping folds already finished there.
 pub fn cross_validate(
     cfg: &FitConfig,
@@ -76,42 +49,66 @@ pub fn cross_validate(
     dir: &Path,
     opts: &FitOptions,
 ) -> Result<CvResult> {
-    cfg.plan()?;
+    struct Cv<'a> {
+        cfg: &'a FitConfig,
+        k: usize,
+        dir: &'a Path,
+        opts: &'a FitOptions,
+    }
+    impl TaskFn for Cv<'_> {
+        type Output = CvResult;
+        fn call<T: Task>(self) -> Result<CvResult> {
+            cross_validate_task::<T>(self.cfg, self.k, self.dir, self.opts)
+        }
+    }
+    with_task(&cfg.task, Cv { cfg, k, dir, opts })
+}
+
+fn cross_validate_task<T: Task>(
+    cfg: &FitConfig,
+    k: usize,
+    dir: &Path,
+    opts: &FitOptions,
+) -> Result<CvResult> {
+    check::<T>(cfg)?;
+    let metric = T::METRICS.first().map_or("loss", |m| m.name);
     // The pool is the training split; the dataset's own test split is not used.
-    let pool = open_dataset(&FitConfig {
-        val_split: 0.0,
-        ..cfg.clone()
-    })?;
+    let pool = T::open(cfg)?;
     let mut folds = Vec::new();
     let mut run_dirs = Vec::new();
-    for (i, mut ds) in fold_datasets(&pool, k, cfg.seed)?.into_iter().enumerate() {
+    for (i, mut data) in pool.folds(k, cfg.seed)?.into_iter().enumerate() {
         let out = dir.join(format!("fold-{}", i + 1));
         let summary = match finished_summary(&out) {
             Some(s) => s,
             None => {
                 if cfg.val_split > 0.0 {
-                    ds = ds.with_val_split(cfg.val_split, cfg.seed);
+                    data = data.with_val_split(cfg.val_split, cfg.seed);
                 }
                 if !opts.quiet {
-                    eprintln!(
-                        "fold {}/{k}: train {}, test {}",
-                        i + 1,
-                        ds.train.len(),
-                        ds.test.len()
-                    );
+                    let (train, _, test) = data.sizes();
+                    eprintln!("fold {}/{k}: train {train}, test {test}", i + 1);
                 }
                 let fold_cfg = FitConfig {
                     out: Some(out.clone()),
                     ..cfg.clone()
                 };
-                fit_on(&fold_cfg, opts, ds)?
+                fit_on::<T>(&fold_cfg, opts, data)?
             }
         };
-        folds.push(summary.test_accuracy);
+        let score = summary.score(&format!("test_{metric}")).ok_or_else(|| {
+            Error::file(
+                out.join("summary.json"),
+                format!(
+                    "no test_{metric} in this fold's summary (delete the fold folder to rerun it)"
+                ),
+            )
+        })?;
+        folds.push(score);
         run_dirs.push(out);
     }
     let (mean, sd) = mean_sd(&folds);
     let result = CvResult {
+        metric: metric.to_string(),
         folds,
         mean,
         sd,
@@ -119,6 +116,6 @@ pub fn cross_validate(
     };
     std::fs::create_dir_all(dir).map_err(|e| Error::io(dir, e))?;
     let json = serde_json::to_string_pretty(&result).unwrap_or_default();
-    crate::train::checkpoint::write_atomic(&dir.join("cv.json"), json.as_bytes())?;
+    write_atomic(&dir.join("cv.json"), json.as_bytes())?;
     Ok(result)
 }

@@ -1,0 +1,270 @@
+//! The epoch loop every task and strategy trains through: train one epoch → validate → append
+//! the metrics line → checkpoint → early-stopping check, resumable from its last checkpoint.
+//!
+//! What an epoch *is* (which batches, which model, which loss) belongs to an [`EpochRunner`];
+//! the loop only sees named scores, so it serves any task's metrics.
+
+use std::collections::BTreeMap;
+use std::io::Write;
+use std::path::Path;
+use std::time::Instant;
+
+use indicatif::{ProgressBar, ProgressStyle};
+use serde::{Deserialize, Serialize};
+
+use super::checkpoint::{self, LoopState};
+use crate::error::{Error, Result};
+use crate::metrics::{LOSS, Scores};
+use crate::optim::Schedule;
+use crate::weights::{NamedTensors, TensorList};
+
+/// One line of `metrics.jsonl`.
+#[derive(Debug, Clone, Serialize, Deserialize, PartialEq)]
+pub struct EpochMetrics {
+    pub epoch: usize,
+    /// `train_loss`, `train_<metric>`, `val_loss`, `val_<metric>` (null without a validation
+    /// split, or when a value is not finite).
+    #[serde(flatten)]
+    pub scores: BTreeMap<String, Option<f64>>,
+    pub lr: f64,
+    pub seconds: f64,
+}
+
+impl EpochMetrics {
+    /// A value by its `metrics.jsonl` name (`val_loss`, `train_accuracy`).
+    pub fn get(&self, name: &str) -> Option<f64> {
+        self.scores.get(name).copied().flatten()
+    }
+}
+
+/// One way of training (the network, a head on cached features): how to run an epoch, validate
+/// and snapshot its state.
+pub trait EpochRunner {
+    /// Number of steps in an epoch (for the progress bar).
+    fn steps_per_epoch(&self) -> usize;
+    /// Trains one epoch at `lr`.
+    fn train_epoch(&mut self, epoch: usize, lr: f64, bar: &ProgressBar) -> Result<Scores>;
+    /// Scores on the validation split, if there is one.
+    fn validate(&self) -> Result<Option<Scores>>;
+    /// Tensors to checkpoint: (model, optimizer).
+    fn snapshot(&self) -> (TensorList, TensorList);
+    /// Restores a snapshot taken by [`EpochRunner::snapshot`].
+    fn restore(&mut self, model: &NamedTensors, optimizer: &NamedTensors) -> Result<()>;
+}
+
+/// Stop when a validation metric has not improved for `patience` epochs.
+#[derive(Debug, Clone, PartialEq)]
+pub struct EarlyStopping {
+    /// The `metrics.jsonl` name (`val_loss`, `val_accuracy`).
+    pub metric: String,
+    pub higher_is_better: bool,
+    pub patience: usize,
+}
+
+/// What the loop needs to know: where, how long, at which learning rates.
+pub struct LoopPlan<'a> {
+    pub run_dir: &'a Path,
+    pub epochs: usize,
+    pub lr: f64,
+    pub schedule: Schedule,
+    pub warmup_epochs: usize,
+    pub seed: u64,
+    pub early_stopping: Option<EarlyStopping>,
+    /// Continue from the run folder's checkpoint.
+    pub resume: bool,
+    pub quiet: bool,
+}
+
+/// What the loop did.
+pub struct History {
+    pub epochs: Vec<EpochMetrics>,
+    pub stopped_early: bool,
+}
+
+/// Runs the epochs of `plan` (from the checkpoint when resuming).
+pub fn run_epochs(plan: &LoopPlan<'_>, runner: &mut dyn EpochRunner) -> Result<History> {
+    let metrics_path = plan.run_dir.join("metrics.jsonl");
+    let mut state = LoopState {
+        epochs_done: 0,
+        best: None,
+        epochs_without_improvement: 0,
+        seed: plan.seed,
+    };
+    let mut history: Vec<EpochMetrics> = Vec::new();
+    if plan.resume {
+        let (model, optim, saved) = checkpoint::load(plan.run_dir)?;
+        runner.restore(&model, &optim)?;
+        state = saved;
+        history = read_metrics(&metrics_path)?
+            .into_iter()
+            .filter(|m| m.epoch <= state.epochs_done)
+            .collect();
+        if !plan.quiet {
+            eprintln!(
+                "resuming {} after epoch {}",
+                plan.run_dir.display(),
+                state.epochs_done
+            );
+        }
+    }
+    // Rewrite the metrics file so it holds exactly the completed epochs.
+    write_metrics(&metrics_path, &history)?;
+    let patience_spent = |state: &LoopState| {
+        plan.early_stopping
+            .as_ref()
+            .is_some_and(|s| state.epochs_without_improvement >= s.patience)
+    };
+    let mut stopped_early = false;
+    for epoch in state.epochs_done..plan.epochs {
+        if patience_spent(&state) {
+            stopped_early = true;
+            break;
+        }
+        let t = Instant::now();
+        let lr = plan
+            .schedule
+            .lr(plan.lr, epoch, plan.epochs, plan.warmup_epochs);
+        let bar = progress_bar(plan.quiet, runner.steps_per_epoch(), epoch, plan.epochs);
+        let train = runner.train_epoch(epoch, lr, &bar).map_err(|e| {
+            let kept = if state.epochs_done > 0 {
+                format!(
+                    "the last good checkpoint (epoch {}) is kept in {}",
+                    state.epochs_done,
+                    checkpoint::dir(plan.run_dir).display()
+                )
+            } else {
+                "no checkpoint was written yet".to_string()
+            };
+            Error::invalid(format!("{e}; {kept}"))
+        })?;
+        bar.finish_and_clear();
+        let val = runner.validate()?;
+        let m = epoch_line(epoch, &train, val.as_ref(), lr, t.elapsed().as_secs_f64());
+        if !plan.quiet {
+            let val_text = val
+                .as_ref()
+                .map_or(String::new(), |v| format!(" | val {}", v.text()));
+            eprintln!(
+                "Epoch {} train {}{} | lr {:.2e} | {:.1} s",
+                m.epoch,
+                train.text(),
+                val_text,
+                lr,
+                m.seconds
+            );
+        }
+        append_metrics(&metrics_path, &m)?;
+        if let Some(stop) = &plan.early_stopping
+            && let Some(v) = stop
+                .metric
+                .strip_prefix("val_")
+                .and_then(|name| val.as_ref()?.get(name))
+        {
+            let better =
+                state
+                    .best
+                    .is_none_or(|b| if stop.higher_is_better { v > b } else { v < b });
+            if better {
+                state.best = Some(v);
+                state.epochs_without_improvement = 0;
+            } else {
+                state.epochs_without_improvement += 1;
+            }
+        }
+        history.push(m);
+        state.epochs_done = epoch + 1;
+        let (model_t, optim_t) = runner.snapshot();
+        checkpoint::save(plan.run_dir, &model_t, &optim_t, &state)?;
+    }
+    if patience_spent(&state) && state.epochs_done < plan.epochs {
+        stopped_early = true;
+    }
+    if stopped_early
+        && !plan.quiet
+        && let Some(stop) = &plan.early_stopping
+    {
+        eprintln!(
+            "early stopping: {} has not improved for {} epochs",
+            stop.metric, state.epochs_without_improvement
+        );
+    }
+    Ok(History {
+        epochs: history,
+        stopped_early,
+    })
+}
+
+/// The `metrics.jsonl` line of an epoch.
+fn epoch_line(
+    epoch: usize,
+    train: &Scores,
+    val: Option<&Scores>,
+    lr: f64,
+    seconds: f64,
+) -> EpochMetrics {
+    let mut scores = BTreeMap::new();
+    let mut put =
+        |split: &str, s: Option<&Scores>, names: &mut dyn Iterator<Item = &'static str>| {
+            for name in names {
+                let v = s.and_then(|s| s.get(name)).filter(|v| v.is_finite());
+                scores.insert(format!("{split}_{name}"), v);
+            }
+        };
+    let names = || std::iter::once(LOSS.name).chain(train.metrics.iter().map(|(n, _)| *n));
+    put("train", Some(train), &mut names());
+    put("val", val, &mut names());
+    EpochMetrics {
+        epoch: epoch + 1,
+        scores,
+        lr,
+        seconds,
+    }
+}
+
+pub(crate) fn progress_bar(quiet: bool, len: usize, epoch: usize, epochs: usize) -> ProgressBar {
+    if quiet {
+        return ProgressBar::hidden();
+    }
+    let bar = ProgressBar::new(len as u64);
+    bar.set_style(
+        ProgressStyle::with_template("{prefix} [{bar:30}] {pos}/{len} {msg} ETA {eta}")
+            .unwrap_or_else(|_| ProgressStyle::default_bar())
+            .progress_chars("=> "),
+    );
+    bar.set_prefix(format!("epoch {}/{}", epoch + 1, epochs));
+    bar
+}
+
+/// The epochs recorded in a run's `metrics.jsonl` (none when the file does not exist).
+pub fn read_metrics(path: &Path) -> Result<Vec<EpochMetrics>> {
+    let Ok(text) = std::fs::read_to_string(path) else {
+        return Ok(Vec::new());
+    };
+    text.lines()
+        .enumerate()
+        .filter(|(_, l)| !l.trim().is_empty())
+        .map(|(i, l)| {
+            serde_json::from_str(l).map_err(|e| {
+                Error::file(path, format!("line {}: invalid metrics line: {e}", i + 1))
+            })
+        })
+        .collect()
+}
+
+fn write_metrics(path: &Path, history: &[EpochMetrics]) -> Result<()> {
+    let mut text = String::new();
+    for m in history {
+        text += &serde_json::to_string(m).unwrap_or_default();
+        text.push('\n');
+    }
+    checkpoint::write_atomic(path, text.as_bytes())
+}
+
+fn append_metrics(path: &Path, m: &EpochMetrics) -> Result<()> {
+    let mut f = std::fs::OpenOptions::new()
+        .append(true)
+        .create(true)
+        .open(path)
+        .map_err(|e| Error::io(path, e))?;
+    writeln!(f, "{}", serde_json::to_string(m).unwrap_or_default()).map_err(|e| Error::io(path, e))
+}
