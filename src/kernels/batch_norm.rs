@@ -178,7 +178,7 @@ pub fn normalize(
     gamma: &[f32],
     beta: &[f32],
 ) -> Vec<f32> {
-    let mut y = super::zeros(x.len());
+    let mut y = super::buffers::zeros(x.len());
     y.par_chunks_mut(g.plane)
         .zip(x.par_chunks(g.plane))
         .enumerate()
@@ -255,7 +255,7 @@ pub fn normalize_backward(
         })
         .unzip();
     let m = g.count() as f32;
-    let mut dx = super::zeros(x.len());
+    let mut dx = super::buffers::zeros(x.len());
     dx.par_chunks_mut(g.plane)
         .zip(x.par_chunks(g.plane).zip(dy.par_chunks(g.plane)))
         .enumerate()
@@ -368,7 +368,7 @@ fn affine_rows_par(u: &[f32], v: &[f32], [a, b, d]: [&[f32]; 3]) -> Vec<f32> {
     // SAFETY: `affine_rows` writes every element of its chunk: `u`'s matching chunk has the same
     // length, a whole number of rows of `c`.
     unsafe {
-        super::par_fill(u.len(), block, |first, out| {
+        super::buffers::par_fill(u.len(), block, |first, out| {
             let (u, v) = (&u[first..][..out.len()], &v[first..][..out.len()]);
             affine_rows(out, u, v, a, b, d)
         })

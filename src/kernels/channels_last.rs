@@ -16,12 +16,13 @@ use std::mem::MaybeUninit;
 
 use rayon::prelude::*;
 
+use super::activation::Activation;
+use super::buffers::scratch;
 use super::conv::{ConvGeometry, matmul, matmul_uninit};
 use super::depthwise::{self, forward_image_nhwc};
 use super::pointwise;
 use super::pool::PoolGeometry;
 use super::transpose::transpose;
-use super::{Activation, scratch};
 
 /// Floats of unfolded patches per chunk (16 MiB): large enough for a full-speed GEMM, small
 /// enough to stay out of the way of the caches' working set.
@@ -205,7 +206,7 @@ fn conv2d_by_tap_class(
                     if fused {
                         let w_row = (yr.taps.start * g.kw + xr.taps.start) * c_in;
                         // SAFETY: the kernel writes only finished values.
-                        let staged = unsafe { super::as_uninit(staged) };
+                        let staged = unsafe { super::buffers::as_uninit(staged) };
                         let w = &weight[w_row * c_out..];
                         pointwise::pointwise_forward(rows, k, c_out, col, w, bias, act, staged);
                     } else {
@@ -372,7 +373,7 @@ wide_simd!(fn max_into(acc: &mut [f32], src: &[f32]) = max_into_body);
 
 /// NCHW → NHWC, one image at a time.
 pub fn nchw_to_nhwc(x: &[f32], batch: usize, c: usize, plane: usize) -> Vec<f32> {
-    let mut out = super::zeros(batch * c * plane);
+    let mut out = super::buffers::zeros(batch * c * plane);
     out.par_chunks_mut(c * plane)
         .zip(x.par_chunks(c * plane))
         .for_each(|(dst, src)| transpose(src, c, plane, dst));

@@ -13,11 +13,11 @@
 
 use rayon::prelude::*;
 
+use super::buffers::{scratch, zeros};
 use super::channels_last::{AxisRun, COL_BUDGET, axis_runs, unfold_class};
 use super::conv::{ConvGeometry, matmul, matmul_uninit};
 use super::pool::PoolGeometry;
 use super::transpose::{transpose, transpose_strided};
-use super::{scratch, zeros};
 
 /// Rows per task of the weight reorders.
 const REORDER_ROWS: usize = 64;

@@ -242,7 +242,7 @@ where
     let (image_in, image_out) = (c * g.h * g.w, c * oh * ow);
     let mut w_tc = vec![0.0f32; taps * c];
     transpose(weight, c, taps, &mut w_tc);
-    let mut dx = super::zeros(g.batch * image_in);
+    let mut dx = super::buffers::zeros(g.batch * image_in);
     let partials: Vec<Vec<f32>> = dx
         .par_chunks_mut(IMAGES_PER_GROUP * image_in)
         .zip(
@@ -319,7 +319,7 @@ pub fn depthwise_forward(
                 |(x_hwc, out_hwc), (dst, src)| {
                     transpose(src, c, plane_in, x_hwc);
                     // SAFETY: the kernel writes only finished values.
-                    let dst_hwc = unsafe { super::as_uninit(out_hwc) };
+                    let dst_hwc = unsafe { super::buffers::as_uninit(out_hwc) };
                     forward_image_nhwc(g, x_hwc, &w_tc, bias, dst_hwc);
                     transpose(out_hwc, plane_out, c, dst);
                 },

@@ -16,7 +16,7 @@
 
 use std::mem::MaybeUninit;
 
-use super::Activation;
+use super::activation::Activation;
 
 /// Reductions up to this length always take this kernel (the general GEMM's packing does not
 /// pay for itself).
@@ -94,7 +94,7 @@ mod avx512 {
     use std::arch::x86_64::*;
     use std::mem::MaybeUninit;
 
-    use super::Activation;
+    use crate::kernels::activation::Activation;
 
     /// Rows per register tile: 6 rows × 4 vectors = 24 accumulators of 32.
     const R: usize = 6;

@@ -3,7 +3,7 @@
 
 use serde::{Deserialize, Serialize};
 
-use super::{Metric, Scores, Tally};
+use super::scores::{Metric, Scores, Tally};
 
 /// The share of samples whose highest logit is the true class.
 pub const ACCURACY: Metric = Metric {

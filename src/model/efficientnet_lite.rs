@@ -8,9 +8,9 @@
 use burn::module::Module;
 use burn::tensor::{Device, Tensor};
 
-use super::FeatureInfo;
 use super::layers::Activation::{Identity, Relu6};
 use super::layers::{BatchNorm2d, Conv2d, ConvSpec, Padding, conv_bn_act};
+use super::stages::FeatureInfo;
 
 /// One stage of MBConv blocks: (repeats, kernel, stride, expand ratio, c_in, c_out).
 pub type Stage = (usize, usize, usize, usize, usize, usize);

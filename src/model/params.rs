@@ -42,7 +42,7 @@ impl KeyPath {
                 String::new()
             } else if self.parts.is_empty() && name == "head" {
                 self.head_name.clone()
-            } else if let Some(key) = super::key_rename(container, name) {
+            } else if let Some(key) = super::backbone::key_rename(container, name) {
                 key.to_string()
             } else {
                 name.to_string()

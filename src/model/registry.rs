@@ -2,9 +2,9 @@
 //! `pretrained_cfg`): input size, normalisation, feature width, and the name of the ImageNet head
 //! in the checkpoint it is loaded from.
 
-use super::FeatureInfo;
 use super::efficientnet_lite::{EfficientNetSpec, LITE0_STAGES};
 use super::resnet::{BlockKind, ResNetSpec};
+use super::stages::FeatureInfo;
 use crate::error::{Error, Result};
 
 /// An architecture as data.

@@ -11,7 +11,7 @@ use crate::kernels::{add, relu, to_channels_last};
 
 use super::layers::Activation::{Identity, Relu};
 use super::layers::{BatchNorm2d, Conv2d, ConvSpec, Padding, conv_bn_act};
-use super::{FeatureInfo, KeyRename};
+use super::stages::{FeatureInfo, KeyRename};
 
 /// torchvision keeps the skip path's convolution and BatchNorm in an `nn.Sequential`
 /// (`downsample.0`, `downsample.1`); graft names the fields.

@@ -8,7 +8,7 @@ use serde::Deserialize;
 use serde::de::{Deserializer, MapAccess, Visitor};
 use serde_json::Value;
 
-use super::{read_json, run_report_link, value_text, write_page};
+use super::files::{read_json, run_report_link, value_text, write_page};
 use crate::error::Result;
 use crate::render::charts::{self, BLUE_C, Bars};
 use crate::render::html::{self, Cell, Page, note, num, pct};

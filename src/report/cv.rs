@@ -6,7 +6,7 @@ use std::path::{Path, PathBuf};
 use serde::Deserialize;
 use serde_json::Value;
 
-use super::{read_json, run_report_link, value_text, write_page};
+use super::files::{read_json, run_report_link, value_text, write_page};
 use crate::error::Result;
 use crate::render::charts::{self, BLUE_C, Bars, Reference};
 use crate::render::html::{self, Cell, Page, note, pct};

@@ -8,7 +8,7 @@ use std::path::{Path, PathBuf};
 
 use serde::Deserialize;
 
-use super::write_page;
+use super::files::write_page;
 use crate::config::FitConfig;
 use crate::error::{Error, Result};
 use crate::render::charts::{self, BLUE_C, GREEN_C, Line, ORANGE_C, YAxis};

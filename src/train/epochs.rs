@@ -160,10 +160,9 @@ pub fn run_epochs(plan: &LoopPlan<'_>, runner: &mut dyn EpochRunner) -> Result<H
                 .strip_prefix("val_")
                 .and_then(|name| val.as_ref()?.get(name))
         {
-            let better =
-                state
-                    .best
-                    .is_none_or(|b| if stop.higher_is_better { v > b } else { v < b });
+            let better = state
+                .best
+                .is_none_or(|b| if stop.higher_is_better { v > b } else { v < b });
             if better {
                 state.best = Some(v);
                 state.epochs_without_improvement = 0;

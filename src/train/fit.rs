@@ -5,15 +5,13 @@ use std::collections::BTreeMap;
 use std::path::{Path, PathBuf};
 use std::time::Instant;
 
-use burn::tensor::Device;
 use serde::{Deserialize, Serialize};
 
 use super::checkpoint::write_atomic;
-use super::epochs::{EarlyStopping, EpochRunner, History, LoopPlan, run_epochs};
+use super::run::{Run, early_stopping};
 use super::task::{Task, TaskData};
 use crate::config::FitConfig;
 use crate::error::{Error, Result};
-use crate::metrics::{LOSS, Metric};
 
 /// What a run reports; `graft fit --json` prints it as one line.
 #[derive(Debug, Clone, Serialize, Deserialize)]
@@ -55,70 +53,6 @@ pub struct FitOptions {
     pub resume: bool,
 }
 
-/// One fit in progress, as a task's [`Task::fit`] sees it.
-pub struct Run<'a> {
-    /// The resolved settings (as saved in `config.toml`).
-    pub cfg: &'a FitConfig,
-    /// The run folder.
-    pub dir: &'a Path,
-    pub device: &'a Device,
-    pub quiet: bool,
-    resume: bool,
-}
-
-impl Run<'_> {
-    /// A progress message on stderr (unless quiet).
-    pub fn say(&self, msg: impl AsRef<str>) {
-        if !self.quiet {
-            eprintln!("{}", msg.as_ref());
-        }
-    }
-
-    /// Runs the epoch loop on `runner` with the run's schedule, checkpoints and early stopping
-    /// (`metrics`: the task's, for early stopping on one of them).
-    pub fn train(&self, runner: &mut dyn EpochRunner, metrics: &[Metric]) -> Result<History> {
-        let cfg = self.cfg;
-        let plan = LoopPlan {
-            run_dir: self.dir,
-            epochs: cfg.epochs,
-            lr: cfg.lr,
-            schedule: cfg.schedule,
-            warmup_epochs: cfg.warmup_epochs,
-            seed: cfg.seed,
-            early_stopping: early_stopping(cfg, metrics)?,
-            resume: self.resume,
-            quiet: self.quiet,
-        };
-        run_epochs(&plan, runner)
-    }
-}
-
-/// The early-stopping rule of `cfg`, its metric checked against the task's.
-fn early_stopping(cfg: &FitConfig, metrics: &[Metric]) -> Result<Option<EarlyStopping>> {
-    let Some(patience) = cfg.early_stopping else {
-        return Ok(None);
-    };
-    let name = cfg.early_stopping_metric.as_str();
-    let metric = name
-        .strip_prefix("val_")
-        .and_then(|m| std::iter::once(&LOSS).chain(metrics).find(|x| x.name == m));
-    let Some(metric) = metric else {
-        let known: Vec<String> = std::iter::once(&LOSS)
-            .chain(metrics)
-            .map(|m| format!("val_{}", m.name))
-            .collect();
-        return Err(Error::invalid(format!(
-            "--early-stopping-metric `{name}` is not a validation metric of this task (known: {})",
-            known.join(", ")
-        )));
-    };
-    Ok(Some(EarlyStopping {
-        metric: format!("val_{}", metric.name),
-        higher_is_better: metric.higher_is_better,
-        patience,
-    }))
-}
-
 /// Checks `cfg` for task `T` before anything is opened or written.
 pub fn check<T: Task>(cfg: &FitConfig) -> Result<()> {
     cfg.check()?;
@@ -153,13 +87,7 @@ pub fn fit_on<T: Task>(cfg: &FitConfig, opts: &FitOptions, data: T::Data) -> Res
         ..cfg.clone()
     };
     write_atomic(&run_dir.join("config.toml"), saved.to_toml().as_bytes())?;
-    let run = Run {
-        cfg: &saved,
-        dir: &run_dir,
-        device: &device,
-        quiet: opts.quiet,
-        resume: opts.resume,
-    };
+    let run = Run::new(&saved, &run_dir, &device, opts.quiet, opts.resume);
     let fitted = T::fit(&run, &data)?;
     let mut scores = BTreeMap::new();
     for (name, value) in &fitted.test {

@@ -9,6 +9,7 @@
 pub mod checkpoint;
 mod epochs;
 mod fit;
+mod run;
 mod task;
 mod trainer;
 
@@ -17,8 +18,9 @@ pub use epochs::{
     EarlyStopping, EpochMetrics, EpochRunner, History, LoopPlan, read_metrics, run_epochs,
 };
 pub use fit::{
-    FitOptions, FitSummary, Run, check, default_run_dir, finished_summary, fit_on, open, run_config,
+    FitOptions, FitSummary, check, default_run_dir, finished_summary, fit_on, open, run_config,
 };
+pub use run::Run;
 pub use task::{Evaluated, Fitted, Section, Task, TaskData, TaskReport};
 pub use trainer::{Objective, Trainer};
 

@@ -11,7 +11,7 @@ use std::path::Path;
 use serde::{Deserialize, Serialize};
 
 use super::epochs::EpochMetrics;
-use super::fit::Run;
+use super::run::Run;
 use crate::config::FitConfig;
 use crate::error::Result;
 use crate::metrics::Metric;

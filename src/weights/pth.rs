@@ -8,7 +8,7 @@ use std::path::Path;
 use zip::ZipArchive;
 
 use super::pickle::{self, Entry, Value};
-use super::{DType, RawTensor};
+use super::tensors::{DType, RawTensor};
 use crate::error::{Error, Result};
 
 /// Cap on `data.pkl` once decompressed. torch stores it uncompressed, and even models with a

@@ -5,7 +5,7 @@ use std::path::Path;
 
 use ::safetensors::tensor::{Dtype, SafeTensors, TensorView};
 
-use super::{DType, RawTensor};
+use super::tensors::{DType, RawTensor};
 use crate::error::{Error, Result};
 
 /// Parses a whole safetensors file already in memory.

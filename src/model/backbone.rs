@@ -1,0 +1,73 @@
+//! The backbone of a model: one of the zoo's families behind one type.
+
+use burn::module::Module;
+use burn::tensor::{Device, Tensor};
+
+use super::efficientnet_lite::EfficientNetLite;
+use super::registry::Arch;
+use super::resnet::{self, ResNet};
+
+/// Every family's renames, for [`super::params`]' key paths.
+pub(crate) fn key_rename(container: &str, field: &str) -> Option<&'static str> {
+    let container = container.strip_prefix("Struct:").unwrap_or(container);
+    resnet::KEY_RENAMES
+        .iter()
+        .find(|r| r.container == container && r.field == field)
+        .map(|r| r.key)
+}
+
+/// The feature extractor of one of the zoo's families.
+// One value per model, built once: the size difference between variants costs nothing.
+#[allow(clippy::large_enum_variant)]
+#[derive(Module, Debug)]
+pub enum Backbone {
+    ResNet(ResNet),
+    EfficientNetLite(EfficientNetLite),
+}
+
+impl Backbone {
+    /// A randomly initialised backbone of the given architecture.
+    pub fn new(arch: Arch, device: &Device) -> Self {
+        match arch {
+            Arch::ResNet(spec) => Backbone::ResNet(ResNet::new(spec, device)),
+            Arch::EfficientNet(spec) => {
+                Backbone::EfficientNetLite(EfficientNetLite::new(spec, device))
+            }
+        }
+    }
+
+    /// Runs the backbone on `(n, 3, h, w)`, showing each stage's output map to `tap` (stage
+    /// index and map, in the order of [`Arch::feature_info`]), and returns the last one.
+    pub fn forward_stages(
+        &self,
+        x: Tensor<4>,
+        tap: &mut dyn FnMut(usize, &Tensor<4>),
+    ) -> Tensor<4> {
+        match self {
+            Backbone::ResNet(m) => m.forward_stages(x, tap),
+            Backbone::EfficientNetLite(m) => m.forward_stages(x, tap),
+        }
+    }
+
+    /// The output maps of the stages in `wanted` (indices into [`Arch::feature_info`]), in that
+    /// order: what a decoder or Grad-CAM reads.
+    pub fn feature_maps(&self, x: Tensor<4>, wanted: &[usize]) -> Vec<Tensor<4>> {
+        let mut maps: Vec<(usize, Tensor<4>)> = Vec::new();
+        self.forward_stages(x, &mut |i, map| {
+            if wanted.contains(&i) {
+                maps.push((i, map.clone()));
+            }
+        });
+        wanted
+            .iter()
+            .filter_map(|w| maps.iter().find(|(i, _)| i == w).map(|(_, m)| m.clone()))
+            .collect()
+    }
+
+    /// `(n, 3, h, w) -> (n, feature_dim)`: the last stage, average-pooled.
+    pub fn forward_features(&self, x: Tensor<4>) -> Tensor<2> {
+        self.forward_stages(x, &mut |_, _| {})
+            .mean_dims(&[2, 3])
+            .flatten(1, 3)
+    }
+}

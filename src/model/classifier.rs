@@ -1,0 +1,80 @@
+//! A backbone with a linear classification head: the model of the classification tasks.
+
+use burn::module::Module;
+use burn::tensor::{Device, Tensor};
+
+use super::backbone::Backbone;
+use super::layers::{self, Linear};
+use super::registry::Preset;
+
+/// A backbone with a linear classification head.
+#[derive(Module, Debug)]
+pub struct Classifier {
+    pub backbone: Backbone,
+    pub head: Linear,
+}
+
+impl Classifier {
+    /// A randomly initialised model of `preset`'s architecture with `num_classes` outputs.
+    pub fn new(preset: &Preset, num_classes: usize, device: &Device) -> Self {
+        Self {
+            backbone: Backbone::new(preset.arch, device),
+            head: Linear::new(preset.arch.feature_dim(), num_classes, device),
+        }
+    }
+
+    /// `(n, 3, h, w) -> (n, feature_dim)`: pooled backbone features.
+    pub fn forward_features(&self, x: Tensor<4>) -> Tensor<2> {
+        self.backbone.forward_features(x)
+    }
+
+    /// `(n, feature_dim) -> (n, num_classes)`: logits from features.
+    pub fn forward_head(&self, features: Tensor<2>) -> Tensor<2> {
+        self.head.forward(features)
+    }
+
+    /// `(n, 3, h, w) -> (n, num_classes)`: logits.
+    pub fn forward(&self, x: Tensor<4>) -> Tensor<2> {
+        self.forward_head(self.forward_features(x))
+    }
+
+    /// Replaces the head with a freshly initialised one of `num_classes` outputs, keeping the
+    /// backbone (the transfer-learning step).
+    pub fn reset_classifier(mut self, num_classes: usize, device: &Device) -> Self {
+        let d_in = self.head.weight.dims()[1];
+        self.head = Linear::new(d_in, num_classes, device);
+        self
+    }
+
+    /// Sets the momentum of every BatchNorm's running statistics (PyTorch convention:
+    /// `running = (1 - m) running + m batch`).
+    pub fn set_bn_momentum(mut self, momentum: f64) -> Self {
+        // Every BatchNorm of the zoo follows a convolution.
+        self.for_each_conv_bn(&mut |_, bn| bn.momentum = momentum);
+        self
+    }
+
+    /// An inference copy with every BatchNorm folded into its convolution (see
+    /// [`layers::fold_batch_norm`]): same outputs, fewer passes over the activations. For frozen
+    /// backbones (feature extraction, `predict`); never train or save the result.
+    pub fn folded_for_inference(&self) -> Self {
+        let mut m = self.valid();
+        m.for_each_conv_bn(&mut layers::fold_batch_norm);
+        m
+    }
+
+    fn for_each_conv_bn(
+        &mut self,
+        f: &mut dyn FnMut(&mut layers::Conv2d, &mut layers::BatchNorm2d),
+    ) {
+        match &mut self.backbone {
+            Backbone::ResNet(r) => r.for_each_conv_bn(f),
+            Backbone::EfficientNetLite(e) => e.for_each_conv_bn(f),
+        }
+    }
+
+    /// Number of classes the head predicts.
+    pub fn num_classes(&self) -> usize {
+        self.head.d_out()
+    }
+}

@@ -1,0 +1,91 @@
+//! One fit in progress, as a task sees it: the resolved settings, the run folder, the device,
+//! and the epoch loop configured from them.
+
+use std::path::Path;
+
+use burn::tensor::Device;
+
+use super::epochs::{EarlyStopping, EpochRunner, History, LoopPlan, run_epochs};
+use crate::config::FitConfig;
+use crate::error::{Error, Result};
+use crate::metrics::{LOSS, Metric};
+
+/// One fit in progress, as a task's [`Task::fit`] sees it.
+pub struct Run<'a> {
+    /// The resolved settings (as saved in `config.toml`).
+    pub cfg: &'a FitConfig,
+    /// The run folder.
+    pub dir: &'a Path,
+    pub device: &'a Device,
+    pub quiet: bool,
+    resume: bool,
+}
+
+impl<'a> Run<'a> {
+    pub(super) fn new(
+        cfg: &'a FitConfig,
+        dir: &'a Path,
+        device: &'a Device,
+        quiet: bool,
+        resume: bool,
+    ) -> Self {
+        Run {
+            cfg,
+            dir,
+            device,
+            quiet,
+            resume,
+        }
+    }
+
+    /// A progress message on stderr (unless quiet).
+    pub fn say(&self, msg: impl AsRef<str>) {
+        if !self.quiet {
+            eprintln!("{}", msg.as_ref());
+        }
+    }
+
+    /// Runs the epoch loop on `runner` with the run's schedule, checkpoints and early stopping
+    /// (`metrics`: the task's, for early stopping on one of them).
+    pub fn train(&self, runner: &mut dyn EpochRunner, metrics: &[Metric]) -> Result<History> {
+        let cfg = self.cfg;
+        let plan = LoopPlan {
+            run_dir: self.dir,
+            epochs: cfg.epochs,
+            lr: cfg.lr,
+            schedule: cfg.schedule,
+            warmup_epochs: cfg.warmup_epochs,
+            seed: cfg.seed,
+            early_stopping: early_stopping(cfg, metrics)?,
+            resume: self.resume,
+            quiet: self.quiet,
+        };
+        run_epochs(&plan, runner)
+    }
+}
+
+/// The early-stopping rule of `cfg`, its metric checked against the task's.
+pub(super) fn early_stopping(cfg: &FitConfig, metrics: &[Metric]) -> Result<Option<EarlyStopping>> {
+    let Some(patience) = cfg.early_stopping else {
+        return Ok(None);
+    };
+    let name = cfg.early_stopping_metric.as_str();
+    let metric = name
+        .strip_prefix("val_")
+        .and_then(|m| std::iter::once(&LOSS).chain(metrics).find(|x| x.name == m));
+    let Some(metric) = metric else {
+        let known: Vec<String> = std::iter::once(&LOSS)
+            .chain(metrics)
+            .map(|m| format!("val_{}", m.name))
+            .collect();
+        return Err(Error::invalid(format!(
+            "--early-stopping-metric `{name}` is not a validation metric of this task (known: {})",
+            known.join(", ")
+        )));
+    };
+    Ok(Some(EarlyStopping {
+        metric: format!("val_{}", metric.name),
+        higher_is_better: metric.higher_is_better,
+        patience,
+    }))
+}
