@@ -125,7 +125,6 @@ plain_flag_values!(
     String,
     usize,
     u64,
-    f64,
     bool,
     Strategy,
     BnPolicy,
@@ -141,6 +140,17 @@ plain_flag_values!(
     KernelChoice,
     TrainLayout
 );
+
+impl FlagValue for f64 {
+    type Flag = f64;
+    fn set(&mut self, value: f64) {
+        *self = value;
+    }
+    /// Rust's shortest round-trip form (`1e-8`, `0.001`), not `0.00000001`.
+    fn default_text(&self) -> Option<String> {
+        Some(format!("{self:?}"))
+    }
+}
 
 impl<T: Clone + Send + Sync + std::fmt::Debug + 'static> FlagValue for Option<T> {
     type Flag = T;

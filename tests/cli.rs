@@ -329,3 +329,166 @@ fn bad_input_gives_clear_errors() {
     let err = String::from_utf8_lossy(&out.stderr);
     assert!(!out.status.success() && err.contains("bogus.pth"), "{err}");
 }
+
+#[test]
+fn eval_on_other_data_keeps_the_runs_own_evaluation() {
+    let fx = Fixture::new();
+    json_line(&fx.fit("probe", &["--strategy", "linear-probe", "--epochs", "2"]));
+    let run = fx.root.join("probe");
+    let own = std::fs::read(run.join("eval.json")).unwrap();
+    let other_dir = fx.root.join("other");
+    write_cifar(&other_dir);
+    let spec = format!("cifar10:{}", other_dir.display());
+    let out = graft()
+        .args(["eval", "--json", "--run"])
+        .arg(&run)
+        .arg("--data")
+        .arg(&spec)
+        .output()
+        .unwrap();
+    let j = json_line(&out);
+    assert_eq!(j["data"], spec.as_str(), "the evaluation names its dataset");
+    assert_eq!(
+        std::fs::read(run.join("eval.json")).unwrap(),
+        own,
+        "eval --data must not overwrite the run's own evaluation"
+    );
+    let written: Vec<String> = std::fs::read_dir(&run)
+        .unwrap()
+        .map(|e| e.unwrap().file_name().to_string_lossy().into_owned())
+        .filter(|n| n.starts_with("eval-") && n.ends_with(".json"))
+        .collect();
+    assert_eq!(written.len(), 1, "{written:?}");
+    // The run's own evaluation records its dataset too, which the report reloads images from.
+    let own: serde_json::Value = serde_json::from_slice(&own).unwrap();
+    assert!(own["data"].as_str().unwrap().starts_with("cifar10:"));
+}
+
+#[test]
+fn resume_continues_the_folder_it_is_given_with_its_settings() {
+    let fx = Fixture::new();
+    json_line(&fx.fit("a", &["--strategy", "linear-probe", "--epochs", "1"]));
+    // A copy of a run is resumed in place, not in the folder its config.toml names.
+    let (a, b) = (fx.root.join("a"), fx.root.join("b"));
+    std::fs::create_dir_all(b.join("checkpoint")).unwrap();
+    for f in ["config.toml", "metrics.jsonl", "checkpoint/state.json"] {
+        std::fs::copy(a.join(f), b.join(f)).unwrap();
+    }
+    for f in ["model.safetensors", "optimizer.safetensors"] {
+        std::fs::copy(a.join("checkpoint").join(f), b.join("checkpoint").join(f)).unwrap();
+    }
+    let out = graft()
+        .args(["fit", "--json", "--quiet", "--epochs", "2", "--resume"])
+        .arg(&b)
+        .output()
+        .unwrap();
+    assert_eq!(json_line(&out)["epochs"], 2);
+    let lines = |d: &Path| {
+        std::fs::read_to_string(d.join("metrics.jsonl"))
+            .unwrap()
+            .lines()
+            .count()
+    };
+    assert_eq!((lines(&a), lines(&b)), (1, 2), "only the copy went on");
+    // A flag that would change the run's settings is refused, naming it.
+    let out = graft()
+        .args(["fit", "--quiet", "--epochs", "3", "--lr", "0.5", "--resume"])
+        .arg(&b)
+        .output()
+        .unwrap();
+    let err = String::from_utf8_lossy(&out.stderr);
+    assert!(!out.status.success() && err.contains("--lr"), "{err}");
+    assert_eq!(lines(&b), 2);
+}
+
+#[test]
+fn early_stopping_watches_the_metric_it_is_given() {
+    let fx = Fixture::new();
+    // A learning rate too small to change a prediction: validation accuracy stays put, so
+    // with patience 1 the run stops after the second epoch.
+    let j = json_line(&fx.fit(
+        "es",
+        &[
+            "--strategy",
+            "linear-probe",
+            "--epochs",
+            "6",
+            "--lr",
+            "1e-9",
+            "--early-stopping",
+            "1",
+            "--early-stopping-metric",
+            "val_accuracy",
+        ],
+    ));
+    assert_eq!(j["stopped_early"], true, "{j}");
+    assert_eq!(j["epochs"], 2, "{j}");
+    let out = fx.fit(
+        "bad",
+        &["--early-stopping", "2", "--early-stopping-metric", "val_f1"],
+    );
+    let err = String::from_utf8_lossy(&out.stderr);
+    assert!(
+        !out.status.success() && err.contains("val_f1") && err.contains("val_accuracy"),
+        "{err}"
+    );
+}
+
+#[test]
+fn settings_are_recorded_with_their_overrides() {
+    let fx = Fixture::new();
+    let j = json_line(&fx.fit(
+        "rec",
+        &[
+            "--strategy",
+            "linear-probe",
+            "--epochs",
+            "1",
+            "--betas",
+            "0.8,0.99",
+        ],
+    ));
+    assert_eq!(j["kernels"], "graft");
+    assert_eq!(j["train_layout"], "channels-last");
+    assert_eq!(j["task"], "image-classification");
+    let cfg = graft::config::FitConfig::from_toml_file(&fx.root.join("rec/config.toml")).unwrap();
+    assert_eq!(cfg.betas.0, [0.8, 0.99]);
+    assert_eq!(cfg.kernels, graft::kernels::KernelChoice::Graft);
+    // The environment overrides the setting, and the run records what it really used.
+    let data = format!("cifar10:{}", fx.root.join("data").display());
+    let out = graft()
+        .env("GRAFT_KERNELS", "burn")
+        .env("GRAFT_TRAIN_LAYOUT", "nchw")
+        .args([
+            "fit",
+            "--json",
+            "--quiet",
+            "--model",
+            "resnet_tiny",
+            "--epochs",
+            "1",
+        ])
+        .args([
+            "--strategy",
+            "scratch",
+            "--image-size",
+            "32",
+            "--limit-train",
+            "60",
+        ])
+        .arg(format!("--data={data}"))
+        .arg(format!("--out={}", fx.root.join("env").display()))
+        .output()
+        .unwrap();
+    let j = json_line(&out);
+    assert_eq!(
+        (j["kernels"].as_str(), j["train_layout"].as_str()),
+        (Some("burn"), Some("nchw"))
+    );
+    let cfg = graft::config::FitConfig::from_toml_file(&fx.root.join("env/config.toml")).unwrap();
+    assert_eq!(cfg.train_layout, graft::kernels::TrainLayout::Nchw);
+    // A bad value names the setting and its choices.
+    let out = fx.fit("badbetas", &["--betas", "0.9"]);
+    let err = String::from_utf8_lossy(&out.stderr);
+    assert!(!out.status.success() && err.contains("B1,B2"), "{err}");
+}

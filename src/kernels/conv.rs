@@ -12,8 +12,9 @@
 //! and `d_weight += d_out × colᵀ` accumulated over chunks. Nothing is kept from the forward pass
 //! (the column matrix is recomputed), so training memory stays at the activations.
 //!
-//! Only `groups == 1` lives here: depthwise convolutions have no reduction to speak of and stay on
-//! burn's own direct kernel (see `kernels::conv2d`).
+//! Only `groups == 1` lives here: depthwise convolutions have no reduction to speak of and have
+//! their own direct kernels (`depthwise.rs`); other grouped convolutions go to burn's op (see
+//! `kernels::conv2d`).
 
 use std::mem::MaybeUninit;
 

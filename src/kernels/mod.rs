@@ -4,11 +4,12 @@
 //! chunk, NCHW; `channels_last.rs` / `channels_last_train.rs`: NHWC, grouped by valid kernel
 //! taps so that padding is never multiplied), depthwise convolution (`depthwise.rs`), max-pool
 //! (`pool.rs`), BatchNorm (`batch_norm.rs`), ReLU/ReLU6, each with its backward, and the fused
-//! SGD step (`optim.rs`), plugged into burn as backend extensions (`backend.rs`) so that they
-//! work with autodiff like any burn op. Layers call [`conv2d`], [`max_pool2d`], [`relu6`], ...,
-//! which pick graft's kernel on the `flex` device and burn's op everywhere else (other backends,
-//! grouped convolutions that are not depthwise). Networks convert their input to channels-last
-//! once ([`to_channels_last`]) and every kernel keeps the layout it is given.
+//! SGD step (`optim.rs`), plugged into burn as backend extensions (`backend/`, one file per op)
+//! so that they work with autodiff like any burn op. Layers call [`conv2d`], [`max_pool2d`],
+//! [`relu6`], ... (`ops.rs`), which pick graft's kernel on the `flex` device and burn's op
+//! everywhere else (other backends, grouped convolutions that are not depthwise). Networks
+//! convert their input to channels-last once ([`to_channels_last`]) and every kernel keeps the
+//! layout it is given. `activation.rs` and `buffers.rs` hold what the kernels share.
 //!
 //! The switch back to stock burn, for comparisons and bug hunts, is the `kernels` setting (or
 //! `GRAFT_KERNELS=burn`, or [`set_enabled`]`(false)`); `train_layout = "nchw"` (or

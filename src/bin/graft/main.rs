@@ -52,6 +52,8 @@ enum Command {
     },
     /// List the model zoo with each model's preset.
     Models,
+    /// List the tasks graft fine-tunes for (the `--task` values).
+    Tasks,
     /// Run a grid of fits (e.g. strategies, losses × optimizers, backbones) and tabulate them.
     Compare(experiments::CompareArgs),
     /// Stratified k-fold cross-validation of a fit.
@@ -95,6 +97,12 @@ fn main() {
             .map_err(Into::into),
         Command::Models => {
             models();
+            Ok(())
+        }
+        Command::Tasks => {
+            for (name, summary) in graft::task::TASKS {
+                println!("{name:<24} {summary}");
+            }
             Ok(())
         }
     };
