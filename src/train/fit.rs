@@ -12,6 +12,7 @@ use super::run::{Run, early_stopping};
 use super::task::{Task, TaskData};
 use crate::config::FitConfig;
 use crate::error::{Error, Result};
+use crate::kernels::{KernelChoice, TrainLayout};
 
 /// What a run reports; `graft fit --json` prints it as one line.
 #[derive(Debug, Clone, Serialize, Deserialize)]
@@ -33,8 +34,8 @@ pub struct FitSummary {
     pub trainable_params: usize,
     /// The CPU kernels and training layout the run used (settings, or their environment
     /// overrides).
-    pub kernels: String,
-    pub train_layout: String,
+    pub kernels: KernelChoice,
+    pub train_layout: TrainLayout,
 }
 
 impl FitSummary {
@@ -121,8 +122,8 @@ pub fn fit_on<T: Task>(cfg: &FitConfig, opts: &FitOptions, data: T::Data) -> Res
         feature_cache: fitted.feature_cache,
         stopped_early: fitted.stopped_early,
         trainable_params: fitted.params.1,
-        kernels: kernels.to_string(),
-        train_layout: train_layout.to_string(),
+        kernels,
+        train_layout,
     };
     // Written last: its presence marks a finished run.
     let json = serde_json::to_string_pretty(&summary).unwrap_or_default();
