@@ -59,8 +59,3 @@ impl Error {
         Error::Invalid(msg.into())
     }
 }
-
-/// Reads a whole file, naming it in the error.
-pub fn read_file(path: &Path) -> Result<Vec<u8>> {
-    std::fs::read(path).map_err(|e| Error::io(path, e))
-}

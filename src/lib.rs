@@ -3,7 +3,8 @@
 //! The crate reads as the pipeline it runs, each layer using only the ones above it in this list
 //! (`tests/modules.rs` fails on an import circle):
 //!
-//! - foundations: [`error`], [`tensor`], [`choice`] (typed settings as text);
+//! - foundations: [`error`], [`files`] (safe reads, atomic writes), [`tensor`], [`choice`]
+//!   (typed settings as text);
 //! - [`kernels`] (graft's CPU ops), [`weights`] (safe readers for .pth/.safetensors);
 //! - [`model`] (layers, backbones with their stages, heads, the zoo);
 //! - [`data`] (datasets, splits, transforms, the loader);
@@ -22,6 +23,7 @@ pub mod choice;
 pub mod config;
 pub mod data;
 pub mod error;
+pub mod files;
 pub mod kernels;
 pub mod loss;
 pub mod metrics;

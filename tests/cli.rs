@@ -104,7 +104,7 @@ fn every_strategy_learns_above_chance() {
             "model.safetensors",
             "model.json",
             "eval.json",
-            "checkpoint/state.json",
+            "checkpoint/LATEST",
         ] {
             assert!(
                 fx.root.join(&run).join(f).exists(),
@@ -157,8 +157,7 @@ fn resume_continues_from_the_checkpoint_and_nan_keeps_it() {
     assert_eq!(j["epochs"], 2, "resumed run reports both epochs");
     let metrics = std::fs::read_to_string(run.join("metrics.jsonl")).unwrap();
     assert_eq!(metrics.lines().count(), 2);
-    let state = std::fs::read_to_string(run.join("checkpoint/state.json")).unwrap();
-    assert!(state.contains("\"epochs_done\": 2"), "{state}");
+    assert_eq!(checkpoint_epoch(&run), 2);
 
     // Make the next epoch diverge: the run must stop with a clear message and leave the
     // epoch-2 checkpoint as it was.
@@ -195,8 +194,31 @@ fn resume_continues_from_the_checkpoint_and_nan_keeps_it() {
         stderr.contains("last good checkpoint (epoch 2)"),
         "{stderr}"
     );
-    let state = std::fs::read_to_string(run.join("checkpoint/state.json")).unwrap();
-    assert!(state.contains("\"epochs_done\": 2"), "{state}");
+    assert_eq!(checkpoint_epoch(&run), 2);
+}
+
+/// The epoch the committed checkpoint of `run` is after (from `checkpoint/LATEST`).
+fn checkpoint_epoch(run: &Path) -> usize {
+    let latest = std::fs::read_to_string(run.join("checkpoint/LATEST")).unwrap();
+    let name = latest.split_whitespace().next().unwrap();
+    let state =
+        std::fs::read_to_string(run.join("checkpoint").join(name).join("state.json")).unwrap();
+    let v: serde_json::Value = serde_json::from_str(&state).unwrap();
+    v["epochs_done"].as_u64().unwrap() as usize
+}
+
+/// Copies a folder tree.
+fn copy_tree(from: &Path, to: &Path) {
+    std::fs::create_dir_all(to).unwrap();
+    for entry in std::fs::read_dir(from).unwrap() {
+        let entry = entry.unwrap();
+        let target = to.join(entry.file_name());
+        if entry.file_type().unwrap().is_dir() {
+            copy_tree(&entry.path(), &target);
+        } else {
+            std::fs::copy(entry.path(), target).unwrap();
+        }
+    }
 }
 
 #[test]
@@ -370,13 +392,7 @@ fn resume_continues_the_folder_it_is_given_with_its_settings() {
     json_line(&fx.fit("a", &["--strategy", "linear-probe", "--epochs", "1"]));
     // A copy of a run is resumed in place, not in the folder its config.toml names.
     let (a, b) = (fx.root.join("a"), fx.root.join("b"));
-    std::fs::create_dir_all(b.join("checkpoint")).unwrap();
-    for f in ["config.toml", "metrics.jsonl", "checkpoint/state.json"] {
-        std::fs::copy(a.join(f), b.join(f)).unwrap();
-    }
-    for f in ["model.safetensors", "optimizer.safetensors"] {
-        std::fs::copy(a.join("checkpoint").join(f), b.join("checkpoint").join(f)).unwrap();
-    }
+    copy_tree(&a, &b);
     let out = graft()
         .args(["fit", "--json", "--quiet", "--epochs", "2", "--resume"])
         .arg(&b)

@@ -10,7 +10,8 @@ use std::sync::Arc;
 use crate::data::image::Image;
 use crate::data::source::Source;
 use crate::data::split::{Dataset, Subset};
-use crate::error::{Error, Result, read_file};
+use crate::error::{Error, Result};
+use crate::files::read_file;
 
 const SIDE: u32 = 32;
 const PIXELS: usize = 3 * 32 * 32;

@@ -11,7 +11,8 @@ use std::sync::Arc;
 use crate::data::image::Image;
 use crate::data::source::Source;
 use crate::data::split::{Dataset, Subset, derive_seed, stratified_split};
-use crate::error::{Error, Result, read_file};
+use crate::error::{Error, Result};
+use crate::files::read_file;
 
 /// Extensions that are decoded (compared case-insensitively).
 const EXTENSIONS: [&str; 3] = ["jpg", "jpeg", "png"];

@@ -11,7 +11,8 @@ use crate::data::cifar::read_names;
 use crate::data::image::Image;
 use crate::data::source::Source;
 use crate::data::split::{Dataset, Subset};
-use crate::error::{Error, Result, read_file};
+use crate::error::{Error, Result};
+use crate::files::read_file;
 
 /// Where the `fashion-mnist` and `mnist` shorthands look.
 pub const FASHION_MNIST_DIR: &str = "/usr/share/datasets/fashion-mnist";

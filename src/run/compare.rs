@@ -1,7 +1,8 @@
 //! `graft compare`: a grid of fits sharing base settings, each cell run for several seeds, into
-//! one table of the task's headline test metric. Finished cells (their `summary.json` exists)
-//! are skipped on a re-run, so an interrupted comparison continues where it stopped;
-//! frozen-backbone cells reuse cached features.
+//! one table of the task's headline test metric. Re-run into the same folder, a comparison
+//! continues where it stopped: a cell finished with the same settings is reused, an unfinished
+//! one resumed, and one made with other settings is an error (or, with `--overwrite`, run
+//! again); frozen-backbone cells reuse cached features.
 
 use std::collections::BTreeMap;
 use std::path::{Path, PathBuf};
@@ -11,8 +12,10 @@ use serde::{Deserialize, Serialize};
 use super::cv::mean_sd;
 use crate::config::FitConfig;
 use crate::error::{Error, Result};
+use crate::files::write_atomic;
 use crate::task::{TaskFn, headline_metric, with_task};
-use crate::train::{FitOptions, Task, check, finished_summary, write_atomic};
+use crate::train::run_dir::{Prior, prior_run};
+use crate::train::{FitOptions, Task, check};
 
 /// One axis of the grid: a `FitConfig` key (`-` or `_`) and its values.
 pub type Axis = (String, Vec<String>);
@@ -177,17 +180,34 @@ pub fn compare(
         check_settings(&cfg)?;
         configs.push(cfg);
     }
-    for (i, (settings, cfg)) in combos.iter().zip(configs).enumerate() {
-        let metric = headline_metric(&cfg.task)?;
+    // Every seed's run folder is checked before anything runs: a folder holding a run with
+    // other settings fails now, not after an hour.
+    let mut plans = Vec::new();
+    for (i, cfg) in configs.iter().enumerate() {
+        let mut runs = Vec::new();
+        for s in 0..seeds {
+            let out = dir.join(format!("cell-{:02}-seed-{s}", i + 1));
+            let run_cfg = FitConfig {
+                seed: cfg.seed + s as u64,
+                out: Some(out.clone()),
+                ..cfg.clone()
+            };
+            let prior = prior_run(&out, &run_cfg, opts.overwrite)?;
+            runs.push((run_cfg, prior));
+        }
+        plans.push(runs);
+    }
+    for (i, (settings, runs)) in combos.iter().zip(plans).enumerate() {
+        let metric = headline_metric(&runs[0].0.task)?;
         let mut scores = Vec::new();
         let mut losses = Vec::new();
         let mut seconds = 0.0;
         let mut run_dirs = Vec::new();
-        for s in 0..seeds {
-            let out = dir.join(format!("cell-{:02}-seed-{s}", i + 1));
-            let summary = match finished_summary(&out) {
-                Some(done) => done,
-                None => {
+        for (s, (run_cfg, prior)) in runs.into_iter().enumerate() {
+            let out = run_cfg.out.clone().unwrap_or_default();
+            let summary = match prior {
+                Prior::Finished(done) => done,
+                Prior::Unfinished | Prior::Empty => {
                     if !opts.quiet {
                         let desc: Vec<String> =
                             settings.iter().map(|(k, v)| format!("{k}={v}")).collect();
@@ -198,18 +218,17 @@ pub fn compare(
                             desc.join(" ")
                         );
                     }
-                    let run_cfg = FitConfig {
-                        seed: cfg.seed + s as u64,
-                        out: Some(out.clone()),
-                        ..cfg.clone()
+                    let run_opts = FitOptions {
+                        resume: matches!(prior, Prior::Unfinished),
+                        ..opts.clone()
                     };
-                    super::fit(&run_cfg, opts)?
+                    super::fit(&run_cfg, &run_opts)?
                 }
             };
             let score = summary.score(&format!("test_{metric}")).ok_or_else(|| {
                 Error::file(
                     out.join("summary.json"),
-                    "no test score in this run's summary (delete the folder to rerun the cell)",
+                    "no test score in this run's summary (rerun with --overwrite)",
                 )
             })?;
             scores.push(score);

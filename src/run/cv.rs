@@ -8,8 +8,10 @@ use serde::{Deserialize, Serialize};
 
 use crate::config::FitConfig;
 use crate::error::{Error, Result};
+use crate::files::write_atomic;
 use crate::task::{TaskFn, with_task};
-use crate::train::{FitOptions, Task, TaskData, check, finished_summary, fit_on, write_atomic};
+use crate::train::run_dir::{Prior, prior_run};
+use crate::train::{FitOptions, FitSummary, Task, TaskData, check, fit_on};
 
 /// What `graft cv` reports (`cv.json`).
 #[derive(Debug, Clone, Serialize, Deserialize)]
@@ -42,7 +44,18 @@ pub fn mean_sd(v: &[f64]) -> (f64, f64) {
     (mean, sd)
 }
 
-/// Runs the k folds into `dir/fold-N`, skipping folds already finished there.
+/// The fold's test score from its summary.
+fn fold_score(summary: &FitSummary, metric: &str, out: &Path) -> Result<f64> {
+    summary.score(&format!("test_{metric}")).ok_or_else(|| {
+        Error::file(
+            out.join("summary.json"),
+            format!("no test_{metric} in this fold's summary (rerun with --overwrite)"),
+        )
+    })
+}
+
+/// Runs the k folds into `dir/fold-N`: a fold finished there with the same settings is reused,
+/// an unfinished one resumed.
 pub fn cross_validate(
     cfg: &FitConfig,
     k: usize,
@@ -78,23 +91,31 @@ fn cross_validate_task<T: Task>(
     let mut run_dirs = Vec::new();
     for (i, mut data) in pool.folds(k, cfg.seed)?.into_iter().enumerate() {
         let out = dir.join(format!("fold-{}", i + 1));
-        let summary = match finished_summary(&out) {
-            Some(s) => s,
-            None => {
-                if cfg.val_split > 0.0 {
-                    data = data.with_val_split(cfg.val_split, cfg.seed);
-                }
-                if !opts.quiet {
-                    let (train, _, test) = data.sizes();
-                    eprintln!("fold {}/{k}: train {train}, test {test}", i + 1);
-                }
-                let fold_cfg = FitConfig {
-                    out: Some(out.clone()),
-                    ..cfg.clone()
-                };
-                fit_on::<T>(&fold_cfg, opts, data)?
-            }
+        let fold_cfg = FitConfig {
+            out: Some(out.clone()),
+            ..cfg.clone()
         };
+        let resume = match prior_run(&out, &fold_cfg, opts.overwrite)? {
+            Prior::Finished(summary) => {
+                folds.push(fold_score(&summary, metric, &out)?);
+                run_dirs.push(out);
+                continue;
+            }
+            Prior::Unfinished => true,
+            Prior::Empty => false,
+        };
+        if cfg.val_split > 0.0 {
+            data = data.with_val_split(cfg.val_split, cfg.seed);
+        }
+        if !opts.quiet {
+            let (train, _, test) = data.sizes();
+            eprintln!("fold {}/{k}: train {train}, test {test}", i + 1);
+        }
+        let fold_opts = FitOptions {
+            resume,
+            ..opts.clone()
+        };
+        let summary = fit_on::<T>(&fold_cfg, &fold_opts, data)?;
         let score = summary.score(&format!("test_{metric}")).ok_or_else(|| {
             Error::file(
                 out.join("summary.json"),

@@ -14,6 +14,7 @@ use serde::{Deserialize, Serialize};
 
 use super::checkpoint::{self, LoopState};
 use crate::error::{Error, Result};
+use crate::files::write_atomic;
 use crate::metrics::{LOSS, Scores};
 use crate::optim::Schedule;
 use crate::weights::{NamedTensors, TensorList};
@@ -91,14 +92,12 @@ pub fn run_epochs(plan: &LoopPlan<'_>, runner: &mut dyn EpochRunner) -> Result<H
         seed: plan.seed,
     };
     let mut history: Vec<EpochMetrics> = Vec::new();
-    if plan.resume {
+    let mut kept_lines = String::new();
+    if plan.resume && checkpoint::exists(plan.run_dir) {
         let (model, optim, saved) = checkpoint::load(plan.run_dir)?;
         runner.restore(&model, &optim)?;
         state = saved;
-        history = read_metrics(&metrics_path)?
-            .into_iter()
-            .filter(|m| m.epoch <= state.epochs_done)
-            .collect();
+        (history, kept_lines) = completed_epochs(&metrics_path, state.epochs_done)?;
         if !plan.quiet {
             eprintln!(
                 "resuming {} after epoch {}",
@@ -106,9 +105,15 @@ pub fn run_epochs(plan: &LoopPlan<'_>, runner: &mut dyn EpochRunner) -> Result<H
                 state.epochs_done
             );
         }
+    } else if plan.resume && !plan.quiet {
+        eprintln!(
+            "{}: stopped before its first checkpoint; starting it again from the beginning",
+            plan.run_dir.display()
+        );
     }
-    // Rewrite the metrics file so it holds exactly the completed epochs.
-    write_metrics(&metrics_path, &history)?;
+    // The metrics file holds exactly the completed epochs (their lines byte for byte): what an
+    // uncommitted epoch or a crash mid-line left after them goes.
+    write_atomic(&metrics_path, kept_lines.as_bytes())?;
     let patience_spent = |state: &LoopState| {
         plan.early_stopping
             .as_ref()
@@ -154,6 +159,7 @@ pub fn run_epochs(plan: &LoopPlan<'_>, runner: &mut dyn EpochRunner) -> Result<H
             );
         }
         append_metrics(&metrics_path, &m)?;
+        crate::files::crash_point("metrics-appended");
         if let Some(stop) = &plan.early_stopping
             && let Some(v) = stop
                 .metric
@@ -250,20 +256,48 @@ pub fn read_metrics(path: &Path) -> Result<Vec<EpochMetrics>> {
         .collect()
 }
 
-fn write_metrics(path: &Path, history: &[EpochMetrics]) -> Result<()> {
-    let mut text = String::new();
-    for m in history {
-        text += &serde_json::to_string(m).unwrap_or_default();
-        text.push('\n');
+/// The first `epochs` lines of `metrics.jsonl` — the epochs a checkpoint holds — parsed and
+/// verbatim. Lines after them are dropped; fewer of them, or a gap, is an error.
+fn completed_epochs(path: &Path, epochs: usize) -> Result<(Vec<EpochMetrics>, String)> {
+    let text = match std::fs::read_to_string(path) {
+        Ok(t) => t,
+        Err(e) if e.kind() == std::io::ErrorKind::NotFound => String::new(),
+        Err(e) => return Err(Error::io(path, e)),
+    };
+    let mut history = Vec::new();
+    let mut kept = String::new();
+    for line in text.split_inclusive('\n').take(epochs) {
+        let Ok(m) = serde_json::from_str::<EpochMetrics>(line.trim_end()) else {
+            break;
+        };
+        if m.epoch != history.len() + 1 || !line.ends_with('\n') {
+            break;
+        }
+        history.push(m);
+        kept.push_str(line);
     }
-    checkpoint::write_atomic(path, text.as_bytes())
+    if history.len() < epochs {
+        return Err(Error::file(
+            path,
+            format!(
+                "holds {} complete epoch line(s) but the checkpoint is after epoch {epochs}: \
+                 the run's files do not belong together; start the run again",
+                history.len()
+            ),
+        ));
+    }
+    Ok((history, kept))
 }
 
+/// Appends an epoch's line and syncs it: it must be on disk before the checkpoint that follows
+/// it is committed.
 fn append_metrics(path: &Path, m: &EpochMetrics) -> Result<()> {
     let mut f = std::fs::OpenOptions::new()
         .append(true)
         .create(true)
         .open(path)
         .map_err(|e| Error::io(path, e))?;
-    writeln!(f, "{}", serde_json::to_string(m).unwrap_or_default()).map_err(|e| Error::io(path, e))
+    writeln!(f, "{}", serde_json::to_string(m).unwrap_or_default())
+        .and_then(|()| f.sync_data())
+        .map_err(|e| Error::io(path, e))
 }

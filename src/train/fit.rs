@@ -2,48 +2,15 @@
 //! summary. The task does the rest (see [`Task::fit`]).
 
 use std::collections::BTreeMap;
-use std::path::{Path, PathBuf};
+use std::path::PathBuf;
 use std::time::Instant;
 
-use serde::{Deserialize, Serialize};
-
-use super::checkpoint::write_atomic;
 use super::run::{Run, early_stopping};
+use super::run_dir::{self, FitSummary};
 use super::task::{Task, TaskData};
 use crate::config::FitConfig;
 use crate::error::{Error, Result};
-use crate::kernels::{KernelChoice, TrainLayout};
-
-/// What a run reports; `graft fit --json` prints it as one line.
-#[derive(Debug, Clone, Serialize, Deserialize)]
-pub struct FitSummary {
-    /// `test_<metric>` and `val_<metric>` (the last epoch's; null without a validation split)
-    /// for each metric of the task.
-    #[serde(flatten)]
-    pub scores: BTreeMap<String, Option<f64>>,
-    pub train_loss: f64,
-    pub epochs: usize,
-    pub seconds: f64,
-    pub run_dir: PathBuf,
-    pub task: String,
-    pub model: String,
-    pub strategy: String,
-    /// `hit`, `miss` or `partial` for linear probes (how much of the feature cache was reused).
-    pub feature_cache: Option<String>,
-    pub stopped_early: bool,
-    pub trainable_params: usize,
-    /// The CPU kernels and training layout the run used (settings, or their environment
-    /// overrides).
-    pub kernels: KernelChoice,
-    pub train_layout: TrainLayout,
-}
-
-impl FitSummary {
-    /// A score by name (`test_accuracy`).
-    pub fn score(&self, name: &str) -> Option<f64> {
-        self.scores.get(name).copied().flatten()
-    }
-}
+use crate::files::write_atomic;
 
 /// Settings of the invocation that are not part of the run's config.
 #[derive(Debug, Clone, Default)]
@@ -52,6 +19,8 @@ pub struct FitOptions {
     pub quiet: bool,
     /// Continue the run in `config.out` from its last checkpoint.
     pub resume: bool,
+    /// Replace a run already in `config.out` (otherwise that is an error).
+    pub overwrite: bool,
 }
 
 /// Checks `cfg` for task `T` before anything is opened or written.
@@ -81,6 +50,16 @@ pub fn fit_on<T: Task>(cfg: &FitConfig, opts: &FitOptions, data: T::Data) -> Res
     device.seed(cfg.seed);
     let run_dir = cfg.out.clone().unwrap_or_else(|| default_run_dir(cfg));
     std::fs::create_dir_all(&run_dir).map_err(|e| Error::io(&run_dir, e))?;
+    let _lock = run_dir::lock(&run_dir)?;
+    if opts.resume {
+        // No longer finished while it runs on (a compare or cv sees an unfinished cell).
+        let summary = run_dir.join("summary.json");
+        if summary.exists() {
+            std::fs::remove_file(&summary).map_err(|e| Error::io(&summary, e))?;
+        }
+    } else {
+        run_dir::prepare_new(&run_dir, opts.overwrite)?;
+    }
     let saved = FitConfig {
         out: Some(run_dir.clone()),
         kernels,
@@ -125,6 +104,7 @@ pub fn fit_on<T: Task>(cfg: &FitConfig, opts: &FitOptions, data: T::Data) -> Res
         kernels,
         train_layout,
     };
+    crate::files::crash_point("before-summary");
     // Written last: its presence marks a finished run.
     let json = serde_json::to_string_pretty(&summary).unwrap_or_default();
     write_atomic(&run_dir.join("summary.json"), json.as_bytes())?;
@@ -138,22 +118,4 @@ pub fn default_run_dir(cfg: &FitConfig) -> PathBuf {
         .map_or(0, |d| d.as_secs());
     let strategy = cfg.strategy.to_string().replace(':', "");
     PathBuf::from("runs").join(format!("{}-{}-{secs}", cfg.model, strategy))
-}
-
-/// The settings a run folder was made with (its `config.toml`).
-pub fn run_config(run_dir: &Path) -> Result<FitConfig> {
-    let path = run_dir.join("config.toml");
-    if !path.is_file() {
-        return Err(Error::file(
-            run_dir,
-            "not a run folder: it has no config.toml (give a folder written by `graft fit`)",
-        ));
-    }
-    FitConfig::from_toml_file(&path)
-}
-
-/// The summary of a finished run, if `run_dir` holds one.
-pub fn finished_summary(run_dir: &Path) -> Option<FitSummary> {
-    let text = std::fs::read_to_string(run_dir.join("summary.json")).ok()?;
-    serde_json::from_str(&text).ok()
 }

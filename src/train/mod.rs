@@ -10,17 +10,17 @@ pub mod checkpoint;
 mod epochs;
 mod fit;
 mod run;
+pub mod run_dir;
 mod task;
 mod trainer;
 
-pub use checkpoint::{LoopState, write_atomic};
+pub use checkpoint::LoopState;
 pub use epochs::{
     EarlyStopping, EpochMetrics, EpochRunner, History, LoopPlan, read_metrics, run_epochs,
 };
-pub use fit::{
-    FitOptions, FitSummary, check, default_run_dir, finished_summary, fit_on, open, run_config,
-};
+pub use fit::{FitOptions, check, default_run_dir, fit_on, open};
 pub use run::Run;
+pub use run_dir::{FitSummary, finished_summary, run_config};
 pub use task::{Evaluated, Fitted, Section, Task, TaskData, TaskReport};
 pub use trainer::{Objective, Trainer};
 

@@ -1,12 +1,12 @@
 //! Reading and writing weight files: the format sniffed from the bytes, then the reader that
 //! fits; graft's own checkpoints written as safetensors, atomically.
 
-use std::io::Write;
-use std::path::{Path, PathBuf};
+use std::path::Path;
 
 use super::tensors::{Format, TensorMap};
 use super::{pth, safetensors};
-use crate::error::{Error, Result, read_file};
+use crate::error::{Error, Result};
+use crate::files::read_file;
 
 /// Loads every tensor of a `.safetensors` or PyTorch `.pth`/`.pt`/`.bin` file.
 ///
@@ -72,37 +72,12 @@ pub fn load_pretrained(path: &Path) -> Result<TensorMap> {
 /// folder, are fsynced, then renamed over `path`, so a crash never leaves a half-written file
 /// under the real name.
 pub fn save_safetensors(path: &Path, tensors: &[(String, Vec<usize>, Vec<f32>)]) -> Result<()> {
-    let bytes = safetensors::serialize_f32(tensors)?;
-    let tmp = {
-        let mut s = path.as_os_str().to_owned();
-        s.push(".tmp");
-        PathBuf::from(s)
-    };
-    let write = || -> std::io::Result<()> {
-        let mut f = std::fs::File::create(&tmp)?;
-        f.write_all(&bytes)?;
-        f.sync_all()
-    };
-    if let Err(e) = write() {
-        let _ = std::fs::remove_file(&tmp);
-        return Err(Error::io(&tmp, e));
-    }
-    if let Err(e) = std::fs::rename(&tmp, path) {
-        let _ = std::fs::remove_file(&tmp);
-        return Err(Error::io(path, e));
-    }
-    // Make the rename itself durable. Best effort: not every platform lets you fsync a folder.
-    if let Some(dir) = path.parent() {
-        let dir = if dir.as_os_str().is_empty() {
-            Path::new(".")
-        } else {
-            dir
-        };
-        if let Ok(d) = std::fs::File::open(dir) {
-            let _ = d.sync_all();
-        }
-    }
-    Ok(())
+    crate::files::write_atomic(path, &safetensors_bytes(tensors)?)
+}
+
+/// f32 tensors as the bytes of a safetensors file.
+pub fn safetensors_bytes(tensors: &[(String, Vec<usize>, Vec<f32>)]) -> Result<Vec<u8>> {
+    safetensors::serialize_f32(tensors)
 }
 
 #[cfg(test)]

@@ -213,7 +213,7 @@ pub fn run(a: BenchArgs) -> Result<()> {
             }
             let opts = FitOptions {
                 quiet: true,
-                resume: false,
+                ..FitOptions::default()
             };
             let s = fit_on::<ImageClassification>(&cfg, &opts, ds)?;
             let total = t.elapsed().as_secs_f64();

@@ -7,7 +7,6 @@ use clap::Args;
 use graft::config::Strategy;
 use graft::run::compare::{compare, parse_axis, preset_grid};
 use graft::run::cv::cross_validate;
-use graft::train::FitOptions;
 use serde_json::json;
 
 use crate::fit_args::FitArgs;
@@ -66,10 +65,7 @@ pub fn run_compare(a: CompareArgs) -> Result<()> {
         axes.push(parse_axis(g)?);
     }
     let dir = out_dir(&base.out, "compare");
-    let opts = FitOptions {
-        quiet: a.fit.quiet_flag(),
-        resume: false,
-    };
+    let opts = a.fit.experiment_options()?;
     let result = compare(&base, &axes, a.seeds, &dir, &opts)?;
     // Each cell's own report first, so the comparison page can link to them.
     for cell in &result.cells {
@@ -93,10 +89,7 @@ pub fn run_compare(a: CompareArgs) -> Result<()> {
 pub fn run_cv(a: CvArgs) -> Result<()> {
     let cfg = a.fit.resolve()?;
     let dir = out_dir(&cfg.out, "cv");
-    let opts = FitOptions {
-        quiet: a.fit.quiet_flag(),
-        resume: false,
-    };
+    let opts = a.fit.experiment_options()?;
     let r = cross_validate(&cfg, a.folds, &dir, &opts)?;
     for run in &r.run_dirs {
         crate::report_for(run);

@@ -24,6 +24,10 @@ pub struct FitArgs {
     /// No progress bars or per-epoch lines.
     #[arg(long)]
     quiet: bool,
+    /// Replace a run already in --out (graft's files there are removed first); without it,
+    /// an existing run folder is an error.
+    #[arg(long)]
+    overwrite: bool,
     #[command(flatten)]
     settings: SettingFlags,
 }
@@ -69,12 +73,20 @@ impl FitArgs {
         self.json
     }
 
-    pub fn quiet_flag(&self) -> bool {
-        self.quiet
-    }
-
     pub fn strategy_given(&self) -> bool {
         self.settings.strategy.is_some()
+    }
+
+    /// The options of a `compare` or `cv`: those continue by themselves when run again (each
+    /// finished run is reused, each unfinished one resumed), so `--resume` is not theirs.
+    pub fn experiment_options(&self) -> Result<FitOptions> {
+        if self.resume.is_some() {
+            bail!(
+                "--resume is for `graft fit`; a compare or cv continues where it stopped when the \
+                 same command runs again into the same --out"
+            );
+        }
+        Ok(self.options())
     }
 
     /// The options of this invocation.
@@ -82,6 +94,7 @@ impl FitArgs {
         FitOptions {
             quiet: self.quiet,
             resume: self.resume.is_some(),
+            overwrite: self.overwrite,
         }
     }
 }

@@ -8,11 +8,12 @@ use indicatif::ProgressBar;
 use super::model_files::load_run;
 use crate::data::{self, Loader, Pipeline, Subset};
 use crate::error::Result;
+use crate::files::write_atomic;
 use crate::loss::Loss;
 use crate::metrics::MetricsAccumulator;
 use crate::model::Classifier;
 use crate::tensor::{from_vec, labels as label_tensor, to_vec};
-use crate::train::{Evaluated, run_config, write_atomic};
+use crate::train::{Evaluated, run_config};
 
 /// Runs `model` (inference mode) over `subset` and accumulates the metrics.
 pub fn evaluate_network(

@@ -95,7 +95,7 @@ impl Task for ImageClassification {
         };
         let evaluation = outcome.test.finish(&ds.class_names).with_data(&cfg.data);
         let eval_json = serde_json::to_string_pretty(&evaluation).unwrap_or_default();
-        crate::train::write_atomic(&run.dir.join("eval.json"), eval_json.as_bytes())?;
+        crate::files::write_atomic(&run.dir.join("eval.json"), eval_json.as_bytes())?;
         model_files::save_model(run.dir, &outcome.model, &preset, cfg, ds, classes, size)?;
         Ok(Fitted {
             history: outcome.history.epochs,

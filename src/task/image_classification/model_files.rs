@@ -9,9 +9,9 @@ use serde::{Deserialize, Serialize};
 use crate::config::FitConfig;
 use crate::data::{Dataset, Resize};
 use crate::error::{Error, Result};
+use crate::files::write_atomic;
 use crate::model::params::{Strictness, load_into, named_tensors};
 use crate::model::{Classifier, Preset, preset};
-use crate::train::write_atomic;
 use crate::weights::{load_weights, save_safetensors};
 
 /// Everything `graft predict --run` and `graft eval --run` need besides the tensors; written to

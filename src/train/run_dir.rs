@@ -1,0 +1,211 @@
+//! A run folder's identity: one process at a time (a lock file), never silently overwritten, and
+//! reused by `cv` / `compare` only when it was made with the same settings.
+
+use std::collections::BTreeMap;
+use std::fs::File;
+use std::path::{Path, PathBuf};
+
+use serde::{Deserialize, Serialize};
+
+use crate::config::FitConfig;
+use crate::error::{Error, Result};
+use crate::kernels::{KernelChoice, TrainLayout};
+
+/// The files and folders graft writes into a run folder (what `--overwrite` removes; anything
+/// else in the folder is left alone).
+const RUN_FILES: &[&str] = &[
+    "config.toml",
+    "metrics.jsonl",
+    "summary.json",
+    "eval.json",
+    "model.safetensors",
+    "model.json",
+    "report.html",
+    "checkpoint",
+];
+
+/// The lock file of a run folder.
+const LOCK: &str = ".lock";
+
+/// An exclusive claim on a run folder, released when dropped (or when the process dies: the
+/// operating system drops the lock with the file).
+#[derive(Debug)]
+pub struct RunLock {
+    _file: File,
+}
+
+/// Takes the folder's lock, failing at once (with the folder's name) when another process holds
+/// it.
+pub fn lock(run_dir: &Path) -> Result<RunLock> {
+    let path = run_dir.join(LOCK);
+    let file = std::fs::OpenOptions::new()
+        .create(true)
+        .truncate(false)
+        .write(true)
+        .open(&path)
+        .map_err(|e| Error::io(&path, e))?;
+    match file.try_lock() {
+        Ok(()) => Ok(RunLock { _file: file }),
+        Err(std::fs::TryLockError::WouldBlock) => Err(Error::file(
+            run_dir,
+            "another graft process is using this run folder; wait for it to finish or give \
+             another --out",
+        )),
+        Err(std::fs::TryLockError::Error(e)) => Err(Error::io(&path, e)),
+    }
+}
+
+/// Whether `run_dir` already holds (part of) a run.
+pub fn holds_run(run_dir: &Path) -> bool {
+    RUN_FILES.iter().any(|f| run_dir.join(f).exists())
+}
+
+/// Prepares `run_dir` for a new run: refuses to replace an existing run unless `overwrite`,
+/// in which case graft's own files there are removed first.
+pub fn prepare_new(run_dir: &Path, overwrite: bool) -> Result<()> {
+    if !holds_run(run_dir) {
+        return Ok(());
+    }
+    let state = if run_dir.join("summary.json").is_file() {
+        "a finished run"
+    } else {
+        "an unfinished run"
+    };
+    if !overwrite {
+        return Err(Error::file(
+            run_dir,
+            format!(
+                "already holds {state}: continue it with `graft fit --resume {0}`, replace it \
+                 with --overwrite, or choose another --out",
+                run_dir.display()
+            ),
+        ));
+    }
+    for name in RUN_FILES {
+        let path = run_dir.join(name);
+        let removed = if path.is_dir() {
+            std::fs::remove_dir_all(&path)
+        } else if path.exists() {
+            std::fs::remove_file(&path)
+        } else {
+            Ok(())
+        };
+        removed.map_err(|e| Error::io(&path, e))?;
+    }
+    if let Ok(entries) = std::fs::read_dir(run_dir) {
+        for entry in entries.flatten() {
+            let name = entry.file_name().to_string_lossy().into_owned();
+            if name.starts_with("eval-") && name.ends_with(".json") {
+                let _ = std::fs::remove_file(entry.path());
+            }
+        }
+    }
+    Ok(())
+}
+
+/// What a `cv` fold or `compare` cell folder already holds.
+#[derive(Debug)]
+pub enum Prior {
+    /// Nothing: run it.
+    Empty,
+    /// A run with these settings that has not finished: resume it.
+    Unfinished,
+    /// A finished run with these settings: reuse its summary.
+    Finished(FitSummary),
+}
+
+/// What `dir` holds for a run with settings `cfg`; a run made with other settings is an error
+/// naming the first difference (unless `overwrite`, which makes it [`Prior::Empty`]).
+pub fn prior_run(dir: &Path, cfg: &FitConfig, overwrite: bool) -> Result<Prior> {
+    if !holds_run(dir) {
+        return Ok(Prior::Empty);
+    }
+    let saved = run_config(dir)?;
+    if let Some(diff) = first_difference(&saved, cfg) {
+        if overwrite {
+            return Ok(Prior::Empty);
+        }
+        return Err(Error::file(
+            dir,
+            format!(
+                "holds a run with other settings ({diff}): give another --out, or --overwrite \
+                 to run it again"
+            ),
+        ));
+    }
+    Ok(match finished_summary(dir) {
+        Some(summary) => Prior::Finished(summary),
+        None => Prior::Unfinished,
+    })
+}
+
+/// The first setting whose value differs between two configs, as `key: a vs b`. Where the run
+/// is written (`out`), the feature cache's folder and the kernel switches (which change float
+/// rounding, not the experiment) do not count.
+fn first_difference(saved: &FitConfig, wanted: &FitConfig) -> Option<String> {
+    let table = |c: &FitConfig| -> toml::Table {
+        let mut t: toml::Table = toml::from_str(&c.to_toml()).unwrap_or_default();
+        for key in ["out", "cache_dir", "kernels", "train_layout"] {
+            t.remove(key);
+        }
+        t
+    };
+    let (a, b) = (table(saved), table(wanted));
+    let keys: std::collections::BTreeSet<&String> = a.keys().chain(b.keys()).collect();
+    keys.into_iter().find_map(|k| {
+        let (x, y) = (a.get(k), b.get(k));
+        (x != y).then(|| {
+            let show = |v: Option<&toml::Value>| v.map_or("unset".to_string(), |v| v.to_string());
+            format!("{k}: {} there, {} now", show(x), show(y))
+        })
+    })
+}
+
+/// What a run reports; `graft fit --json` prints it as one line.
+#[derive(Debug, Clone, Serialize, Deserialize)]
+pub struct FitSummary {
+    /// `test_<metric>` and `val_<metric>` (the last epoch's; null without a validation split)
+    /// for each metric of the task.
+    #[serde(flatten)]
+    pub scores: BTreeMap<String, Option<f64>>,
+    pub train_loss: f64,
+    pub epochs: usize,
+    pub seconds: f64,
+    pub run_dir: PathBuf,
+    pub task: String,
+    pub model: String,
+    pub strategy: String,
+    /// `hit`, `miss` or `partial` for linear probes (how much of the feature cache was reused).
+    pub feature_cache: Option<String>,
+    pub stopped_early: bool,
+    pub trainable_params: usize,
+    /// The CPU kernels and training layout the run used (settings, or their environment
+    /// overrides).
+    pub kernels: KernelChoice,
+    pub train_layout: TrainLayout,
+}
+
+impl FitSummary {
+    /// A score by name (`test_accuracy`).
+    pub fn score(&self, name: &str) -> Option<f64> {
+        self.scores.get(name).copied().flatten()
+    }
+}
+
+/// The settings a run folder was made with (its `config.toml`).
+pub fn run_config(run_dir: &Path) -> Result<FitConfig> {
+    let path = run_dir.join("config.toml");
+    if !path.is_file() {
+        return Err(Error::file(
+            run_dir,
+            "not a run folder: it has no config.toml (give a folder written by `graft fit`)",
+        ));
+    }
+    FitConfig::from_toml_file(&path)
+}
+
+/// The summary of a finished run, if `run_dir` holds one.
+pub fn finished_summary(run_dir: &Path) -> Option<FitSummary> {
+    let text = std::fs::read_to_string(run_dir.join("summary.json")).ok()?;
+    serde_json::from_str(&text).ok()
+}
