@@ -17,6 +17,15 @@ use crate::loss::{ClassWeights, LossChoice};
 use crate::optim::{Betas, OptimizerConfig, OptimizerKind, Schedule};
 use crate::tensor::DeviceKind;
 
+/// The widest head graft builds (ImageNet-21k has 21,841 classes).
+pub const MAX_CLASSES: usize = 100_000;
+/// The largest square input (bounded so that a typo cannot ask for terabytes).
+pub const MAX_IMAGE_SIZE: usize = 2048;
+/// The largest batch.
+pub const MAX_BATCH: usize = 1 << 16;
+/// The largest input batch, in bytes of f32 pixels.
+const MAX_INPUT_BATCH_BYTES: u64 = 2 << 30;
+
 /// What to train.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum Strategy {
@@ -319,7 +328,7 @@ settings! {
 impl FitConfig {
     /// Reads a TOML config file (unknown keys are errors, naming the file).
     pub fn from_toml_file(path: &Path) -> Result<Self> {
-        let text = std::fs::read_to_string(path).map_err(|e| Error::io(path, e))?;
+        let text = crate::files::read_text(path)?;
         toml::from_str(&text).map_err(|e| Error::file(path, format!("invalid config: {e}")))
     }
 
@@ -393,6 +402,58 @@ impl FitConfig {
                 "--val-split must be in [0, 1), got {}",
                 self.val_split
             )));
+        }
+        let non_negative = |name: &str, v: f64| {
+            if v.is_finite() && v >= 0.0 {
+                Ok(())
+            } else {
+                Err(Error::invalid(format!(
+                    "--{name} must be a number >= 0, got {v}"
+                )))
+            }
+        };
+        non_negative("momentum", self.momentum)?;
+        non_negative("weight-decay", self.weight_decay)?;
+        non_negative("focal-gamma", self.focal_gamma)?;
+        if let Some(n) = self.num_classes
+            && !(1..=MAX_CLASSES).contains(&n)
+        {
+            return Err(Error::invalid(format!(
+                "--num-classes must be between 1 and {MAX_CLASSES}, got {n}"
+            )));
+        }
+        if self.batch_size > MAX_BATCH {
+            return Err(Error::invalid(format!(
+                "--batch-size must be at most {MAX_BATCH}, got {}",
+                self.batch_size
+            )));
+        }
+        if let Some(size) = self.image_size {
+            if !(1..=MAX_IMAGE_SIZE).contains(&size) {
+                return Err(Error::invalid(format!(
+                    "--image-size must be between 1 and {MAX_IMAGE_SIZE}, got {size}"
+                )));
+            }
+            let batch_bytes = (self.batch_size * 3 * size * size * 4) as u64;
+            if batch_bytes > MAX_INPUT_BATCH_BYTES {
+                return Err(Error::invalid(format!(
+                    "a batch of {} images of {size}x{size} takes {} MiB before the network even \
+                     starts (at most {} MiB): lower --batch-size or --image-size",
+                    self.batch_size,
+                    batch_bytes >> 20,
+                    MAX_INPUT_BATCH_BYTES >> 20
+                )));
+            }
+        }
+        for (flag, n) in [
+            ("limit-train", self.limit_train),
+            ("limit-test", self.limit_test),
+        ] {
+            if n == Some(0) {
+                return Err(Error::invalid(format!(
+                    "--{flag} 0 leaves no samples: give at least 1, or leave it out"
+                )));
+            }
         }
         Ok(())
     }

@@ -50,6 +50,20 @@ pub fn read_file_at_most(path: &Path, max: u64, what: &str) -> Result<Vec<u8>> {
     read_file(path)
 }
 
+/// The most a text file graft reads (configs, JSON, metrics lines) may hold.
+pub const MAX_TEXT_BYTES: u64 = 256 << 20;
+
+/// Reads a regular text file of at most [`MAX_TEXT_BYTES`] as UTF-8, naming it in errors.
+pub fn read_text(path: &Path) -> Result<String> {
+    let bytes = read_file_at_most(path, MAX_TEXT_BYTES, "a text file")?;
+    String::from_utf8(bytes).map_err(|e| {
+        Error::file(
+            path,
+            format!("not UTF-8 text (byte {})", e.utf8_error().valid_up_to()),
+        )
+    })
+}
+
 /// A temporary name beside `path`, unique to this process: `.NAME.tmp-PID`.
 fn temporary_beside(path: &Path) -> PathBuf {
     let name = path

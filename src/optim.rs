@@ -434,6 +434,12 @@ impl std::str::FromStr for Schedule {
                 if every == 0 {
                     return Err(bad());
                 }
+                // gamma <= 0 would make the rate zero or negative: gradient ascent.
+                if !(gamma.is_finite() && gamma > 0.0) {
+                    return Err(Error::invalid(format!(
+                        "schedule `{s}`: GAMMA must be a positive number (the rate is multiplied by it)"
+                    )));
+                }
                 Ok(Self::Step { every, gamma })
             }
             _ => Err(bad()),

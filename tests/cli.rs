@@ -508,3 +508,119 @@ fn settings_are_recorded_with_their_overrides() {
     let err = String::from_utf8_lossy(&out.stderr);
     assert!(!out.status.success() && err.contains("B1,B2"), "{err}");
 }
+
+#[test]
+fn the_feature_cache_is_keyed_by_content_and_checked() {
+    let fx = Fixture::new();
+    let probe = |run: &str| {
+        json_line(&fx.fit(
+            run,
+            &[
+                "--strategy",
+                "linear-probe",
+                "--epochs",
+                "3",
+                "--lr",
+                "0.01",
+            ],
+        ))
+    };
+    let first = probe("p1");
+    assert_eq!(first["feature_cache"], "miss");
+    // Every pixel inverted behind the same spec: the old features must not be used.
+    let data = fx.root.join("data");
+    for entry in std::fs::read_dir(&data).unwrap() {
+        let path = entry.unwrap().path();
+        if path.extension().is_some_and(|e| e == "bin") {
+            let bytes: Vec<u8> = std::fs::read(&path)
+                .unwrap()
+                .chunks(3073)
+                .flat_map(|r| std::iter::once(r[0]).chain(r[1..].iter().map(|p| 255 - p)))
+                .collect();
+            std::fs::write(&path, bytes).unwrap();
+        }
+    }
+    let second = probe("p2");
+    assert_eq!(
+        second["feature_cache"], "miss",
+        "new pixels, same spec: {second}"
+    );
+    assert_eq!(probe("p3")["feature_cache"], "hit");
+    // A damaged cache file is noticed, recomputed and rewritten.
+    let features = fx.root.join("cache/features");
+    for entry in std::fs::read_dir(&features).unwrap() {
+        let path = entry.unwrap().path();
+        let mut bytes = std::fs::read(&path).unwrap();
+        let at = bytes.len() - 200;
+        bytes[at] ^= 0x40;
+        std::fs::write(&path, bytes).unwrap();
+    }
+    let out = fx.fit(
+        "p4",
+        &[
+            "--strategy",
+            "linear-probe",
+            "--epochs",
+            "3",
+            "--lr",
+            "0.01",
+        ],
+    );
+    let err = String::from_utf8_lossy(&out.stderr);
+    let j = json_line(&out);
+    assert_eq!(j["feature_cache"], "miss", "{err}");
+    assert_eq!(j["test_accuracy"], second["test_accuracy"]);
+    assert_eq!(probe("p5")["feature_cache"], "hit");
+}
+
+#[test]
+fn cross_validation_does_not_leak_training_features_into_the_test_cache() {
+    // Each fold's test split is cut from the training images; before the cache was keyed by
+    // content, cv stored those features under the test set's key, and a later probe on the
+    // real test set was scored on training images.
+    let fx = Fixture::new();
+    let data = format!("cifar10:{}", fx.root.join("data").display());
+    let out = graft()
+        .args([
+            "cv",
+            "--folds",
+            "2",
+            "--json",
+            "--quiet",
+            "--model",
+            "resnet_tiny",
+        ])
+        .args([
+            "--strategy",
+            "linear-probe",
+            "--epochs",
+            "2",
+            "--image-size",
+            "32",
+        ])
+        .arg(format!("--data={data}"))
+        .arg(format!(
+            "--weights={}",
+            fx.root.join("tiny.safetensors").display()
+        ))
+        .arg(format!("--cache-dir={}", fx.root.join("cache").display()))
+        .arg(format!("--out={}", fx.root.join("cv").display()))
+        .output()
+        .unwrap();
+    json_line(&out);
+    let args = [
+        "--strategy",
+        "linear-probe",
+        "--epochs",
+        "3",
+        "--lr",
+        "0.01",
+    ];
+    let shared = json_line(&fx.fit("after-cv", &args));
+    assert_eq!(shared["feature_cache"], "partial", "{shared}");
+    // The same probe with an empty cache.
+    std::fs::remove_dir_all(fx.root.join("cache")).unwrap();
+    let fresh = json_line(&fx.fit("fresh", &args));
+    assert_eq!(fresh["feature_cache"], "miss");
+    assert_eq!(shared["test_accuracy"], fresh["test_accuracy"]);
+}

@@ -8,7 +8,7 @@ use std::path::{Path, PathBuf};
 use std::sync::Arc;
 
 use crate::data::image::Image;
-use crate::data::source::Source;
+use crate::data::source::{ContentHash, Source};
 use crate::data::split::{Dataset, Subset};
 use crate::error::{Error, Result};
 use crate::files::read_file;
@@ -72,6 +72,8 @@ pub struct CifarSource {
     /// (file number, record number within the file) per sample.
     records: Vec<(u32, u32)>,
     labels: Vec<u8>,
+    /// `content_id`, computed once (hashing the bytes takes a while).
+    content_id: std::sync::OnceLock<String>,
 }
 
 impl CifarSource {
@@ -125,6 +127,7 @@ impl CifarSource {
             files,
             records,
             labels,
+            content_id: std::sync::OnceLock::new(),
         })
     }
 }
@@ -162,6 +165,17 @@ impl Source for CifarSource {
             ),
             None => format!("{} sample {i} (out of range)", self.kind.name()),
         }
+    }
+
+    fn content_id(&self) -> Result<String> {
+        if let Some(id) = self.content_id.get() {
+            return Ok(id.clone());
+        }
+        let mut h = ContentHash::new();
+        for f in &self.files {
+            h.add(&f.bytes);
+        }
+        Ok(self.content_id.get_or_init(|| h.finish()).clone())
     }
 }
 

@@ -9,7 +9,7 @@ use std::path::{Path, PathBuf};
 use std::sync::Arc;
 
 use crate::data::image::Image;
-use crate::data::source::Source;
+use crate::data::source::{ContentHash, Source};
 use crate::data::split::{Dataset, Subset, derive_seed, stratified_split};
 use crate::error::{Error, Result};
 use crate::files::read_file;
@@ -74,12 +74,33 @@ impl Source for FolderSource {
             |p| p.display().to_string(),
         )
     }
+
+    /// Each file's path, size and modification time: a file rewritten in place (new pixels,
+    /// same name) changes the id without reading every image.
+    fn content_id(&self) -> Result<String> {
+        let mut h = ContentHash::new();
+        for path in &self.files {
+            let meta = std::fs::metadata(path).map_err(|e| Error::io(path, e))?;
+            let mtime = meta
+                .modified()
+                .ok()
+                .and_then(|t| t.duration_since(std::time::UNIX_EPOCH).ok())
+                .map_or(0, |d| d.as_nanos());
+            h.add(path.to_string_lossy().as_bytes());
+            h.add(&meta.len().to_le_bytes());
+            h.add(&mtime.to_le_bytes());
+        }
+        Ok(h.finish())
+    }
 }
 
 /// Files found under one class folder, plus those skipped for their extension.
 struct Scan {
     images: Vec<PathBuf>,
     skipped: Vec<PathBuf>,
+    /// Folders scanned already (resolved paths): a folder reached again through a symlink is
+    /// not walked twice, so link fan-out cannot multiply the walk.
+    visited: std::collections::HashSet<PathBuf>,
 }
 
 fn is_image(path: &Path) -> bool {
@@ -113,15 +134,20 @@ fn scan(dir: &Path, depth: usize, acc: &mut Scan) -> Result<()> {
             format!("more than {MAX_DEPTH} nested folders (a symlink loop?)"),
         ));
     }
+    let real = dir.canonicalize().map_err(|e| Error::io(dir, e))?;
+    if !acc.visited.insert(real) {
+        return Ok(());
+    }
     for path in entries(dir)? {
         if is_hidden(&path) {
             continue;
         }
         if path.is_dir() {
             scan(&path, depth + 1, acc)?;
-        } else if is_image(&path) {
+        } else if is_image(&path) && path.is_file() {
             acc.images.push(path);
         } else {
+            // Other files, and pipes or devices named like images (reading one would block).
             acc.skipped.push(path);
         }
     }
@@ -154,6 +180,7 @@ fn read_tree(dir: &Path, skipped: &mut Vec<PathBuf>) -> Result<Tree> {
         let mut acc = Scan {
             images: Vec::new(),
             skipped: Vec::new(),
+            visited: Default::default(),
         };
         scan(&path, 0, &mut acc)?;
         if acc.images.is_empty() {

@@ -9,7 +9,7 @@ use std::sync::Arc;
 
 use crate::data::cifar::read_names;
 use crate::data::image::Image;
-use crate::data::source::Source;
+use crate::data::source::{ContentHash, Source};
 use crate::data::split::{Dataset, Subset};
 use crate::error::{Error, Result};
 use crate::files::read_file;
@@ -53,12 +53,14 @@ pub struct IdxSource {
     cols: u32,
     labels: Vec<u8>,
     file: String,
+    /// `content_id`, computed once (hashing the bytes takes a while).
+    content_id: std::sync::OnceLock<String>,
 }
 
 impl IdxSource {
     /// Reads an images file and a labels file and checks that they agree.
     pub fn open(images: &Path, labels: &Path, classes: usize) -> Result<IdxSource> {
-        let data = read_maybe_gz(images)?;
+        let data = read_idx(images, IMAGES_MAGIC, 3, "images")?;
         let dims = header(images, &data, IMAGES_MAGIC, 3, "images")?;
         let (n, rows, cols) = (dims[0], dims[1], dims[2]);
         if rows == 0 || cols == 0 {
@@ -80,7 +82,7 @@ impl IdxSource {
             &format!("{n} images of {rows}x{cols}"),
         )?;
 
-        let lab = read_maybe_gz(labels)?;
+        let lab = read_idx(labels, LABELS_MAGIC, 1, "labels")?;
         let ldims = header(labels, &lab, LABELS_MAGIC, 1, "labels")?;
         let ln = ldims[0];
         check_len(labels, &lab, 8, ln as usize, &format!("{ln} labels"))?;
@@ -111,6 +113,7 @@ impl IdxSource {
             cols,
             labels: lab,
             file: images.display().to_string(),
+            content_id: std::sync::OnceLock::new(),
         })
     }
 }
@@ -137,20 +140,62 @@ impl Source for IdxSource {
     fn describe(&self, i: usize) -> String {
         format!("{} image {i}", self.file)
     }
+
+    fn content_id(&self) -> Result<String> {
+        if let Some(id) = self.content_id.get() {
+            return Ok(id.clone());
+        }
+        let mut h = ContentHash::new();
+        h.add(&self.data);
+        Ok(self.content_id.get_or_init(|| h.finish()).clone())
+    }
 }
 
 /// The whole file, gunzipped when it starts with the gzip magic (1f 8b) whatever its name.
-fn read_maybe_gz(path: &Path) -> Result<Vec<u8>> {
+/// The most data an IDX file may declare (4 GiB: MNIST's training images are 47 MB).
+const MAX_IDX_DATA: u64 = 1 << 32;
+/// Deflate cannot expand data by more than about 1032:1; a gzip file declaring more is lying.
+const MAX_DEFLATE_RATIO: u64 = 1032;
+
+/// Reads an IDX file, gzipped or not: its header first, then the data bytes the header
+/// declares (and one more, to notice trailing bytes). The declared size is bounded before
+/// anything is inflated, so a small `.gz` cannot make graft inflate gigabytes.
+fn read_idx(path: &Path, magic: u32, ndims: usize, what: &str) -> Result<Vec<u8>> {
     let raw = read_file(path)?;
-    if raw.starts_with(&[0x1f, 0x8b]) {
-        let mut out = Vec::with_capacity(raw.len().saturating_mul(4));
-        flate2::read::MultiGzDecoder::new(raw.as_slice())
-            .read_to_end(&mut out)
-            .map_err(|e| Error::file(path, format!("corrupt gzip data: {e}")))?;
-        Ok(out)
-    } else {
-        Ok(raw)
+    if !raw.starts_with(&[0x1f, 0x8b]) {
+        return Ok(raw);
     }
+    let corrupt = |e: std::io::Error| Error::file(path, format!("corrupt gzip data: {e}"));
+    let mut stream = flate2::read::MultiGzDecoder::new(raw.as_slice());
+    let header_len = 4 + 4 * ndims;
+    let mut out = Vec::new();
+    (&mut stream)
+        .take(header_len as u64)
+        .read_to_end(&mut out)
+        .map_err(corrupt)?;
+    let dims = header(path, &out, magic, ndims, what)?;
+    let need = dims
+        .iter()
+        .try_fold(1u64, |a, &d| a.checked_mul(u64::from(d)));
+    let limit = MAX_IDX_DATA.min((raw.len() as u64).saturating_mul(MAX_DEFLATE_RATIO));
+    let need = match need {
+        Some(n) if n <= limit => n,
+        _ => {
+            return Err(Error::file(
+                path,
+                format!(
+                    "header declares {what} of dims {dims:?}, more than this {}-byte gzip file \
+                     can hold (at most {limit} bytes); corrupt or hostile file",
+                    raw.len()
+                ),
+            ));
+        }
+    };
+    stream
+        .take(need + 1)
+        .read_to_end(&mut out)
+        .map_err(corrupt)?;
+    Ok(out)
 }
 
 /// Checks the magic and returns the dims.

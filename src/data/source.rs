@@ -1,5 +1,7 @@
 //! The one interface every dataset format implements: a numbered list of labelled images.
 
+use sha2::{Digest, Sha256};
+
 use crate::data::image::Image;
 use crate::error::{Error, Result};
 
@@ -17,6 +19,11 @@ pub trait Source: Send + Sync {
     /// Where sample `i` comes from, for messages: a file path or
     /// `"cifar10 data_batch_2.bin record 17"`.
     fn describe(&self, i: usize) -> String;
+
+    /// An identifier of the samples' content, in order: equal ids mean equal samples (what a
+    /// cache of per-sample results is keyed by). A hash of the bytes for sources held in
+    /// memory; of each file's path, size and modification time for folders.
+    fn content_id(&self) -> Result<String>;
 
     /// True when the source has no samples.
     fn is_empty(&self) -> bool {
@@ -86,5 +93,43 @@ impl Source for InMemory {
 
     fn describe(&self, i: usize) -> String {
         format!("{} sample {i}", self.name)
+    }
+
+    fn content_id(&self) -> Result<String> {
+        let mut h = ContentHash::new();
+        for img in &self.images {
+            h.add(
+                &[img.width, img.height, u32::from(img.channels)]
+                    .map(u32::to_le_bytes)
+                    .concat(),
+            );
+            h.add(&img.pixels);
+        }
+        Ok(h.finish())
+    }
+}
+
+/// SHA-256 over length-prefixed parts: the `content_id` of every source.
+pub struct ContentHash(Sha256);
+
+impl ContentHash {
+    pub fn new() -> Self {
+        ContentHash(Sha256::new())
+    }
+
+    /// Adds one part (its length first, so parts cannot run into each other).
+    pub fn add(&mut self, bytes: &[u8]) {
+        self.0.update((bytes.len() as u64).to_le_bytes());
+        self.0.update(bytes);
+    }
+
+    pub fn finish(self) -> String {
+        format!("{:x}", self.0.finalize())
+    }
+}
+
+impl Default for ContentHash {
+    fn default() -> Self {
+        Self::new()
     }
 }

@@ -170,6 +170,17 @@ pub fn load_into<M: Module>(
                 }
                 return param;
             }
+            if !raw.dtype.is_float() {
+                self.problems.push(format!(
+                    "`{key}` holds {} values in the file; a float tensor is expected",
+                    raw.dtype
+                ));
+                return param;
+            }
+            if let Some(bad) = invalid_value(&key, &raw.data) {
+                self.problems.push(format!("`{key}` {bad}"));
+                return param;
+            }
             let (id, old, mapper) = param.consume();
             let data = TensorData::new(raw.data.clone(), raw.shape.clone());
             let value =
@@ -214,6 +225,23 @@ pub fn load_into<M: Module>(
     }
     loader.report.unused = unused;
     Ok((model, loader.report))
+}
+
+/// Why the values of tensor `key` cannot be used: a NaN or infinity anywhere, or a negative
+/// BatchNorm variance (the square root of it would be NaN in every prediction).
+fn invalid_value(key: &str, values: &[f32]) -> Option<String> {
+    if let Some(i) = values.iter().position(|v| !v.is_finite()) {
+        return Some(format!("holds {} at element {i}", values[i]));
+    }
+    if key.ends_with("running_var")
+        && let Some(i) = values.iter().position(|&v| v < 0.0)
+    {
+        return Some(format!(
+            "holds a negative variance ({}) at element {i}",
+            values[i]
+        ));
+    }
+    None
 }
 
 fn summarize(keys: &[String]) -> String {

@@ -12,7 +12,7 @@ pub const REPORT_FILE: &str = "report.html";
 
 /// Reads and parses a JSON file, naming it in errors.
 pub(super) fn read_json<T: DeserializeOwned>(path: &Path) -> Result<T> {
-    let text = std::fs::read_to_string(path).map_err(|e| Error::io(path, e))?;
+    let text = crate::files::read_text(path)?;
     serde_json::from_str(&text).map_err(|e| Error::file(path, format!("invalid JSON: {e}")))
 }
 

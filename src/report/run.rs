@@ -78,7 +78,7 @@ fn read_run(dir: &Path) -> Result<RunFiles> {
 }
 
 fn read_epochs(path: &Path) -> Result<Vec<EpochRow>> {
-    let text = std::fs::read_to_string(path).map_err(|e| Error::io(path, e))?;
+    let text = crate::files::read_text(path)?;
     text.lines()
         .enumerate()
         .filter(|(_, l)| !l.trim().is_empty())

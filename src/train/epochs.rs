@@ -242,7 +242,7 @@ pub(crate) fn progress_bar(quiet: bool, len: usize, epoch: usize, epochs: usize)
 
 /// The epochs recorded in a run's `metrics.jsonl` (none when the file does not exist).
 pub fn read_metrics(path: &Path) -> Result<Vec<EpochMetrics>> {
-    let Ok(text) = std::fs::read_to_string(path) else {
+    let Ok(text) = crate::files::read_text(path) else {
         return Ok(Vec::new());
     };
     text.lines()
@@ -259,10 +259,10 @@ pub fn read_metrics(path: &Path) -> Result<Vec<EpochMetrics>> {
 /// The first `epochs` lines of `metrics.jsonl` — the epochs a checkpoint holds — parsed and
 /// verbatim. Lines after them are dropped; fewer of them, or a gap, is an error.
 fn completed_epochs(path: &Path, epochs: usize) -> Result<(Vec<EpochMetrics>, String)> {
-    let text = match std::fs::read_to_string(path) {
-        Ok(t) => t,
-        Err(e) if e.kind() == std::io::ErrorKind::NotFound => String::new(),
-        Err(e) => return Err(Error::io(path, e)),
+    let text = if path.exists() {
+        crate::files::read_text(path)?
+    } else {
+        String::new()
     };
     let mut history = Vec::new();
     let mut kept = String::new();

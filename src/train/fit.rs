@@ -45,6 +45,18 @@ pub fn open<T: Task>(cfg: &FitConfig) -> Result<T::Data> {
 pub fn fit_on<T: Task>(cfg: &FitConfig, opts: &FitOptions, data: T::Data) -> Result<FitSummary> {
     let started = Instant::now();
     check::<T>(cfg)?;
+    // A run with nothing to learn from or nothing to test on would end with a meaningless
+    // number and exit 0.
+    let (train, _, test) = data.sizes();
+    for (n, split) in [(train, "training"), (test, "test")] {
+        if n == 0 {
+            return Err(Error::invalid(format!(
+                "{}: the {split} split is empty (check --data, --limit-train / --limit-test \
+                 and --val-split)",
+                data.name()
+            )));
+        }
+    }
     let (kernels, train_layout) = crate::kernels::configure(cfg.kernels, cfg.train_layout);
     let device = cfg.device.device()?;
     device.seed(cfg.seed);

@@ -206,6 +206,6 @@ pub fn run_config(run_dir: &Path) -> Result<FitConfig> {
 
 /// The summary of a finished run, if `run_dir` holds one.
 pub fn finished_summary(run_dir: &Path) -> Option<FitSummary> {
-    let text = std::fs::read_to_string(run_dir.join("summary.json")).ok()?;
+    let text = crate::files::read_text(&run_dir.join("summary.json")).ok()?;
     serde_json::from_str(&text).ok()
 }

@@ -71,7 +71,7 @@ pub(crate) fn load_zip(path: &Path, bytes: &[u8]) -> Result<BTreeMap<String, Raw
     let (pickle, _) = pickle::unpickle(path, &pkl_name, &pkl, 0)?;
     let entries = pickle.state_dict(path)?;
 
-    build(path, entries, |e, dtype| {
+    build(path, budget(bytes), entries, |e, dtype| {
         let name = format!("{prefix}data/{}", e.storage.key);
         let expected = storage_bytes(path, e)?;
         let raw = read_entry(&mut zip, path, &name, Some(expected), expected)?;
@@ -256,7 +256,7 @@ pub(crate) fn load_legacy(path: &Path, bytes: &[u8]) -> Result<BTreeMap<String, 
         pos += nbytes;
     }
 
-    build(path, entries, |e, dtype| {
+    build(path, budget(bytes), entries, |e, dtype| {
         let Some(&(start, count, stored)) = index.get(&e.storage.key) else {
             return Err(Error::file(
                 path,
@@ -274,6 +274,14 @@ pub(crate) fn load_legacy(path: &Path, bytes: &[u8]) -> Result<BTreeMap<String, 
     })
 }
 
+/// How many f32 values a file of `bytes` may load, storages and tensors together: twice its
+/// byte count (a byte-sized dtype decodes to one value; tied weights view one storage twice),
+/// plus a floor for small files. Shared by every tensor of the file, so neither many expanding
+/// views nor a compressed storage declaring gigabytes can take more.
+fn budget(bytes: &[u8]) -> usize {
+    bytes.len().saturating_mul(2).saturating_add(16 << 20)
+}
+
 /// Turns state-dict entries into tensors, decoding each storage (via `load`) once.
 ///
 /// A decoded storage is kept only while tensors still need it, and the last tensor of a storage
@@ -282,9 +290,25 @@ pub(crate) fn load_legacy(path: &Path, bytes: &[u8]) -> Result<BTreeMap<String, 
 /// storage rather than holding every decoded storage until the end.
 fn build(
     path: &Path,
+    budget: usize,
     entries: Vec<Entry>,
     mut load: impl FnMut(&Entry, DType) -> Result<Vec<f32>>,
 ) -> Result<BTreeMap<String, RawTensor>> {
+    let mut left = budget;
+    // (A count that overflows is left to `materialize`, which names it.)
+    let mut spend = |n: Option<usize>, what: &str| -> Result<()> {
+        let Some(n) = n else { return Ok(()) };
+        left = left.checked_sub(n).ok_or_else(|| {
+            Error::file(
+                path,
+                format!(
+                    "{what} expands the values loaded past {budget}, more than a file of this \
+                     size can hold; refusing (corrupt or hostile file)"
+                ),
+            )
+        })?;
+        Ok(())
+    };
     let key = |e: &Entry| {
         (
             e.storage.key.clone(),
@@ -300,7 +324,12 @@ fn build(
     for e in entries {
         let k = key(&e);
         let dtype = k.1;
+        spend(numel(&e.tensor.shape), &format!("tensor `{}`", e.name))?;
         if !decoded.contains_key(&k) {
+            spend(
+                Some(e.storage.numel),
+                &format!("storage `{}`", e.storage.key),
+            )?;
             let v = load(&e, dtype)?;
             decoded.insert(k.clone(), v);
         }

@@ -53,19 +53,29 @@ fn weights(path: &Path, all: bool) -> Result<()> {
     Ok(())
 }
 
-/// The zoo model whose backbone tensors are all in `map` with the same shapes.
+/// The zoo model whose tensors are all in `map` with the same shapes, and its head's width.
+/// The head's width is read, never used to build anything: a file may claim any.
 fn best_match(map: &graft::weights::TensorMap) -> Option<(&'static str, usize)> {
     let device = Device::flex();
     for p in ZOO {
-        let head_w = format!("{}.weight", p.head_name);
-        let classes = map
-            .get(&head_w)
+        let head = format!("{}.", p.head_name);
+        let Some(classes) = map
+            .get(&format!("{head}weight"))
             .and_then(|t| t.shape.first().copied())
-            .unwrap_or(1);
-        let model = Classifier::new(p, classes, &device);
-        let fits = named_tensors(&model, p.head_name)
-            .iter()
-            .all(|(k, s, _)| map.get(k).is_some_and(|t| &t.shape == s));
+        else {
+            continue;
+        };
+        // One output: the head's shapes are checked apart from its width.
+        let model = Classifier::new(p, 1, &device);
+        let fits = named_tensors(&model, p.head_name).iter().all(|(k, s, _)| {
+            map.get(k).is_some_and(|t| {
+                if k.starts_with(&head) {
+                    t.shape.len() == s.len() && t.shape[1..] == s[1..]
+                } else {
+                    &t.shape == s
+                }
+            })
+        });
         if fits {
             return Some((p.name, classes));
         }

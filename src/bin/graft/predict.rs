@@ -71,6 +71,15 @@ struct ImageResult {
 }
 
 pub fn run(a: PredictArgs) -> Result<()> {
+    use graft::config::{MAX_CLASSES, MAX_IMAGE_SIZE};
+    if !(1..=MAX_CLASSES).contains(&a.num_classes) {
+        bail!("--num-classes must be between 1 and {MAX_CLASSES}");
+    }
+    if a.image_size
+        .is_some_and(|s| !(1..=MAX_IMAGE_SIZE).contains(&s))
+    {
+        bail!("--image-size must be between 1 and {MAX_IMAGE_SIZE}");
+    }
     let device = a.device.device()?;
     let (model, p, labels, size, resize) = if let Some(run) = &a.run {
         let (model, card, p) = load_run(run, &device)?;
@@ -121,15 +130,9 @@ pub fn run(a: PredictArgs) -> Result<()> {
     let pipe = Pipeline::eval(size, p.mean, p.std, resize)?;
     let mut rng = rand::rngs::mock::StepRng::new(0, 0);
     for path in &a.images {
-        let img = image::open(path)
-            .with_context(|| format!("{}: not a readable image", path.display()))?
-            .to_rgb8();
-        let image = Image {
-            width: img.width(),
-            height: img.height(),
-            channels: 3,
-            pixels: img.into_raw(),
-        };
+        // Only regular files are read (a pipe named .jpg would block forever).
+        let bytes = graft::files::read_file(path)?;
+        let image = Image::decode(path, &bytes)?;
         let (pixels, [c, h, w]) = pipe
             .apply(&image, &mut rng)
             .with_context(|| format!("{}", path.display()))?;

@@ -14,7 +14,7 @@ use crate::error::{Error, Result};
 use crate::weights::{load_weights, save_safetensors};
 
 /// Bump when the cached content's meaning changes, to invalidate old files.
-const CACHE_VERSION: &str = "graft-features-v1";
+const CACHE_VERSION: &str = "graft-features-v2";
 
 /// Hex SHA-256 of a file's bytes (streams; weights files can be large).
 pub fn file_sha256(path: &Path) -> Result<String> {
@@ -50,9 +50,9 @@ pub fn cache_dir(setting: Option<&Path>) -> PathBuf {
 pub struct CacheKey {
     pub model: String,
     pub weights_sha256: String,
-    pub data: String,
-    /// Which source of the dataset (`train` or `test`).
-    pub source: String,
+    /// The samples' content (`Source::content_id`): not the spec, which may name other images
+    /// tomorrow, nor the split, whose images a cv fold shares with its training split.
+    pub content: String,
     pub transform: String,
     pub image_size: usize,
 }
@@ -64,8 +64,7 @@ impl CacheKey {
             CACHE_VERSION,
             &self.model,
             &self.weights_sha256,
-            &self.data,
-            &self.source,
+            &self.content,
             &self.transform,
             &self.image_size.to_string(),
         ] {
@@ -75,15 +74,11 @@ impl CacheKey {
         format!("{:x}", h.finalize())
     }
 
-    /// `<dir>/features/<model>-<source>-<digest16>.safetensors`.
+    /// `<dir>/features/<model>-<digest16>.safetensors`.
     pub fn path(&self, dir: &Path) -> PathBuf {
         let d = self.digest();
-        dir.join("features").join(format!(
-            "{}-{}-{}.safetensors",
-            self.model,
-            self.source,
-            &d[..16]
-        ))
+        dir.join("features")
+            .join(format!("{}-{}.safetensors", self.model, &d[..16]))
     }
 }
 
@@ -95,24 +90,38 @@ pub struct FeatureStore {
 }
 
 impl FeatureStore {
-    /// Loads a cache file; a missing file is an empty store, a corrupt one an error naming it.
+    /// Loads a cache file. A missing file is an empty store; a file that fails its checksum or
+    /// does not hold what a cache holds is reported and treated as empty, so its features are
+    /// computed again and the file rewritten.
     pub fn load(path: &Path) -> Result<Self> {
         if !path.exists() {
             return Ok(Self::default());
         }
-        let map = load_weights(path)?;
-        let (Some(idx), Some(x)) = (map.get("indices"), map.get("features")) else {
-            return Err(Error::file(
-                path,
-                "not a graft feature cache (delete it to rebuild)",
-            ));
+        match Self::read(path) {
+            Ok(store) => Ok(store),
+            Err(problem) => {
+                eprintln!(
+                    "warning: {}: {problem}; computing these features again",
+                    path.display()
+                );
+                Ok(Self::default())
+            }
+        }
+    }
+
+    fn read(path: &Path) -> std::result::Result<Self, String> {
+        let map = load_weights(path).map_err(|e| e.to_string())?;
+        let (Some(idx), Some(x), Some(sum)) =
+            (map.get("indices"), map.get("features"), map.get("checksum"))
+        else {
+            return Err("not a feature cache of this graft version".into());
         };
         let dim = x.shape.get(1).copied().unwrap_or(0);
         if x.shape.len() != 2 || x.shape[0] != idx.data.len() || dim == 0 {
-            return Err(Error::file(
-                path,
-                "inconsistent feature cache (delete it to rebuild)",
-            ));
+            return Err("inconsistent shapes".into());
+        }
+        if sum.data != checksum(&idx.data, &x.data) {
+            return Err("damaged (its checksum does not match)".into());
         }
         let rows = idx
             .data
@@ -123,19 +132,28 @@ impl FeatureStore {
         Ok(Self { dim, rows })
     }
 
-    /// Writes the store atomically.
+    /// Writes the store atomically, with its checksum.
     pub fn save(&self, path: &Path) -> Result<()> {
         if let Some(dir) = path.parent() {
             std::fs::create_dir_all(dir).map_err(|e| Error::io(dir, e))?;
         }
         let n = self.rows.len();
+        // Indices are stored as f32, exact up to 2^24.
+        if self.rows.keys().next_back().is_some_and(|&i| i >= 1 << 24) {
+            return Err(Error::file(
+                path,
+                "the feature cache holds at most 16,777,216 samples per source",
+            ));
+        }
         let indices: Vec<f32> = self.rows.keys().map(|&i| i as f32).collect();
         let features: Vec<f32> = self.rows.values().flatten().copied().collect();
+        let sum = checksum(&indices, &features);
         save_safetensors(
             path,
             &[
                 ("indices".to_string(), vec![n], indices),
                 ("features".to_string(), vec![n, self.dim], features),
+                ("checksum".to_string(), vec![sum.len()], sum),
             ],
         )
     }
@@ -159,4 +177,13 @@ impl FeatureStore {
         }
         out
     }
+}
+
+/// SHA-256 of the indices and features, one byte per f32 (exact): what a cache file must match.
+fn checksum(indices: &[f32], features: &[f32]) -> Vec<f32> {
+    let mut h = Sha256::new();
+    for v in indices.iter().chain(features) {
+        h.update(v.to_le_bytes());
+    }
+    h.finalize().iter().map(|&b| f32::from(b)).collect()
 }

@@ -40,7 +40,17 @@ impl Task for ImageClassification {
     type Data = Dataset;
 
     fn check(cfg: &FitConfig) -> Result<()> {
-        preset(&cfg.model)?;
+        let p = preset(&cfg.model)?;
+        if let Strategy::Partial(k) = cfg.strategy {
+            let stages = p.arch.feature_info().len();
+            if k > stages {
+                return Err(Error::invalid(format!(
+                    "--strategy partial:{k}: {} has {stages} stages (use partial:1 to \
+                     partial:{stages}, or fine-tune for all of them)",
+                    p.name
+                )));
+            }
+        }
         Ok(())
     }
 
@@ -138,9 +148,28 @@ impl TaskData for Dataset {
     }
 }
 
-/// The width of the new head: `--num-classes`, at least the dataset's classes.
+/// The width of the new head: `--num-classes`, at least the dataset's classes. A classifier
+/// needs two classes to tell apart, in the dataset and in its training split.
 fn resolve_classes(cfg: &FitConfig, ds: &Dataset) -> Result<usize> {
     let found = ds.class_names.len();
+    let in_train: std::collections::BTreeSet<usize> = ds.train.labels().into_iter().collect();
+    if found < 2 || in_train.len() < 2 {
+        let what = if found < 2 {
+            format!("{} has {found} class", ds.name)
+        } else {
+            format!(
+                "the training split of {} holds only class `{}`",
+                ds.name,
+                in_train
+                    .first()
+                    .and_then(|&c| ds.class_names.get(c))
+                    .map_or("?", String::as_str)
+            )
+        };
+        return Err(Error::invalid(format!(
+            "{what}: a classifier needs at least two classes to learn anything"
+        )));
+    }
     match cfg.num_classes {
         None => Ok(found),
         Some(n) if n >= found => Ok(n),
@@ -301,7 +330,6 @@ fn train_probe(s: &Setup<'_>, model: Classifier) -> Result<Outcome> {
             dir: &cache_dir,
             model: s.preset.name,
             weights: &cfg.weights,
-            data: &cfg.data,
             image_size: s.size,
         },
         cfg.batch_size,

@@ -27,6 +27,33 @@ pub struct ModelCard {
     pub strategy: String,
 }
 
+impl ModelCard {
+    /// Bounds every size before anything is built from it (the file may have been edited).
+    fn check(&self) -> std::result::Result<(), String> {
+        use crate::config::{MAX_CLASSES, MAX_IMAGE_SIZE};
+        if !(1..=MAX_CLASSES).contains(&self.num_classes) {
+            return Err(format!(
+                "num_classes {} is not between 1 and {MAX_CLASSES}",
+                self.num_classes
+            ));
+        }
+        if self.class_names.len() != self.num_classes {
+            return Err(format!(
+                "{} class names for {} classes",
+                self.class_names.len(),
+                self.num_classes
+            ));
+        }
+        if !(1..=MAX_IMAGE_SIZE).contains(&self.image_size) {
+            return Err(format!(
+                "image_size {} is not between 1 and {MAX_IMAGE_SIZE}",
+                self.image_size
+            ));
+        }
+        Ok(())
+    }
+}
+
 /// Writes `model.safetensors` (checkpoint keys, loadable by `graft predict --run` and by
 /// PyTorch's `load_state_dict` for the same architecture) and `model.json`.
 pub(crate) fn save_model(
@@ -70,9 +97,10 @@ pub fn load_run(
              `graft fit`, after it has finished)",
         ));
     }
-    let text = std::fs::read_to_string(&card_path).map_err(|e| Error::io(&card_path, e))?;
+    let text = crate::files::read_text(&card_path)?;
     let card: ModelCard = serde_json::from_str(&text)
         .map_err(|e| Error::file(&card_path, format!("invalid model card: {e}")))?;
+    card.check().map_err(|msg| Error::file(&card_path, msg))?;
     let p = preset(&card.model)?;
     let weights = load_weights(&run_dir.join("model.safetensors"))?;
     let model = Classifier::new(p, card.num_classes, device);

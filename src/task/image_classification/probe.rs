@@ -39,7 +39,6 @@ pub(super) struct CacheSpec<'a> {
     pub(super) dir: &'a Path,
     pub(super) model: &'a str,
     pub(super) weights: &'a str,
-    pub(super) data: &'a str,
     pub(super) image_size: usize,
 }
 
@@ -61,19 +60,16 @@ pub(super) fn extract_features(
     };
     let mut statuses = Vec::new();
     let mut extract = |subset: &Subset| -> Result<FeatureSplit> {
-        let source = if std::sync::Arc::ptr_eq(&subset.source, &ds.test.source) {
-            "test"
-        } else {
-            "train"
+        let key = match &weights_id {
+            Some(w) => Some(CacheKey {
+                model: cache.model.to_string(),
+                weights_sha256: w.clone(),
+                content: subset.source.content_id()?,
+                transform: eval_pipe.describe(),
+                image_size: cache.image_size,
+            }),
+            None => None,
         };
-        let key = weights_id.as_ref().map(|w| CacheKey {
-            model: cache.model.to_string(),
-            weights_sha256: w.clone(),
-            data: cache.data.to_string(),
-            source: source.to_string(),
-            transform: eval_pipe.describe(),
-            image_size: cache.image_size,
-        });
         let (x, status) = cached_features(
             extractor,
             subset,

@@ -66,7 +66,7 @@ fn read_json_if_present<T: serde::de::DeserializeOwned>(path: &Path) -> Result<O
     if !path.exists() {
         return Ok(None);
     }
-    let text = std::fs::read_to_string(path).map_err(|e| Error::io(path, e))?;
+    let text = crate::files::read_text(path)?;
     serde_json::from_str(&text)
         .map(Some)
         .map_err(|e| Error::file(path, format!("invalid JSON: {e}")))

@@ -112,6 +112,10 @@ pub(crate) fn unpickle(
         stack: Vec::new(),
         marks: Vec::new(),
         memo: HashMap::new(),
+        copy_budget: data
+            .len()
+            .saturating_mul(COPIES_PER_BYTE)
+            .saturating_add(1 << 12),
     };
     let root = vm.run()?;
     Ok((
@@ -137,7 +141,16 @@ struct Vm<'a> {
     marks: Vec<usize>,
     /// Memo slots. A map, not a vector: `LONG_BINPUT 4000000000` must not allocate 4G slots.
     memo: HashMap<u32, Id>,
+    /// Items the interpreted calls may still copy (a call copies its argument tuple, `torch.Size`
+    /// its dims...). Every other value costs at least one opcode byte, so with this budget the
+    /// memory of a pickle is bounded by its length: re-applying `torch.Size` to a memoized
+    /// million-item tuple cannot multiply it.
+    copy_budget: usize,
 }
+
+/// Items that interpreted calls may copy per byte of pickle (real state dicts copy a handful of
+/// small tuples per tensor, far below this).
+const COPIES_PER_BYTE: usize = 4;
 
 impl<'a> Vm<'a> {
     fn err(&self, msg: impl std::fmt::Display) -> Error {
@@ -199,6 +212,17 @@ impl<'a> Vm<'a> {
         }
         self.values.push(v);
         Ok(self.values.len() - 1)
+    }
+
+    /// Accounts for `n` items copied by an interpreted call.
+    fn charge(&mut self, n: usize) -> Result<()> {
+        self.copy_budget = self.copy_budget.checked_sub(n).ok_or_else(|| {
+            self.err(
+                "the pickle copies far more values than its size allows (a hostile file?); \
+                 refusing to go on",
+            )
+        })?;
+        Ok(())
     }
 
     fn push_id(&mut self, id: Id) -> Result<()> {
@@ -616,7 +640,11 @@ impl<'a> Vm<'a> {
             }
         };
         let args: Vec<Id> = match self.get(args) {
-            Value::Tuple(a) => a.clone(),
+            Value::Tuple(a) => {
+                let a = a.clone();
+                self.charge(a.len())?;
+                a
+            }
             other => {
                 return Err(self.err(format!(
                     "arguments of `{module}.{name}` are {}, expected a tuple",
@@ -639,6 +667,7 @@ impl<'a> Vm<'a> {
                             Value::List(l) | Value::Tuple(l) => l.clone(),
                             _ => return Err(bad_args(self)),
                         };
+                        self.charge(list.len())?;
                         let mut pairs = Vec::with_capacity(list.len());
                         for p in list {
                             match self.get(p) {
@@ -690,6 +719,7 @@ impl<'a> Vm<'a> {
                     .ok_or_else(|| self.err("tensor offset is not a non-negative integer"))?;
                 let shape = self.usizes(arg(2), "size")?;
                 let stride = self.usizes(arg(3), "stride")?;
+                self.charge(shape.len() + stride.len())?;
                 if shape.len() != stride.len() {
                     return Err(self.err(format!(
                         "tensor size {shape:?} and stride {stride:?} differ in length"
@@ -715,6 +745,7 @@ impl<'a> Vm<'a> {
                 [dims] => match self.get(*dims) {
                     Value::Tuple(d) | Value::List(d) => {
                         let d = d.clone();
+                        self.charge(d.len())?;
                         self.new_value(Value::Tuple(d))
                     }
                     _ => Err(bad_args(self)),
@@ -727,6 +758,7 @@ impl<'a> Vm<'a> {
                     Some(Value::Str(s)) => s.clone(),
                     _ => return Err(bad_args(self)),
                 };
+                self.charge(text.len())?;
                 let enc = match args.get(1).map(|&a| self.get(a)) {
                     None => "utf-8".to_string(),
                     Some(Value::Str(e)) => e.to_ascii_lowercase(),
