@@ -55,16 +55,24 @@ pub fn lock(run_dir: &Path) -> Result<RunLock> {
     }
 }
 
-/// Whether `run_dir` already holds (part of) a run.
+/// Whether `run_dir` holds results of a run: a finished epoch (its metrics line or checkpoint),
+/// an evaluation, a model or a summary. A folder with only the `config.toml` of a run that
+/// failed before its first epoch holds nothing to lose.
 pub fn holds_run(run_dir: &Path) -> bool {
-    RUN_FILES.iter().any(|f| run_dir.join(f).exists())
+    let metrics = run_dir.join("metrics.jsonl");
+    std::fs::metadata(&metrics).is_ok_and(|m| m.len() > 0)
+        || super::checkpoint::exists(run_dir)
+        || ["summary.json", "eval.json", "model.safetensors"]
+            .iter()
+            .any(|f| run_dir.join(f).exists())
 }
 
-/// Prepares `run_dir` for a new run: refuses to replace an existing run unless `overwrite`,
-/// in which case graft's own files there are removed first.
+/// Prepares `run_dir` for a new run: refuses to replace an existing run unless `overwrite`;
+/// graft's own files there (a replaced run's, or those of a run that failed before its first
+/// epoch) are removed first.
 pub fn prepare_new(run_dir: &Path, overwrite: bool) -> Result<()> {
     if !holds_run(run_dir) {
-        return Ok(());
+        return clear(run_dir);
     }
     let state = if run_dir.join("summary.json").is_file() {
         "a finished run"
@@ -81,6 +89,11 @@ pub fn prepare_new(run_dir: &Path, overwrite: bool) -> Result<()> {
             ),
         ));
     }
+    clear(run_dir)
+}
+
+/// Removes graft's files from `run_dir` (nothing else).
+fn clear(run_dir: &Path) -> Result<()> {
     for name in RUN_FILES {
         let path = run_dir.join(name);
         let removed = if path.is_dir() {

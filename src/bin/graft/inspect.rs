@@ -11,7 +11,9 @@ use graft::model::{Classifier, ZOO};
 
 pub fn run(target: &str, all: bool) -> Result<()> {
     let path = Path::new(target);
-    if path.is_file() {
+    // Anything that exists and is not a folder is a file to read as weights (a pipe or a
+    // device is then refused by the reader, by name, instead of being taken for a data spec).
+    if path.exists() && !path.is_dir() {
         return weights(path, all);
     }
     let ds = graft::data::open(target)?;
