@@ -15,7 +15,8 @@
 //!   checkpoints, resume, early stopping);
 //! - [`task`] (the tasks — image classification — and their registry);
 //! - [`run`] (what the commands run: fit, eval, cv, compare, for any task);
-//! - [`report`] (the HTML reports of runs, comparisons and cross-validations).
+//! - [`report`] (the HTML reports of runs, comparisons and cross-validations);
+//! - [`fuzz`] (every parser of untrusted bytes behind one function, for fuzzing).
 //!
 //! The `graft` binary is a thin CLI over this library.
 
@@ -24,6 +25,7 @@ pub mod config;
 pub mod data;
 pub mod error;
 pub mod files;
+pub mod fuzz;
 pub mod kernels;
 pub mod loss;
 pub mod metrics;

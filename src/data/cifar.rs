@@ -79,12 +79,25 @@ pub struct CifarSource {
 impl CifarSource {
     /// Reads and validates batch files; labels must be below `classes`.
     pub fn open(kind: CifarKind, paths: &[PathBuf], classes: usize) -> Result<CifarSource> {
+        let files = paths
+            .iter()
+            .map(|p| Ok((p.clone(), read_file(p)?)))
+            .collect::<Result<Vec<_>>>()?;
+        CifarSource::from_bytes(kind, files, classes)
+    }
+
+    /// [`CifarSource::open`] on the batch files' bytes (the paths name them in messages).
+    pub fn from_bytes(
+        kind: CifarKind,
+        batches: Vec<(PathBuf, Vec<u8>)>,
+        classes: usize,
+    ) -> Result<CifarSource> {
         let size = kind.record_size();
-        let mut files = Vec::with_capacity(paths.len());
+        let mut files = Vec::with_capacity(batches.len());
         let mut records = Vec::new();
         let mut labels = Vec::new();
-        for (f, path) in paths.iter().enumerate() {
-            let bytes = read_file(path)?;
+        for (f, (path, bytes)) in batches.into_iter().enumerate() {
+            let path = path.as_path();
             if bytes.is_empty() {
                 return Err(Error::file(path, "empty batch file (no records)"));
             }

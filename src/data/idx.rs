@@ -60,7 +60,19 @@ pub struct IdxSource {
 impl IdxSource {
     /// Reads an images file and a labels file and checks that they agree.
     pub fn open(images: &Path, labels: &Path, classes: usize) -> Result<IdxSource> {
-        let data = read_idx(images, IMAGES_MAGIC, 3, "images")?;
+        IdxSource::from_bytes(images, read_file(images)?, labels, read_file(labels)?, classes)
+    }
+
+    /// [`IdxSource::open`] on the files' bytes (raw or gzipped; the paths name them in
+    /// messages).
+    pub fn from_bytes(
+        images: &Path,
+        images_raw: Vec<u8>,
+        labels: &Path,
+        labels_raw: Vec<u8>,
+        classes: usize,
+    ) -> Result<IdxSource> {
+        let data = decode_idx(images, images_raw, IMAGES_MAGIC, 3, "images")?;
         let dims = header(images, &data, IMAGES_MAGIC, 3, "images")?;
         let (n, rows, cols) = (dims[0], dims[1], dims[2]);
         if rows == 0 || cols == 0 {
@@ -82,7 +94,7 @@ impl IdxSource {
             &format!("{n} images of {rows}x{cols}"),
         )?;
 
-        let lab = read_idx(labels, LABELS_MAGIC, 1, "labels")?;
+        let lab = decode_idx(labels, labels_raw, LABELS_MAGIC, 1, "labels")?;
         let ldims = header(labels, &lab, LABELS_MAGIC, 1, "labels")?;
         let ln = ldims[0];
         check_len(labels, &lab, 8, ln as usize, &format!("{ln} labels"))?;
@@ -157,11 +169,10 @@ const MAX_IDX_DATA: u64 = 1 << 32;
 /// Deflate cannot expand data by more than about 1032:1; a gzip file declaring more is lying.
 const MAX_DEFLATE_RATIO: u64 = 1032;
 
-/// Reads an IDX file, gzipped or not: its header first, then the data bytes the header
-/// declares (and one more, to notice trailing bytes). The declared size is bounded before
-/// anything is inflated, so a small `.gz` cannot make graft inflate gigabytes.
-fn read_idx(path: &Path, magic: u32, ndims: usize, what: &str) -> Result<Vec<u8>> {
-    let raw = read_file(path)?;
+/// An IDX file's bytes, gunzipped if they are gzip: the header first, then the data bytes the
+/// header declares (and one more, to notice trailing bytes). The declared size is bounded
+/// before anything is inflated, so a small `.gz` cannot make graft inflate gigabytes.
+fn decode_idx(path: &Path, raw: Vec<u8>, magic: u32, ndims: usize, what: &str) -> Result<Vec<u8>> {
     if !raw.starts_with(&[0x1f, 0x8b]) {
         return Ok(raw);
     }

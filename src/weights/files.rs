@@ -15,7 +15,11 @@ use crate::files::read_file;
 /// 0x80 → PyTorch legacy. PyTorch pickles are interpreted by a restricted unpickler that refuses
 /// anything but tensors and (ordered) dicts.
 pub fn load_weights(path: &Path) -> Result<TensorMap> {
-    let bytes = read_file(path)?;
+    parse_weights(path, &read_file(path)?)
+}
+
+/// [`load_weights`] on bytes already read (`path` names them in messages).
+pub fn parse_weights(path: &Path, bytes: &[u8]) -> Result<TensorMap> {
     let (format, tensors) = match sniff(&bytes) {
         Some(Format::PthZip) => (Format::PthZip, pth::load_zip(path, &bytes)?),
         Some(Format::PthLegacy) => (Format::PthLegacy, pth::load_legacy(path, &bytes)?),

@@ -11,7 +11,9 @@ mod pth;
 mod safetensors;
 mod tensors;
 
-pub use files::{load_pretrained, load_weights, safetensors_bytes, save_safetensors};
+pub use files::{
+    load_pretrained, load_weights, parse_weights, safetensors_bytes, save_safetensors,
+};
 pub use tensors::{
     DType, Format, NamedTensors, RawTensor, TensorList, TensorMap, bf16_to_f32, f16_to_f32,
 };
