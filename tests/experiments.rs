@@ -146,6 +146,48 @@ fn cv_and_compare_through_the_cli() {
     assert!(lost.exists(), "the unfinished cell ran again");
     assert_eq!(j2["cells"].as_array().unwrap().len(), 4);
 
+    // The same folder with other settings (here another epoch count): nothing is reused,
+    // nothing runs, and the message names the difference; --overwrite runs the grid again.
+    let rerun = |extra: &[&str]| {
+        let mut cmd = graft();
+        cmd.args([
+            "compare",
+            "--grid",
+            "strategy=linear-probe,scratch",
+            "--grid",
+            "lr=0.01,0.003",
+            "--epochs",
+            "2",
+        ])
+        .args(extra)
+        .arg(format!("--out={}", compare_dir.display()));
+        common(&mut cmd);
+        cmd.output().unwrap()
+    };
+    let out = rerun(&[]);
+    let err = String::from_utf8_lossy(&out.stderr);
+    assert!(
+        !out.status.success(),
+        "a grid with other settings reused old cells"
+    );
+    assert!(
+        err.contains("epochs") && err.contains("--overwrite"),
+        "{err}"
+    );
+    assert_eq!(
+        std::fs::metadata(&done).unwrap().modified().unwrap(),
+        before,
+        "a refused grid touched a finished cell"
+    );
+    let j3 = ok_json(rerun(&["--overwrite"]));
+    assert_eq!(j3["cells"].as_array().unwrap().len(), 4);
+    let summary: serde_json::Value =
+        serde_json::from_str(&std::fs::read_to_string(&done).unwrap()).unwrap();
+    assert_eq!(
+        summary["epochs"], 2,
+        "the cell ran again with the new settings"
+    );
+
     // An unknown grid key fails before anything runs, naming the key.
     let mut cmd = graft();
     cmd.args(["compare", "--grid", "learning_rat=0.1"])

@@ -27,7 +27,10 @@ fn every_corpus_and_crash_input_replays() {
         let seeds = files(&root.join("corpus").join(name));
         assert!(!seeds.is_empty(), "fuzz/corpus/{name} has no seeds");
         let mut accepted = 0;
-        for path in seeds.iter().chain(&files(&root.join("regressions").join(name))) {
+        for path in seeds
+            .iter()
+            .chain(&files(&root.join("regressions").join(name)))
+        {
             let bytes = std::fs::read(path).unwrap();
             let started = Instant::now();
             // A panic fails the test with the input's name in the message.

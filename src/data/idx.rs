@@ -60,7 +60,13 @@ pub struct IdxSource {
 impl IdxSource {
     /// Reads an images file and a labels file and checks that they agree.
     pub fn open(images: &Path, labels: &Path, classes: usize) -> Result<IdxSource> {
-        IdxSource::from_bytes(images, read_file(images)?, labels, read_file(labels)?, classes)
+        IdxSource::from_bytes(
+            images,
+            read_file(images)?,
+            labels,
+            read_file(labels)?,
+            classes,
+        )
     }
 
     /// [`IdxSource::open`] on the files' bytes (raw or gzipped; the paths name them in
