@@ -66,8 +66,11 @@ pub fn config(bytes: &[u8]) -> bool {
     toml::from_str::<FitConfig>(text).is_ok_and(|c| c.check().is_ok())
 }
 
+/// A fuzz target: bytes in, accepted or not.
+pub type Target = fn(&[u8]) -> bool;
+
 /// The targets by name, for the corpus replay.
-pub const TARGETS: &[(&str, fn(&[u8]) -> bool)] = &[
+pub const TARGETS: &[(&str, Target)] = &[
     ("weights", weights),
     ("idx", idx),
     ("cifar", cifar),

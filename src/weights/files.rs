@@ -20,10 +20,10 @@ pub fn load_weights(path: &Path) -> Result<TensorMap> {
 
 /// [`load_weights`] on bytes already read (`path` names them in messages).
 pub fn parse_weights(path: &Path, bytes: &[u8]) -> Result<TensorMap> {
-    let (format, tensors) = match sniff(&bytes) {
-        Some(Format::PthZip) => (Format::PthZip, pth::load_zip(path, &bytes)?),
-        Some(Format::PthLegacy) => (Format::PthLegacy, pth::load_legacy(path, &bytes)?),
-        Some(Format::Safetensors) => (Format::Safetensors, safetensors::load(path, &bytes)?),
+    let (format, tensors) = match sniff(bytes) {
+        Some(Format::PthZip) => (Format::PthZip, pth::load_zip(path, bytes)?),
+        Some(Format::PthLegacy) => (Format::PthLegacy, pth::load_legacy(path, bytes)?),
+        Some(Format::Safetensors) => (Format::Safetensors, safetensors::load(path, bytes)?),
         None if bytes.is_empty() => {
             return Err(Error::file(
                 path,
