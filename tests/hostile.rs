@@ -69,6 +69,8 @@ fn refused(args: &[&str], wanted: &[&str]) {
     for w in wanted {
         assert!(err.contains(w), "graft {args:?}: `{w}` not in:\n{err}");
     }
+    // The messages, for RELIABILITY.md's table (`cargo test --test hostile -- --nocapture`).
+    println!("REFUSED {}", err.lines().next().unwrap_or(""));
 }
 
 fn s(p: &Path) -> &str {
@@ -473,7 +475,8 @@ fn weights_that_cannot_be_right_are_refused() {
     });
     for (file, wanted) in [(&nan, "NaN"), (&negative, "negative variance")] {
         let w = format!("--weights={}", file.display());
-        f.refused(&[&w, "--image-size", "32"], &[wanted]);
+        let name = file.file_name().unwrap().to_str().unwrap();
+        f.refused(&[&w, "--image-size", "32"], &[name, wanted]);
     }
     // Integer tensors are not float weights: every tensor as it should be, but one stored as
     // int64 (with the right shape).

@@ -212,6 +212,15 @@ fn decode_idx(path: &Path, raw: Vec<u8>, magic: u32, ndims: usize, what: &str) -
         .take(need + 1)
         .read_to_end(&mut out)
         .map_err(corrupt)?;
+    if out.len() as u64 > header_len as u64 + need {
+        return Err(Error::file(
+            path,
+            format!(
+                "trailing bytes: the header declares {need} bytes of {what} data, the gzip \
+                 stream holds more (not read further)"
+            ),
+        ));
+    }
     Ok(out)
 }
 

@@ -220,7 +220,7 @@ pub fn load_into<M: Module>(
             lines.push_str(&format!("\n  ... and {} more", n - SHOW));
         }
         return Err(Error::invalid(format!(
-            "weights do not fit the model ({n} problem(s)):\n  {lines}"
+            "the weights cannot be loaded into the model ({n} problem(s)):\n  {lines}"
         )));
     }
     loader.report.unused = unused;

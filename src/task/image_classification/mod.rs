@@ -211,7 +211,8 @@ fn build_model(run: &Run<'_>, preset: &Preset, classes: usize) -> Result<Classif
         return Ok(model);
     }
     let weights = load_pretrained(Path::new(&cfg.weights))?;
-    let (model, report) = load_into(model, &weights, preset.head_name, Strictness::SkipHead)?;
+    let (model, report) = load_into(model, &weights, preset.head_name, Strictness::SkipHead)
+        .map_err(|e| Error::file(&cfg.weights, e.to_string()))?;
     run.say(format!(
         "loaded {} tensors from {}{}",
         report.loaded,
