@@ -408,6 +408,10 @@ fn settings_that_make_no_sense_are_refused() {
         (&["--strategy", "partial:99"], &["partial:99", "stages"]),
         (&["--betas", "1.5,0.9"], &["--betas"]),
         (&["--limit-train", "0"], &["--limit-train 0"]),
+        (
+            &["--limit-train", "3", "--val-split", "0.1"],
+            &["holds out no sample"],
+        ),
     ] {
         f.refused(flags, wanted);
     }

@@ -11,7 +11,7 @@ use crate::error::{Error, Result};
 use crate::files::write_atomic;
 use crate::task::{TaskFn, with_task};
 use crate::train::run_dir::{Prior, prior_run};
-use crate::train::{FitOptions, FitSummary, Task, TaskData, check, fit_on};
+use crate::train::{FitOptions, FitSummary, Task, TaskData, check, fit_on, hold_out_validation};
 
 /// What `graft cv` reports (`cv.json`).
 #[derive(Debug, Clone, Serialize, Deserialize)]
@@ -104,9 +104,7 @@ fn cross_validate_task<T: Task>(
             Prior::Unfinished => true,
             Prior::Empty => false,
         };
-        if cfg.val_split > 0.0 {
-            data = data.with_val_split(cfg.val_split, cfg.seed);
-        }
+        data = hold_out_validation(data, cfg)?;
         if !opts.quiet {
             let (train, _, test) = data.sizes();
             eprintln!("fold {}/{k}: train {train}, test {test}", i + 1);

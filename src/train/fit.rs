@@ -33,12 +33,27 @@ pub fn check<T: Task>(cfg: &FitConfig) -> Result<()> {
 
 /// Opens `cfg`'s data for task `T`, with the validation split held out.
 pub fn open<T: Task>(cfg: &FitConfig) -> Result<T::Data> {
-    let data = T::open(cfg)?;
-    Ok(if cfg.val_split > 0.0 {
-        data.with_val_split(cfg.val_split, cfg.seed)
-    } else {
-        data
-    })
+    hold_out_validation(T::open(cfg)?, cfg)
+}
+
+/// Holds out `cfg.val_split` of `data`'s training split as validation (nothing when it is 0).
+pub fn hold_out_validation<D: TaskData>(data: D, cfg: &FitConfig) -> Result<D> {
+    if cfg.val_split <= 0.0 {
+        return Ok(data);
+    }
+    let (before, had_val, _) = data.sizes();
+    let data = data.with_val_split(cfg.val_split, cfg.seed);
+    let (_, val, _) = data.sizes();
+    if val == 0 && had_val == 0 {
+        // Validation scores of no samples would read as a loss of 0 and steer early stopping.
+        return Err(Error::invalid(format!(
+            "{}: --val-split {} holds out no sample of the {before} training samples; use a \
+             larger fraction, more data, or --val-split 0",
+            data.name(),
+            cfg.val_split
+        )));
+    }
+    Ok(data)
 }
 
 /// Fits task `T` on an opened (and split) dataset: what `graft fit` and each fold of `cv` run.

@@ -18,7 +18,7 @@ pub use checkpoint::LoopState;
 pub use epochs::{
     EarlyStopping, EpochMetrics, EpochRunner, History, LoopPlan, read_metrics, run_epochs,
 };
-pub use fit::{FitOptions, check, default_run_dir, fit_on, open};
+pub use fit::{FitOptions, check, default_run_dir, fit_on, hold_out_validation, open};
 pub use run::Run;
 pub use run_dir::{FitSummary, finished_summary, run_config};
 pub use task::{Evaluated, Fitted, Section, Task, TaskData, TaskReport};
