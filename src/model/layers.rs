@@ -8,7 +8,7 @@
 use burn::module::{Flag, Module, Param, RunningState};
 use burn::tensor::module::batch_norm;
 use burn::tensor::ops::ConvOptions;
-use burn::tensor::{Device, Distribution, Tensor};
+use burn::tensor::{Device, Distribution, Int, Tensor};
 
 pub use crate::kernels::Activation;
 
@@ -258,6 +258,93 @@ impl Linear {
     /// Number of outputs.
     pub fn d_out(&self) -> usize {
         self.weight.dims()[0]
+    }
+}
+
+impl Linear {
+    /// `(b, s, in) -> (b, s, out)`: the same layer applied to every token of a sequence.
+    pub fn forward_tokens(&self, x: Tensor<3>) -> Tensor<3> {
+        let [b, s, d] = x.dims();
+        let y = self.forward(x.reshape([b * s, d]));
+        let out = y.dims()[1];
+        y.reshape([b, s, out])
+    }
+}
+
+/// `torch.nn.LayerNorm` over the last dimension: `(x - mean) / sqrt(var + eps) * weight + bias`
+/// with the biased variance.
+#[derive(Module, Debug)]
+pub struct LayerNorm {
+    pub weight: Param<Tensor<1>>,
+    pub bias: Param<Tensor<1>>,
+    #[module(skip)]
+    pub eps: f64,
+}
+
+impl LayerNorm {
+    /// Weight 1, bias 0, as PyTorch initialises it.
+    pub fn new(dim: usize, eps: f64, device: &Device) -> Self {
+        Self {
+            weight: Param::from_tensor(Tensor::ones([dim], device)),
+            bias: Param::from_tensor(Tensor::zeros([dim], device)),
+            eps,
+        }
+    }
+
+    pub fn forward<const D: usize>(&self, x: Tensor<D>) -> Tensor<D> {
+        burn::tensor::module::layer_norm(x, self.weight.val(), Some(self.bias.val()), self.eps)
+    }
+}
+
+/// `torch.nn.Embedding`: a `(count, dim)` table looked up by index.
+#[derive(Module, Debug)]
+pub struct Embedding {
+    pub weight: Param<Tensor<2>>,
+}
+
+impl Embedding {
+    /// PyTorch's default init: N(0, 1) (BERT re-initialises with N(0, 0.02): `new_scaled`).
+    pub fn new(count: usize, dim: usize, std: f64, device: &Device) -> Self {
+        Self {
+            weight: Param::from_tensor(Tensor::random(
+                [count, dim],
+                Distribution::Normal(0.0, std),
+                device,
+            )),
+        }
+    }
+
+    /// `(b, s)` indices -> `(b, s, dim)`.
+    pub fn forward(&self, ids: Tensor<2, Int>) -> Tensor<3> {
+        burn::tensor::module::embedding(self.weight.val(), ids)
+    }
+}
+
+/// Inverted dropout (`torch.nn.Dropout`): active only while its module trains (an autodiff
+/// device and `training` on), when it zeroes each element with probability `prob` and scales
+/// the rest by `1 / (1 - prob)`.
+#[derive(Module, Debug)]
+pub struct Dropout {
+    pub training: Param<Flag>,
+    #[module(skip)]
+    pub prob: f64,
+}
+
+impl Dropout {
+    pub fn new(prob: f64) -> Self {
+        Self {
+            training: Param::from_bool(true),
+            prob,
+        }
+    }
+
+    pub fn forward<const D: usize>(&self, x: Tensor<D>) -> Tensor<D> {
+        if self.prob <= 0.0 || !(x.device().is_autodiff() && self.training.is_enabled()) {
+            return x;
+        }
+        let keep = 1.0 - self.prob;
+        let mask = Tensor::<D>::random(x.shape(), Distribution::Bernoulli(keep), &x.device());
+        x * mask.mul_scalar(1.0 / keep)
     }
 }
 

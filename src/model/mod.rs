@@ -11,6 +11,7 @@
 //! between its module paths and its checkpoints' keys ([`KeyRename`]).
 
 mod backbone;
+pub mod bert;
 mod classifier;
 pub mod efficientnet_lite;
 pub mod layers;
@@ -18,6 +19,8 @@ pub mod params;
 pub mod registry;
 pub mod resnet;
 mod stages;
+pub mod text_encoder;
+pub mod tokenizer;
 
 pub use backbone::Backbone;
 pub use classifier::Classifier;

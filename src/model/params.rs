@@ -100,9 +100,10 @@ pub fn named_tensors<M: Module>(model: &M, head_name: &str) -> Vec<(String, Vec<
     v.out
 }
 
-/// Keys whose absence or presence never matters (PyTorch BatchNorm bookkeeping).
+/// Keys whose absence or presence never matters: PyTorch BatchNorm bookkeeping, and BERT's
+/// `position_ids` buffer (`0..max_positions`, rebuilt on every forward pass).
 fn is_bookkeeping(key: &str) -> bool {
-    key.ends_with("num_batches_tracked")
+    key.ends_with("num_batches_tracked") || key.ends_with("embeddings.position_ids")
 }
 
 /// How strictly a checkpoint must match the model.

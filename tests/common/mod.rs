@@ -46,7 +46,7 @@ pub fn det_tensor_for(key: &str, shape: &[usize]) -> Vec<f32> {
 }
 
 /// A weight file's worth of deterministic tensors for every tensor `model` has.
-pub fn det_weights(model: &Classifier, head_name: &str) -> TensorMap {
+pub fn det_weights<M: burn::module::Module>(model: &M, head_name: &str) -> TensorMap {
     let tensors: BTreeMap<String, RawTensor> = named_tensors(model, head_name)
         .into_iter()
         .map(|(key, shape, _)| {

@@ -1,0 +1,113 @@
+//! Text → token ids with Hugging Face's `tokenizers` crate, from a model folder's
+//! `tokenizer.json`: truncated to the model's maximum length and padded to the batch's longest
+//! sequence (whatever fixed padding or truncation the file itself asks for is replaced: a batch
+//! never computes padding beyond its longest text).
+
+use std::path::{Path, PathBuf};
+
+use tokenizers::{PaddingParams, PaddingStrategy, Tokenizer, TruncationParams};
+
+use crate::error::{Error, Result};
+
+/// A padded batch of token sequences, row-major `(batch, len)`.
+#[derive(Debug, Clone, PartialEq)]
+pub struct TokenBatch {
+    pub ids: Vec<i64>,
+    pub token_types: Vec<i64>,
+    /// 1 for a token, 0 for padding.
+    pub mask: Vec<f32>,
+    pub batch: usize,
+    pub len: usize,
+}
+
+/// A loaded tokenizer with the truncation length it applies.
+pub struct TextTokenizer {
+    inner: Tokenizer,
+    path: PathBuf,
+    /// Sequences (special tokens included) are cut to this many tokens.
+    pub max_length: usize,
+}
+
+impl std::fmt::Debug for TextTokenizer {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("TextTokenizer")
+            .field("path", &self.path)
+            .field("max_length", &self.max_length)
+            .finish()
+    }
+}
+
+impl TextTokenizer {
+    /// Reads `tokenizer.json` and sets truncation to `max_length` tokens and padding to the
+    /// longest sequence of each batch.
+    pub fn from_file(path: &Path, max_length: usize) -> Result<TextTokenizer> {
+        let text = crate::files::read_text(path)?;
+        let mut inner: Tokenizer = text
+            .parse()
+            .map_err(|e| Error::file(path, format!("not a tokenizers tokenizer.json: {e}")))?;
+        let pad_id = inner
+            .get_padding()
+            .map(|p| p.pad_id)
+            .or_else(|| inner.token_to_id("[PAD]"))
+            .unwrap_or(0);
+        let pad_token = inner
+            .get_padding()
+            .map_or_else(|| "[PAD]".to_string(), |p| p.pad_token.clone());
+        inner
+            .with_truncation(Some(TruncationParams {
+                max_length,
+                ..TruncationParams::default()
+            }))
+            .map_err(|e| Error::file(path, format!("cannot set truncation: {e}")))?;
+        inner.with_padding(Some(PaddingParams {
+            strategy: PaddingStrategy::BatchLongest,
+            pad_id,
+            pad_token,
+            ..PaddingParams::default()
+        }));
+        Ok(TextTokenizer {
+            inner,
+            path: path.to_path_buf(),
+            max_length,
+        })
+    }
+
+    /// The ids of one text, special tokens included (no padding).
+    pub fn encode(&self, text: &str) -> Result<Vec<u32>> {
+        let enc = self
+            .inner
+            .encode(text, true)
+            .map_err(|e| Error::file(&self.path, format!("cannot tokenize: {e}")))?;
+        Ok(enc.get_ids().to_vec())
+    }
+
+    /// Tokenizes `texts` into one padded batch.
+    pub fn encode_batch(&self, texts: &[&str]) -> Result<TokenBatch> {
+        let encodings = self
+            .inner
+            .encode_batch(texts.to_vec(), true)
+            .map_err(|e| Error::file(&self.path, format!("cannot tokenize: {e}")))?;
+        let batch = encodings.len();
+        let len = encodings.first().map_or(0, |e| e.get_ids().len());
+        let mut out = TokenBatch {
+            ids: Vec::with_capacity(batch * len),
+            token_types: Vec::with_capacity(batch * len),
+            mask: Vec::with_capacity(batch * len),
+            batch,
+            len,
+        };
+        for e in &encodings {
+            out.ids.extend(e.get_ids().iter().map(|&i| i64::from(i)));
+            out.token_types
+                .extend(e.get_type_ids().iter().map(|&i| i64::from(i)));
+            out.mask
+                .extend(e.get_attention_mask().iter().map(|&m| m as f32));
+        }
+        Ok(out)
+    }
+
+    /// The largest token id the tokenizer can produce (checked against the model's vocabulary).
+    pub fn vocab_size(&self) -> usize {
+        self.inner.get_vocab_size(true)
+    }
+}
