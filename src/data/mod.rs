@@ -17,6 +17,7 @@ pub mod image;
 pub mod loader;
 pub mod source;
 pub mod split;
+pub mod text;
 pub mod transform;
 
 use std::path::Path;

@@ -4,6 +4,7 @@
 //! registry below is the one place that names them all. Everything generic (`crate::train`,
 //! `crate::run`, `crate::report`) reaches a task through [`with_task`], by the `task` setting.
 
+pub mod classification;
 pub mod image_classification;
 
 use crate::error::{Error, Result};

@@ -5,7 +5,6 @@
 //! linear probe on cached features) and its report sections.
 
 mod evaluate;
-pub mod feature_cache;
 pub mod model_files;
 mod network;
 mod probe;
@@ -22,6 +21,7 @@ use crate::loss::{ClassWeights, Loss};
 use crate::metrics::ACCURACY;
 use crate::model::params::{Strictness, Trainable, count_params, load_into, set_trainable};
 use crate::model::{Classifier, Preset, preset};
+use crate::task::classification::head::{HeadObjective, evaluate_features};
 use crate::train::{Evaluated, Fitted, Metric, Run, Task, TaskData, TaskReport, Trainer};
 use crate::weights::load_pretrained;
 
@@ -322,7 +322,7 @@ fn train_probe(s: &Setup<'_>, model: Classifier) -> Result<Outcome> {
     // The backbone runs in inference mode on the plain device: no autodiff, BN uses its
     // pretrained statistics.
     let frozen = model.valid();
-    let cache_dir = feature_cache::cache_dir(cfg.cache_dir.as_deref());
+    let cache_dir = crate::task::classification::feature_cache::cache_dir(cfg.cache_dir.as_deref());
     let features = probe::extract_features(
         &frozen.folded_for_inference(),
         s.ds,
@@ -337,7 +337,7 @@ fn train_probe(s: &Setup<'_>, model: Classifier) -> Result<Outcome> {
         s.run.quiet,
     )?;
     let ad = s.run.device.clone().autodiff();
-    let objective = probe::HeadObjective {
+    let objective = HeadObjective {
         loss: s.loss,
         train: features.train,
         val: features.val,
@@ -357,7 +357,7 @@ fn train_probe(s: &Setup<'_>, model: Classifier) -> Result<Outcome> {
     let history = s.run.train(&mut trainer, ImageClassification::METRICS)?;
     let head = trainer.model.valid();
     let plain = s.run.device.clone();
-    let test = probe::evaluate_features(&head, &features.test, dim, s.classes, s.loss, &plain);
+    let test = evaluate_features(&head, &features.test, dim, s.classes, s.loss, &plain);
     let trainable = head.weight.dims().iter().product::<usize>() + head.bias.dims()[0];
     let mut model = frozen;
     model.head = head;

@@ -1,7 +1,6 @@
-//! The image-classification parts of a run's report: headline test numbers, the confusion
-//! matrix, per-class precision / recall, and the grid of misclassified test images (each
-//! reloaded from the evaluated dataset, encoded as PNG and inlined as a `data:` URL with its
-//! "true → predicted (p)" caption).
+//! The image-classification part of a run's report: the classification sections, and the grid
+//! of misclassified test images (each reloaded from the evaluated dataset, encoded as PNG and
+//! inlined as a `data:` URL with its "true → predicted (p)" caption).
 
 use std::fmt::Write as _;
 use std::io::Cursor;
@@ -14,140 +13,19 @@ use crate::config::FitConfig;
 use crate::data::{self, Image, Source};
 use crate::error::{Error, Result};
 use crate::metrics::{Evaluation, Misclassified};
-use crate::render::charts::{self, BLUE_C, Bars, ORANGE_C};
-use crate::render::html::{self, Cell, esc, note, num, pct};
-use crate::train::{Section, TaskReport};
+use crate::render::html::{esc, note};
+use crate::task::classification::report as shared;
+use crate::train::TaskReport;
 
-/// The task's cards and sections for the run in `run_dir`; without an `eval.json` (an
-/// unfinished run) the sections say so.
+/// The task's cards and sections for the run in `run_dir`: the classification ones, and the
+/// misclassified test images.
 pub(super) fn report(run_dir: &Path, cfg: Option<&FitConfig>) -> Result<TaskReport> {
-    let eval: Option<Evaluation> = read_json_if_present(&run_dir.join("eval.json"))?;
-    let mut cards = Vec::new();
-    let mut sections = Vec::new();
-    match &eval {
-        Some(e) => {
-            cards.push(("test accuracy".to_string(), pct(e.accuracy)));
-            let top5 = e
-                .top_k
-                .iter()
-                .find(|(k, _)| *k == 5)
-                .map_or("—".to_string(), |(_, a)| pct(*a));
-            cards.push(("top-5 accuracy".to_string(), top5));
-            cards.push(("macro F1".to_string(), num(e.macro_f1, 4)));
-            cards.push(("test loss".to_string(), num(e.mean_loss, 4)));
-            cards.push(("test samples".to_string(), e.samples.to_string()));
-            confusion(&mut sections, e);
-            per_class(&mut sections, e);
-            // The images come from the dataset the evaluation names (older evaluations: the
-            // run's own).
-            let spec = e.data.as_deref().or(cfg.map(|c| c.data.as_str()));
-            sections.push(Section::new(
-                "misclassified",
-                "Misclassified test images",
-                grid(spec, e),
-            ));
-        }
-        None => {
-            let msg = note("No eval.json yet (the run has not finished): no test metrics to show.");
-            for (id, heading) in [
-                ("confusion-matrix", "Confusion matrix"),
-                ("per-class", "Per-class precision and recall"),
-                ("misclassified", "Misclassified test images"),
-            ] {
-                sections.push(Section::new(id, heading, msg.clone()));
-            }
-        }
-    }
-    Ok(TaskReport { cards, sections })
-}
-
-/// Reads and parses a JSON file, naming it in errors; `None` when the file does not exist.
-fn read_json_if_present<T: serde::de::DeserializeOwned>(path: &Path) -> Result<Option<T>> {
-    if !path.exists() {
-        return Ok(None);
-    }
-    let text = crate::files::read_text(path)?;
-    serde_json::from_str(&text)
-        .map(Some)
-        .map_err(|e| Error::file(path, format!("invalid JSON: {e}")))
-}
-
-fn confusion(sections: &mut Vec<Section>, eval: &Evaluation) {
-    let names = &eval.class_names;
-    let body = match charts::heatmap("Confusion matrix (test)", names, &eval.confusion) {
-        Ok(svg) => html::figure(
-            &svg,
-            "Rows: true class; columns: predicted class. Numbers are counts (shown when the cells are \
-             large enough); the colour is the share of the true class's samples.",
-        ),
-        Err(e) => note(&e.to_string()),
-    };
-    sections.push(Section::new("confusion-matrix", "Confusion matrix", body));
-}
-
-fn per_class(sections: &mut Vec<Section>, eval: &Evaluation) {
-    let cats: Vec<String> = eval.per_class.iter().map(|m| m.name.clone()).collect();
-    let bars = [
-        Bars {
-            name: "precision".into(),
-            values: eval.per_class.iter().map(|m| m.precision).collect(),
-            errors: None,
-            color: BLUE_C,
-        },
-        Bars {
-            name: "recall".into(),
-            values: eval.per_class.iter().map(|m| m.recall).collect(),
-            errors: None,
-            color: ORANGE_C,
-        },
-    ];
-    let chart = match charts::bar_chart(
-        "Precision and recall per class (test)",
-        &cats,
-        &bars,
-        "",
-        0.0,
-        None,
-    ) {
-        Ok(svg) => html::figure(&svg, ""),
-        Err(e) => note(&e.to_string()),
-    };
-    let rows: Vec<(Vec<Cell>, bool)> = eval
-        .per_class
-        .iter()
-        .map(|m| {
-            (
-                vec![
-                    Cell::Left(m.name.clone()),
-                    Cell::Num(num(m.precision, 4)),
-                    Cell::Num(num(m.recall, 4)),
-                    Cell::Num(num(m.f1, 4)),
-                    Cell::Num(m.support.to_string()),
-                ],
-                false,
-            )
-        })
-        .collect();
-    let table = html::table(
-        &[
-            ("class", true),
-            ("precision", false),
-            ("recall", false),
-            ("F1", false),
-            ("support", false),
-        ],
-        &rows,
-    );
-    let summary = format!(
-        "<p class=\"caption\">Macro F1 {} over {} classes.</p>",
-        esc(&num(eval.macro_f1, 4)),
-        eval.per_class.len()
-    );
-    sections.push(Section::new(
-        "per-class",
-        "Per-class precision and recall",
-        format!("{chart}\n{table}\n{summary}"),
-    ));
+    shared::report(run_dir, "Misclassified test images", |e| {
+        // The images come from the dataset the evaluation names (older evaluations: the
+        // run's own).
+        let spec = e.data.as_deref().or(cfg.map(|c| c.data.as_str()));
+        grid(spec, e)
+    })
 }
 
 /// Images larger than this (either side) are shrunk for the page.

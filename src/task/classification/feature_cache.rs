@@ -53,8 +53,9 @@ pub struct CacheKey {
     /// The samples' content (`Source::content_id`): not the spec, which may name other images
     /// tomorrow, nor the split, whose images a cv fold shares with its training split.
     pub content: String,
-    pub transform: String,
-    pub image_size: usize,
+    /// Everything else that shapes a feature: the transform and input size of images, the
+    /// sequence length and pooling of texts.
+    pub recipe: String,
 }
 
 impl CacheKey {
@@ -65,8 +66,7 @@ impl CacheKey {
             &self.model,
             &self.weights_sha256,
             &self.content,
-            &self.transform,
-            &self.image_size.to_string(),
+            &self.recipe,
         ] {
             h.update(part.as_bytes());
             h.update([0u8]);
@@ -186,4 +186,55 @@ fn checksum(indices: &[f32], features: &[f32]) -> Vec<f32> {
         h.update(v.to_le_bytes());
     }
     h.finalize().iter().map(|&b| f32::from(b)).collect()
+}
+
+/// Features of the samples `indices` (by source index), row-major: from the cache file of `key`
+/// where present; `compute` extracts the missing ones (given in order, returning one row
+/// each), which are added to the file. Without a key (random weights: nothing worth keeping)
+/// everything is computed. Also says whether the cache had them all (`hit`), none (`miss`) or
+/// some (`partial`).
+pub fn cached_rows(
+    key: Option<&CacheKey>,
+    dir: &Path,
+    indices: &[usize],
+    dim: usize,
+    compute: impl FnOnce(&[usize]) -> Result<Vec<Vec<f32>>>,
+) -> Result<(Vec<f32>, &'static str)> {
+    let path = key.map(|k| k.path(dir));
+    let mut store = match &path {
+        Some(p) => FeatureStore::load(p)?,
+        None => FeatureStore::default(),
+    };
+    if store.dim != 0 && store.dim != dim {
+        store = FeatureStore::default();
+    }
+    let missing = store.missing(indices);
+    if missing.is_empty() {
+        return Ok((store.gather(indices), "hit"));
+    }
+    let status = if missing.len() == indices.len() {
+        "miss"
+    } else {
+        "partial"
+    };
+    let rows = compute(&missing)?;
+    store.dim = dim;
+    for (i, row) in missing.into_iter().zip(rows) {
+        store.rows.insert(i, row);
+    }
+    if let Some(p) = &path {
+        store.save(p)?;
+    }
+    Ok((store.gather(indices), status))
+}
+
+/// `hit` when every split was, `miss` when none was, else `partial`.
+pub fn overall_status(statuses: &[&str]) -> &'static str {
+    if statuses.iter().all(|s| *s == "hit") {
+        "hit"
+    } else if statuses.iter().all(|s| *s == "miss") {
+        "miss"
+    } else {
+        "partial"
+    }
 }

@@ -1,0 +1,7 @@
+//! What the classification tasks (images, texts) share: the linear head trained on cached
+//! features (the probe), the feature cache, and the report's confusion matrix and per-class
+//! sections.
+
+pub mod feature_cache;
+pub mod head;
+pub mod report;
