@@ -14,6 +14,7 @@ use crate::data::{Augment, Resize, Sampler};
 use crate::error::{Error, Result};
 use crate::kernels::{KernelChoice, TrainLayout};
 use crate::loss::{ClassWeights, LossChoice};
+use crate::model::text_encoder::Pooling;
 use crate::optim::{Betas, OptimizerConfig, OptimizerKind, Schedule};
 use crate::tensor::DeviceKind;
 
@@ -147,7 +148,8 @@ plain_flag_values!(
     Sampler,
     DeviceKind,
     KernelChoice,
-    TrainLayout
+    TrainLayout,
+    Pooling
 );
 
 impl FlagValue for f64 {
@@ -236,14 +238,17 @@ macro_rules! settings {
 }
 
 settings! {
-    /// The task: what is learned from what (`graft tasks`).
+    /// The task: what is learned from what (`graft tasks`) [default: from --data and
+    /// --weights; image-classification].
     task: String = "image-classification".into(),
-    /// Backbone from the zoo (`graft models`).
+    /// Backbone from the zoo (`graft models`); for texts, the model folder given as --weights
+    /// decides.
     model: String = "resnet18".into(),
     /// Pretrained weights: a .pth (zip or legacy) or .safetensors file, or `none` for random
-    /// init.
+    /// init; for texts, a Hugging Face / sentence-transformers model folder.
     weights: String = "none".into(),
-    /// Dataset: cifar10:DIR, cifar100:DIR, idx:DIR, fashion-mnist, folder:DIR.
+    /// Dataset: images (cifar10:DIR, cifar100:DIR, idx:DIR, fashion-mnist, folder:DIR) or texts
+    /// (csv:FILE_OR_DIR, textfolder:DIR).
     data: String = String::new(),
     /// Output classes [default: the dataset's].
     num_classes: Option<usize> = None,
@@ -281,7 +286,7 @@ settings! {
     betas: Betas = Betas([0.9, 0.999]),
     /// Adam epsilon.
     eps: f64 = 1e-8,
-    /// constant | step:EVERY:GAMMA | cosine.
+    /// constant | step:EVERY:GAMMA | cosine | linear (per epoch, after warm-up).
     schedule: Schedule = Schedule::Constant,
     /// Linear warm-up epochs.
     warmup_epochs: usize = 0,
@@ -291,6 +296,10 @@ settings! {
     batch_size: usize = 64,
     /// Square input size [default: the model's pretrained size].
     image_size: Option<usize> = None,
+    /// Text: the most tokens a text keeps [default: the model folder's max_seq_length].
+    max_length: Option<usize> = None,
+    /// Text: how token states become one vector: auto (the model folder's), mean or cls.
+    pooling: Pooling = Pooling::Auto,
     /// Evaluation resize: shorter-crop | exact | none.
     resize: Resize = Resize::ShorterCrop,
     /// Training augmentation: crop,flip | crop | flip | none.
@@ -335,6 +344,47 @@ impl FitConfig {
     /// The config as TOML (what `config.toml` in a run folder holds).
     pub fn to_toml(&self) -> String {
         toml::to_string_pretty(self).unwrap_or_default()
+    }
+
+    /// Applies `key = value` to a config through its TOML form, so every key of the config file
+    /// is a grid key and unknown keys are rejected by name.
+    pub fn with_setting(&self, key: &str, value: &str) -> Result<FitConfig> {
+        let cfg = self;
+        let mut table: toml::Table = toml::from_str(&cfg.to_toml())
+            .map_err(|e| Error::invalid(format!("config round trip: {e}")))?;
+        // `model=NAME@WEIGHTS` pairs a backbone with its weights file (for rankings).
+        if key == "model"
+            && let Some((m, w)) = value.split_once('@')
+        {
+            table.insert("model".into(), toml::Value::String(m.into()));
+            table.insert("weights".into(), toml::Value::String(w.into()));
+        } else {
+            let v = if let Ok(i) = value.parse::<i64>() {
+                toml::Value::Integer(i)
+            } else if let Ok(f) = value.parse::<f64>() {
+                toml::Value::Float(f)
+            } else if let Ok(b) = value.parse::<bool>() {
+                toml::Value::Boolean(b)
+            } else {
+                toml::Value::String(value.into())
+            };
+            table.insert(key.into(), v);
+        }
+        let text = toml::to_string(&table).map_err(|e| Error::invalid(e.to_string()))?;
+        // An integer given for a float key is fine in TOML terms only as a float.
+        let parsed: std::result::Result<FitConfig, _> = toml::from_str(&text);
+        match parsed {
+            Ok(c) => Ok(c),
+            Err(_) if value.parse::<i64>().is_ok() => {
+                table.insert(
+                    key.into(),
+                    toml::Value::Float(value.parse::<f64>().unwrap_or(0.0)),
+                );
+                let text = toml::to_string(&table).map_err(|e| Error::invalid(e.to_string()))?;
+                toml::from_str(&text).map_err(|e| Error::invalid(format!("{key}={value}: {e}")))
+            }
+            Err(e) => Err(Error::invalid(format!("{key}={value}: {e}"))),
+        }
     }
 
     /// The update rule's hyper-parameters (momentum is SGD's only).

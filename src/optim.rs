@@ -413,6 +413,9 @@ pub enum Schedule {
     },
     /// Cosine annealing to 0 over the epochs after warm-up (`CosineAnnealingLR`, eta_min 0).
     Cosine,
+    /// Linear decay towards 0 over the epochs after warm-up (transformers'
+    /// `get_linear_schedule_with_warmup`, per epoch): epoch e of n runs at `base * (n - e) / n`.
+    Linear,
 }
 
 impl std::str::FromStr for Schedule {
@@ -422,12 +425,13 @@ impl std::str::FromStr for Schedule {
     fn from_str(s: &str) -> Result<Self> {
         let bad = || {
             Error::invalid(format!(
-                "bad schedule `{s}` (use constant, step:EVERY:GAMMA or cosine)"
+                "bad schedule `{s}` (use constant, step:EVERY:GAMMA, cosine or linear)"
             ))
         };
         match s.split(':').collect::<Vec<_>>().as_slice() {
             ["constant"] => Ok(Self::Constant),
             ["cosine"] => Ok(Self::Cosine),
+            ["linear"] => Ok(Self::Linear),
             ["step", every, gamma] => {
                 let every: usize = every.parse().map_err(|_| bad())?;
                 let gamma: f64 = gamma.parse().map_err(|_| bad())?;
@@ -453,6 +457,7 @@ impl std::fmt::Display for Schedule {
             Self::Constant => f.write_str("constant"),
             Self::Step { every, gamma } => write!(f, "step:{every}:{gamma}"),
             Self::Cosine => f.write_str("cosine"),
+            Self::Linear => f.write_str("linear"),
         }
     }
 }
@@ -474,6 +479,7 @@ impl Schedule {
             Self::Cosine => {
                 base * 0.5 * (1.0 + (std::f64::consts::PI * e as f64 / span as f64).cos())
             }
+            Self::Linear => base * span.saturating_sub(e) as f64 / span as f64,
         }
     }
 }

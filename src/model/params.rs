@@ -112,8 +112,9 @@ pub enum Strictness {
     /// Every tensor of the model must be in the file with the same shape, and the file may hold
     /// nothing else.
     Strict,
-    /// As strict for the backbone; the head is loaded only if its shape matches (a new head of
-    /// another width keeps its fresh init), and extra tensors are reported, not fatal.
+    /// As strict for the backbone; the head is loaded only if the file has it with the same
+    /// shape (a new head of another width, or a headless file, keeps its fresh init), and extra
+    /// tensors are reported, not fatal.
     SkipHead,
 }
 
@@ -155,8 +156,14 @@ pub fn load_into<M: Module>(
             let key = self.path.key();
             let expected = param.dims().to_vec();
             let Some(raw) = self.weights.get(&key) else {
-                self.problems
-                    .push(format!("missing `{key}` (model expects {expected:?})"));
+                if self.path.is_head() && self.strictness == Strictness::SkipHead {
+                    // A headless checkpoint (an encoder, a feature extractor): the new head
+                    // keeps its fresh init.
+                    self.report.head_skipped.push(key);
+                } else {
+                    self.problems
+                        .push(format!("missing `{key}` (model expects {expected:?})"));
+                }
                 return param;
             };
             self.used.insert(key.clone());

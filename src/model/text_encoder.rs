@@ -17,7 +17,7 @@ use burn::tensor::{Device, Int, Tensor};
 use serde::Deserialize;
 
 use super::bert::{Bert, BertConfig};
-use super::layers::Linear;
+use super::layers::{Dropout, Linear};
 use super::tokenizer::{TextTokenizer, TokenBatch};
 use crate::error::{Error, Result};
 use crate::files::read_text;
@@ -174,10 +174,16 @@ impl EncoderFolder {
         })
     }
 
-    /// The folder's tokenizer, truncating to `max_length`; its vocabulary must fit the model's.
+    /// The folder's tokenizer, truncating to the folder's `max_length`; its vocabulary must fit
+    /// the model's.
     pub fn tokenizer(&self) -> Result<TextTokenizer> {
+        self.tokenizer_with(self.max_length)
+    }
+
+    /// The folder's tokenizer, truncating to `max_length` tokens.
+    pub fn tokenizer_with(&self, max_length: usize) -> Result<TextTokenizer> {
         let path = self.dir.join("tokenizer.json");
-        let tok = TextTokenizer::from_file(&path, self.max_length)?;
+        let tok = TextTokenizer::from_file(&path, max_length)?;
         if tok.vocab_size() > self.config.vocab_size {
             return Err(Error::file(
                 &path,
@@ -226,10 +232,12 @@ pub fn normalize(x: Tensor<2>) -> Tensor<2> {
     x / norm
 }
 
-/// A BERT with a linear classification head on its pooled output.
+/// A BERT with a linear classification head on its pooled output (dropout between them while
+/// training, as transformers' `BertForSequenceClassification`).
 #[derive(Module, Debug)]
 pub struct TextClassifier {
     pub backbone: Bert,
+    pub dropout: Dropout,
     pub head: Linear,
     #[module(skip)]
     pub pooling: Pooling,
@@ -243,6 +251,7 @@ impl TextClassifier {
     pub fn new(config: BertConfig, classes: usize, pooling: Pooling, device: &Device) -> Self {
         TextClassifier {
             backbone: Bert::new(config, device),
+            dropout: Dropout::new(config.hidden_dropout_prob),
             head: Linear::new(config.hidden_size, classes, device),
             pooling,
         }
@@ -266,6 +275,7 @@ impl TextClassifier {
         types: Tensor<2, Int>,
         mask: Tensor<2>,
     ) -> Tensor<2> {
-        self.head.forward(self.features(ids, types, mask))
+        self.head
+            .forward(self.dropout.forward(self.features(ids, types, mask)))
     }
 }

@@ -84,46 +84,6 @@ pub struct Comparison {
     pub cells: Vec<Cell>,
 }
 
-/// Applies `key = value` to a config through its TOML form, so every key of the config file
-/// is a grid key and unknown keys are rejected by name.
-pub fn apply_setting(cfg: &FitConfig, key: &str, value: &str) -> Result<FitConfig> {
-    let mut table: toml::Table = toml::from_str(&cfg.to_toml())
-        .map_err(|e| Error::invalid(format!("config round trip: {e}")))?;
-    // `model=NAME@WEIGHTS` pairs a backbone with its weights file (for rankings).
-    if key == "model"
-        && let Some((m, w)) = value.split_once('@')
-    {
-        table.insert("model".into(), toml::Value::String(m.into()));
-        table.insert("weights".into(), toml::Value::String(w.into()));
-    } else {
-        let v = if let Ok(i) = value.parse::<i64>() {
-            toml::Value::Integer(i)
-        } else if let Ok(f) = value.parse::<f64>() {
-            toml::Value::Float(f)
-        } else if let Ok(b) = value.parse::<bool>() {
-            toml::Value::Boolean(b)
-        } else {
-            toml::Value::String(value.into())
-        };
-        table.insert(key.into(), v);
-    }
-    let text = toml::to_string(&table).map_err(|e| Error::invalid(e.to_string()))?;
-    // An integer given for a float key is fine in TOML terms only as a float.
-    let parsed: std::result::Result<FitConfig, _> = toml::from_str(&text);
-    match parsed {
-        Ok(c) => Ok(c),
-        Err(_) if value.parse::<i64>().is_ok() => {
-            table.insert(
-                key.into(),
-                toml::Value::Float(value.parse::<f64>().unwrap_or(0.0)),
-            );
-            let text = toml::to_string(&table).map_err(|e| Error::invalid(e.to_string()))?;
-            toml::from_str(&text).map_err(|e| Error::invalid(format!("--grid {key}={value}: {e}")))
-        }
-        Err(e) => Err(Error::invalid(format!("--grid {key}={value}: {e}"))),
-    }
-}
-
 /// Checks a cell's settings for its task before anything runs.
 fn check_settings(cfg: &FitConfig) -> Result<()> {
     struct Check<'a>(&'a FitConfig);
@@ -175,7 +135,7 @@ pub fn compare(
     for settings in &combos {
         let mut cfg = base.clone();
         for (k, v) in settings {
-            cfg = apply_setting(&cfg, k, v)?;
+            cfg = cfg.with_setting(k, v)?;
         }
         check_settings(&cfg)?;
         configs.push(cfg);

@@ -4,6 +4,9 @@
 
 pub mod compare;
 pub mod cv;
+mod settings;
+
+pub use settings::resolve_settings;
 
 use std::path::Path;
 

@@ -6,6 +6,7 @@
 
 pub mod classification;
 pub mod image_classification;
+pub mod text_classification;
 
 use crate::error::{Error, Result};
 use crate::train::Task;
@@ -35,11 +36,25 @@ macro_rules! registry {
 
         /// Every task: (name, one-line summary).
         pub const TASKS: &[(&str, &str)] = &[$((<$task as Task>::NAME, <$task as Task>::SUMMARY)),*];
+
+        /// The task `cfg` points to when it names none: the first that recognizes its data or
+        /// weights, else the first registered.
+        pub fn infer_task(cfg: &crate::config::FitConfig) -> &'static str {
+            $(
+                if <$task as Task>::recognizes(cfg) {
+                    return <$task as Task>::NAME;
+                }
+            )*
+            TASKS[0].0
+        }
     };
 }
 
 // The registry: one entry per task.
-registry!(image_classification::ImageClassification);
+registry!(
+    image_classification::ImageClassification,
+    text_classification::TextClassification,
+);
 
 /// The test metric that sums up a run of task `name` (its first metric: `accuracy`).
 pub fn headline_metric(name: &str) -> Result<&'static str> {
@@ -51,4 +66,19 @@ pub fn headline_metric(name: &str) -> Result<&'static str> {
         }
     }
     with_task(name, Headline)
+}
+
+/// The defaults of task `name` (see [`Task::defaults`]) for `cfg`.
+pub fn task_defaults(
+    name: &str,
+    cfg: &crate::config::FitConfig,
+) -> Result<Vec<(&'static str, String)>> {
+    struct Defaults<'a>(&'a crate::config::FitConfig);
+    impl TaskFn for Defaults<'_> {
+        type Output = Vec<(&'static str, String)>;
+        fn call<T: Task>(self) -> Result<Self::Output> {
+            Ok(T::defaults(self.0))
+        }
+    }
+    with_task(name, Defaults(cfg))
 }

@@ -30,6 +30,17 @@ pub trait Task: 'static {
     /// An opened dataset with its splits.
     type Data: TaskData;
 
+    /// Whether `cfg`, naming no task, is this task's: its data spec or weights are of this
+    /// task's kind.
+    fn recognizes(_cfg: &FitConfig) -> bool {
+        false
+    }
+    /// The settings this task sets apart from graft's defaults, as `(key, value)` (for example
+    /// a text encoder's learning rate): applied where neither a config file nor a flag gives
+    /// one.
+    fn defaults(_cfg: &FitConfig) -> Vec<(&'static str, String)> {
+        Vec::new()
+    }
     /// Task-specific checks of the settings (the model exists, the strategy applies), before
     /// anything is opened.
     fn check(cfg: &FitConfig) -> Result<()>;

@@ -59,6 +59,9 @@ pub struct Trainer<O: Objective> {
     pub model: O::Model,
     optimizer: Optimizer,
     device: Device,
+    /// When set, the device's random stream (dropout masks) restarts at every epoch from
+    /// (seed, epoch): a resumed run draws the same masks as one that never stopped.
+    seed: Option<u64>,
 }
 
 impl<O: Objective> Trainer<O> {
@@ -69,7 +72,15 @@ impl<O: Objective> Trainer<O> {
             model,
             optimizer: Optimizer::new(optimizer),
             device,
+            seed: None,
         }
+    }
+
+    /// Reseeds the device's random stream from (`seed`, epoch) at the start of every epoch (for
+    /// models that draw random numbers while training: dropout).
+    pub fn seeded(mut self, seed: u64) -> Self {
+        self.seed = Some(seed);
+        self
     }
 }
 
@@ -79,6 +90,13 @@ impl<O: Objective> EpochRunner for Trainer<O> {
     }
 
     fn train_epoch(&mut self, epoch: usize, lr: f64, bar: &ProgressBar) -> Result<Scores> {
+        if let Some(seed) = self.seed {
+            self.device.seed(crate::data::derive_seed(&[
+                seed,
+                epoch as u64,
+                0x0000_6472_6f70,
+            ]));
+        }
         let objective = &self.objective;
         let samples = objective.samples_per_epoch();
         let full_batch = self.optimizer.config.kind == OptimizerKind::Gd;

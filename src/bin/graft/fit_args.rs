@@ -35,13 +35,9 @@ pub struct FitArgs {
 impl FitArgs {
     /// Defaults ← config file ← flags.
     pub fn resolve(&self) -> Result<FitConfig> {
-        let mut cfg = match (&self.resume, &self.config) {
-            (Some(run), _) => graft::train::run_config(run)
-                .with_context(|| format!("cannot resume {}", run.display()))?,
-            (None, Some(path)) => FitConfig::from_toml_file(path)?,
-            (None, None) => FitConfig::default(),
-        };
         if let Some(run) = &self.resume {
+            let mut cfg = graft::train::run_config(run)
+                .with_context(|| format!("cannot resume {}", run.display()))?;
             // A resumed run keeps its settings; only the length may change.
             let changed: Vec<String> = self
                 .settings
@@ -65,8 +61,10 @@ impl FitArgs {
             cfg.out = Some(run.clone());
             return Ok(cfg);
         }
-        self.settings.apply_to(&mut cfg);
-        Ok(cfg)
+        Ok(graft::run::resolve_settings(
+            self.config.as_deref(),
+            &self.settings,
+        )?)
     }
 
     pub fn json_flag(&self) -> bool {

@@ -3,6 +3,7 @@
 //! into text.
 
 mod bench;
+mod embed;
 mod experiments;
 mod fit_args;
 mod inspect;
@@ -39,8 +40,10 @@ enum Command {
         #[arg(long)]
         json: bool,
     },
-    /// Classify images with a pretrained model or a fine-tuned run.
+    /// Classify images (or texts) with a pretrained model or a fine-tuned run.
     Predict(predict::PredictArgs),
+    /// Sentence embeddings from a text model folder (as sentence-transformers' encode).
+    Embed(embed::EmbedArgs),
     /// Describe a weights file (tensors, dtypes, shapes, matching model) or a dataset spec.
     Inspect {
         /// A .pth / .safetensors file, or a dataset spec (cifar10:DIR, idx:DIR, fashion-mnist,
@@ -88,6 +91,7 @@ fn main() {
         Command::Fit(args) => fit_args::run(args),
         Command::Eval { run, data, json } => eval(run, data, json),
         Command::Predict(args) => predict::run(args),
+        Command::Embed(args) => embed::run(args),
         Command::Inspect { target, all } => inspect::run(&target, all),
         Command::Bench(args) => bench::run(args),
         Command::Compare(args) => experiments::run_compare(args),

@@ -18,9 +18,11 @@ const IMAGENET_CLASSES: &str = include_str!("../../../assets/imagenet_classes.tx
 
 #[derive(Args, Debug)]
 pub struct PredictArgs {
-    /// Images to classify (JPEG or PNG).
-    #[arg(required = true)]
-    images: Vec<PathBuf>,
+    /// Images to classify (JPEG or PNG), or texts for a text run.
+    inputs: Vec<String>,
+    /// For a text run: a file of texts, one a line (after those given as arguments).
+    #[arg(long)]
+    file: Option<PathBuf>,
     /// A run folder from `graft fit` (model, weights, classes and preprocessing come from it).
     #[arg(long, conflicts_with_all = ["model", "weights"])]
     run: Option<PathBuf>,
@@ -71,6 +73,14 @@ struct ImageResult {
 }
 
 pub fn run(a: PredictArgs) -> Result<()> {
+    if let Some(run) = &a.run
+        && graft::train::run_config(run)?.task == "text-classification"
+    {
+        return predict_texts(&a, run);
+    }
+    if a.inputs.is_empty() {
+        bail!("no images to classify: give their paths");
+    }
     use graft::config::{MAX_CLASSES, MAX_IMAGE_SIZE};
     if !(1..=MAX_CLASSES).contains(&a.num_classes) {
         bail!("--num-classes must be between 1 and {MAX_CLASSES}");
@@ -129,7 +139,8 @@ pub fn run(a: PredictArgs) -> Result<()> {
     let model = model.folded_for_inference();
     let pipe = Pipeline::eval(size, p.mean, p.std, resize)?;
     let mut rng = rand::rngs::mock::StepRng::new(0, 0);
-    for path in &a.images {
+    for path in a.inputs.iter().map(PathBuf::from) {
+        let path = &path;
         // Only regular files are read (a pipe named .jpg would block forever).
         let bytes = graft::files::read_file(path)?;
         let image = Image::decode(path, &bytes)?;
@@ -146,6 +157,36 @@ pub fn run(a: PredictArgs) -> Result<()> {
             println!("{}", serde_json::to_string(&r)?);
         } else {
             println!("{}", path.display());
+            for t in top {
+                println!("  {:>6.2}%  {:>4}  {}", t.prob * 100.0, t.index, t.label);
+            }
+        }
+    }
+    Ok(())
+}
+
+/// `predict --run TEXT_RUN`: the classes of texts.
+fn predict_texts(a: &PredictArgs, run: &std::path::Path) -> Result<()> {
+    use graft::model::text_encoder::batch_tensors;
+    let mut texts = a.inputs.clone();
+    if let Some(f) = &a.file {
+        texts.extend(graft::files::read_text(f)?.lines().map(str::to_string));
+    }
+    if texts.is_empty() {
+        bail!("no texts to classify: give them as arguments or with --file");
+    }
+    let device = a.device.device()?;
+    let (model, card, tokenizer) = graft::task::text_classification::load_text_run(run, &device)?;
+    for text in &texts {
+        let batch = tokenizer.encode_batch(&[text.as_str()])?;
+        let (ids, types, mask) = batch_tensors(&batch, &device);
+        let logits = to_vec(model.forward(ids, types, mask));
+        let top = top_k(&logits, a.top, &card.class_names);
+        if a.json {
+            let r = serde_json::json!({"text": text, "top": top});
+            println!("{r}");
+        } else {
+            println!("{text}");
             for t in top {
                 println!("  {:>6.2}%  {:>4}  {}", t.prob * 100.0, t.index, t.label);
             }

@@ -2,6 +2,7 @@
 //! features (the probe), the feature cache, and the report's confusion matrix and per-class
 //! sections.
 
+pub mod eval_files;
 pub mod feature_cache;
 pub mod head;
 pub mod report;

@@ -1,6 +1,6 @@
 //! Evaluation of a classifier on a split of images, and `graft eval` of a finished run.
 
-use std::path::{Path, PathBuf};
+use std::path::Path;
 
 use burn::tensor::Device;
 use indicatif::ProgressBar;
@@ -75,7 +75,7 @@ pub fn evaluate_run(run_dir: &Path, data_spec: Option<&str>, quiet: bool) -> Res
     )?;
     // The folded copy, as the fit's own test evaluation: `eval.json` comes out the same.
     let evaluation = acc.finish(&card.class_names).with_data(spec);
-    let written = eval_file(run_dir, data_spec);
+    let written = crate::task::classification::eval_files::eval_file(run_dir, data_spec);
     let json = serde_json::to_string_pretty(&evaluation).unwrap_or_default();
     write_atomic(&written, json.as_bytes())?;
     Ok(Evaluated {
@@ -83,44 +83,4 @@ pub fn evaluate_run(run_dir: &Path, data_spec: Option<&str>, quiet: bool) -> Res
         table: evaluation.table(),
         written,
     })
-}
-
-/// A dataset spec as a file-name part: `cifar10:/data/x` → `cifar10-data-x`.
-fn file_stem_of(spec: &str) -> String {
-    let mut out = String::new();
-    for c in spec.chars() {
-        if c.is_ascii_alphanumeric() || c == '.' || c == '_' {
-            out.push(c);
-        } else if !out.ends_with('-') {
-            out.push('-');
-        }
-    }
-    let out = out.trim_matches('-').to_string();
-    let out: String = out
-        .chars()
-        .rev()
-        .take(80)
-        .collect::<Vec<_>>()
-        .into_iter()
-        .rev()
-        .collect();
-    if out.is_empty() { "data".into() } else { out }
-}
-
-/// Where `graft eval` writes: `eval.json` for the run's own test split, `eval-<spec>.json` for
-/// another dataset's.
-pub fn eval_file(run_dir: &Path, data_spec: Option<&str>) -> PathBuf {
-    match data_spec {
-        None => run_dir.join("eval.json"),
-        Some(other) => run_dir.join(format!("eval-{}.json", file_stem_of(other))),
-    }
-}
-
-#[cfg(test)]
-mod tests {
-    #[test]
-    fn specs_become_file_names() {
-        assert_eq!(super::file_stem_of("cifar10:/data/x y"), "cifar10-data-x-y");
-        assert_eq!(super::file_stem_of("::"), "data");
-    }
 }

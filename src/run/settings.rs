@@ -1,0 +1,36 @@
+//! A run's settings from their four sources: graft's defaults ← the task's defaults ← a config
+//! file ← flags. The task is the one the file or a flag names, else the one the data spec and
+//! weights point to (`crate::task::infer_task`): `graft fit --data csv:... --weights MODEL_DIR`
+//! needs no `--task`.
+
+use std::collections::BTreeSet;
+use std::path::Path;
+
+use crate::config::{FitConfig, SettingFlags};
+use crate::error::{Error, Result};
+use crate::task::{infer_task, task_defaults};
+
+/// Resolves the settings of `graft fit` (and each run of `cv` / `compare`).
+pub fn resolve_settings(file: Option<&Path>, flags: &SettingFlags) -> Result<FitConfig> {
+    let mut given: BTreeSet<String> = flags.given().into_iter().map(str::to_string).collect();
+    let mut cfg = match file {
+        Some(path) => {
+            let text = crate::files::read_text(path)?;
+            let table: toml::Table = toml::from_str(&text)
+                .map_err(|e| Error::file(path, format!("invalid config: {e}")))?;
+            given.extend(table.keys().cloned());
+            FitConfig::from_toml_file(path)?
+        }
+        None => FitConfig::default(),
+    };
+    flags.apply_to(&mut cfg);
+    if !given.contains("task") {
+        cfg.task = infer_task(&cfg).to_string();
+    }
+    for (key, value) in task_defaults(&cfg.task, &cfg)? {
+        if !given.contains(key) {
+            cfg = cfg.with_setting(key, &value)?;
+        }
+    }
+    Ok(cfg)
+}
