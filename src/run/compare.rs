@@ -117,6 +117,7 @@ fn combinations(axes: &[Axis]) -> Vec<BTreeMap<String, String>> {
 /// Runs the grid into `dir/cell-NN-seed-S`, skipping finished runs, and writes `compare.json`.
 pub fn compare(
     base: &FitConfig,
+    given: &std::collections::BTreeSet<String>,
     axes: &[Axis],
     seeds: usize,
     dir: &Path,
@@ -137,6 +138,11 @@ pub fn compare(
         for (k, v) in settings {
             cfg = cfg.with_setting(k, v)?;
         }
+        // The cell's own task defaults (a linear-probe cell of a text grid trains at the
+        // probe's rate), where neither the user nor the grid set a value.
+        let mut fixed = given.clone();
+        fixed.extend(settings.keys().cloned());
+        let cfg = super::with_task_defaults(cfg, &fixed)?;
         check_settings(&cfg)?;
         configs.push(cfg);
     }

@@ -6,7 +6,7 @@ pub mod compare;
 pub mod cv;
 mod settings;
 
-pub use settings::resolve_settings;
+pub use settings::{Resolved, resolve_settings, with_task_defaults};
 
 use std::path::Path;
 

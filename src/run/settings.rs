@@ -10,8 +10,16 @@ use crate::config::{FitConfig, SettingFlags};
 use crate::error::{Error, Result};
 use crate::task::{infer_task, task_defaults};
 
-/// Resolves the settings of `graft fit` (and each run of `cv` / `compare`).
-pub fn resolve_settings(file: Option<&Path>, flags: &SettingFlags) -> Result<FitConfig> {
+/// Settings, and which of them the user gave (in the file or as flags): what task defaults and
+/// grid cells must not override.
+#[derive(Debug, Clone)]
+pub struct Resolved {
+    pub cfg: FitConfig,
+    pub given: BTreeSet<String>,
+}
+
+/// Resolves the settings of `graft fit` (and the base of `cv` / `compare`).
+pub fn resolve_settings(file: Option<&Path>, flags: &SettingFlags) -> Result<Resolved> {
     let mut given: BTreeSet<String> = flags.given().into_iter().map(str::to_string).collect();
     let mut cfg = match file {
         Some(path) => {
@@ -24,6 +32,14 @@ pub fn resolve_settings(file: Option<&Path>, flags: &SettingFlags) -> Result<Fit
         None => FitConfig::default(),
     };
     flags.apply_to(&mut cfg);
+    let cfg = with_task_defaults(cfg, &given)?;
+    Ok(Resolved { cfg, given })
+}
+
+/// `cfg` with its task inferred (unless `task` is in `given`) and that task's defaults applied
+/// to every setting not in `given`. A `compare` cell calls it again after its grid values, so
+/// that a cell's strategy gets that strategy's defaults.
+pub fn with_task_defaults(mut cfg: FitConfig, given: &BTreeSet<String>) -> Result<FitConfig> {
     if !given.contains("task") {
         cfg.task = infer_task(&cfg).to_string();
     }

@@ -21,7 +21,8 @@ use serde_json::json;
 
 #[derive(Args, Debug)]
 pub struct BenchArgs {
-    /// train-step | infer | linear-probe | fine-tune | loader (decode + augment only)
+    /// train-step | infer | linear-probe | fine-tune | loader (decode + augment only) |
+    /// text-infer | text-step (a text model folder as --weights)
     bench: String,
     #[arg(long, default_value = "resnet18")]
     model: String,
@@ -48,6 +49,9 @@ pub struct BenchArgs {
     limit_train: usize,
     #[arg(long, default_value_t = 0)]
     limit_test: usize,
+    /// Tokens per text (text-infer, text-step).
+    #[arg(long, default_value_t = 128)]
+    seq_len: usize,
 }
 
 fn median(mut v: Vec<f64>) -> f64 {
@@ -225,6 +229,7 @@ pub fn run(a: BenchArgs) -> Result<()> {
             );
         }
         "loader" => loader(&a)?,
+        "text-infer" | "text-step" => text(&a, threads)?,
         other => {
             bail!("unknown bench `{other}` (train-step, infer, linear-probe, fine-tune, loader)")
         }
@@ -290,6 +295,84 @@ fn loader(a: &BenchArgs) -> Result<()> {
         json!({"bench": "loader", "data": a.data, "image_size": a.image_size, "batch_size": a.batch_size,
         "images": n, "batches_per_s": round(batches as f64 / t, 1), "images_per_s": round(n as f64 / t, 1),
         "threads": rayon::current_num_threads()}),
+    );
+    Ok(())
+}
+
+/// `text-infer` / `text-step`: the same cases as tools/text_reference.py — random ids (seeded),
+/// every token attended to; the encoder's forward pass + mean pooling, or one AdamW step of
+/// encoder and linear head.
+fn text(a: &BenchArgs, threads: usize) -> Result<()> {
+    use burn::tensor::TensorData;
+    use graft::model::text_encoder::{EncoderFolder, Pooling, TextClassifier};
+    let Some(dir) = &a.weights else {
+        bail!("{} needs --weights MODEL_DIR", a.bench);
+    };
+    let folder = EncoderFolder::read(std::path::Path::new(dir))?;
+    let device = Device::flex();
+    device.seed(0);
+    let mut model = TextClassifier::new(folder.config, 8, Pooling::Mean, &device);
+    if let Some(w) = &folder.weights {
+        let map = graft::task::text_classification::encoder_weights(w)?;
+        model = load_into(model, &map, "classifier", Strictness::SkipHead)?.0;
+    }
+    let (b, s) = (a.batch_size, a.seq_len);
+    let vocab = folder.config.vocab_size as i64;
+    let mut state = 0x9e37_79b9_7f4a_7c15u64;
+    let ids: Vec<i64> = (0..b * s)
+        .map(|_| {
+            state = state
+                .wrapping_mul(6364136223846793005)
+                .wrapping_add(1442695040888963407);
+            1000 + ((state >> 33) as i64) % (vocab - 1000).max(1)
+        })
+        .collect();
+    let make = |d: &Device| {
+        (
+            Tensor::<2, Int>::from_data(TensorData::new(ids.clone(), [b, s]), d),
+            Tensor::<2, Int>::zeros([b, s], d),
+            Tensor::<2>::ones([b, s], d),
+        )
+    };
+    let t = if a.bench == "text-infer" {
+        let model = model.valid();
+        let (ids, types, mask) = make(&device);
+        timed(1, a.iters, || {
+            let _ = to_vec(model.features(ids.clone(), types.clone(), mask.clone()));
+        })
+    } else {
+        let ad = device.clone().autodiff();
+        let mut model = model.train();
+        let (ids, types, mask) = make(&ad);
+        let labels = Tensor::<1, Int>::from_data(
+            TensorData::new((0..b as i64).map(|i| i % 8).collect::<Vec<_>>(), [b]),
+            &ad,
+        );
+        let loss = Loss {
+            kind: LossKind::CrossEntropy {
+                label_smoothing: 0.0,
+            },
+            class_weights: None,
+        };
+        let mut opt = Optimizer::new(OptimizerConfig {
+            kind: OptimizerKind::AdamW,
+            weight_decay: 0.01,
+            ..Default::default()
+        });
+        timed(1, a.iters, || {
+            let l = loss.forward(
+                model.forward(ids.clone(), types.clone(), mask.clone()),
+                labels.clone(),
+            );
+            let mut g = Grads::default();
+            g.accumulate(&model, &mut l.backward());
+            model = opt.step(model.clone(), &g, &|_| 5e-5);
+            let _ = to_vec(model.head.bias.val());
+        })
+    };
+    emit(
+        json!({"bench": a.bench, "model": "bert", "batch_size": b, "seq_len": s,
+        "ms_per_step": round(t * 1e3, 2), "texts_per_s": round(b as f64 / t, 1), "threads": threads}),
     );
     Ok(())
 }

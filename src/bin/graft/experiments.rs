@@ -51,7 +51,8 @@ fn out_dir(cfg_out: &Option<PathBuf>, kind: &str) -> PathBuf {
 }
 
 pub fn run_compare(a: CompareArgs) -> Result<()> {
-    let mut base = a.fit.resolve()?;
+    let resolved = a.fit.resolve_with_given()?;
+    let mut base = resolved.cfg;
     // A ranking of backbones compares fast linear probes on cached features unless told
     // otherwise.
     if a.ranking && !a.fit.strategy_given() {
@@ -66,7 +67,7 @@ pub fn run_compare(a: CompareArgs) -> Result<()> {
     }
     let dir = out_dir(&base.out, "compare");
     let opts = a.fit.experiment_options()?;
-    let result = compare(&base, &axes, a.seeds, &dir, &opts)?;
+    let result = compare(&base, &resolved.given, &axes, a.seeds, &dir, &opts)?;
     // Each cell's own report first, so the comparison page can link to them.
     for cell in &result.cells {
         for run in &cell.run_dirs {

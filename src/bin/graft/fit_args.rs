@@ -33,8 +33,13 @@ pub struct FitArgs {
 }
 
 impl FitArgs {
-    /// Defaults ← config file ← flags.
+    /// Defaults ← task defaults ← config file ← flags.
     pub fn resolve(&self) -> Result<FitConfig> {
+        Ok(self.resolve_with_given()?.cfg)
+    }
+
+    /// [`FitArgs::resolve`], with the names of the settings the user gave.
+    pub fn resolve_with_given(&self) -> Result<graft::run::Resolved> {
         if let Some(run) = &self.resume {
             let mut cfg = graft::train::run_config(run)
                 .with_context(|| format!("cannot resume {}", run.display()))?;
@@ -59,7 +64,10 @@ impl FitArgs {
             }
             // The run folder is the one resumed, whatever its config.toml says.
             cfg.out = Some(run.clone());
-            return Ok(cfg);
+            return Ok(graft::run::Resolved {
+                cfg,
+                given: Default::default(),
+            });
         }
         Ok(graft::run::resolve_settings(
             self.config.as_deref(),

@@ -16,9 +16,66 @@ pub fn run(target: &str, all: bool) -> Result<()> {
     if path.exists() && !path.is_dir() {
         return weights(path, all);
     }
+    if graft::model::text_encoder::is_model_folder(path) {
+        return text_model(path, all);
+    }
+    if graft::data::text::is_text_spec(target) {
+        let ds = graft::data::text::open_text(target)?;
+        println!("dataset {}: {} classes", ds.name, ds.class_names.len());
+        let splits: Vec<(&str, &[usize])> = [
+            ("train", Some(ds.train.as_slice())),
+            ("val", ds.val.as_deref()),
+            ("test", Some(ds.test.as_slice())),
+        ]
+        .into_iter()
+        .filter_map(|(n, s)| Some((n, s?)))
+        .collect();
+        let totals: Vec<String> = splits
+            .iter()
+            .map(|(n, s)| format!("{n} {}", s.len()))
+            .collect();
+        println!("texts: {}", totals.join(", "));
+        for (c, name) in ds.class_names.iter().enumerate() {
+            let counts: Vec<String> = splits
+                .iter()
+                .map(|(_, s)| format!("{:>8}", ds.class_counts(s)[c]))
+                .collect();
+            println!("  {c:>4}  {name:<20}{}", counts.join(""));
+        }
+        return Ok(());
+    }
     let ds = graft::data::open(target)?;
     print!("{}", ds.summary());
     Ok(())
+}
+
+/// A text model folder: its architecture, pooling, length and weights.
+fn text_model(dir: &Path, all: bool) -> Result<()> {
+    let f = graft::model::text_encoder::EncoderFolder::read(dir)?;
+    let c = f.config;
+    println!(
+        "{}: BERT, {} layers, hidden {}, {} heads, intermediate {}, vocabulary {}, {} positions",
+        dir.display(),
+        c.num_hidden_layers,
+        c.hidden_size,
+        c.num_attention_heads,
+        c.intermediate_size,
+        c.vocab_size,
+        c.max_position_embeddings
+    );
+    println!(
+        "texts cut to {} tokens, {} pooling{}",
+        f.max_length,
+        f.pooling,
+        if f.normalize { ", L2-normalised" } else { "" }
+    );
+    match &f.weights {
+        Some(w) => weights(w, all),
+        None => {
+            println!("no weights file (only --strategy scratch can use it)");
+            Ok(())
+        }
+    }
 }
 
 fn weights(path: &Path, all: bool) -> Result<()> {
@@ -50,6 +107,9 @@ fn weights(path: &Path, all: bool) -> Result<()> {
     }
     match best_match(&map) {
         Some((name, classes)) => println!("matches model `{name}` (head: {classes} classes)"),
+        None if map.get("embeddings.word_embeddings.weight").is_some() => {
+            println!("a BERT encoder: use its folder (config.json, tokenizer.json) as --weights")
+        }
         None => println!("matches no model of the zoo (`graft models`)"),
     }
     Ok(())

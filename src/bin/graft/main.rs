@@ -46,8 +46,8 @@ enum Command {
     Embed(embed::EmbedArgs),
     /// Describe a weights file (tensors, dtypes, shapes, matching model) or a dataset spec.
     Inspect {
-        /// A .pth / .safetensors file, or a dataset spec (cifar10:DIR, idx:DIR, fashion-mnist,
-        /// folder:DIR).
+        /// A .pth / .safetensors file, a text model folder, or a dataset spec (cifar10:DIR,
+        /// idx:DIR, fashion-mnist, folder:DIR, csv:FILE, textfolder:DIR).
         target: String,
         /// Print every tensor, not only a summary.
         #[arg(long)]
