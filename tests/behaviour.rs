@@ -15,7 +15,13 @@
 //! `cv` run before it had stored training-set features under the test set's cache key (the key
 //! named the dataset spec, not its content), and the comparison's probes evaluated on them. With
 //! the cache keyed by content, the two linear-probe cells score what a fresh run of the old code
-//! scores on its own (0.5 and 0.733, checked with the previous binary).
+//! scores on its own (0.5 and 0.733, checked with the previous binary). And every file
+//! (2026-11-27), when the classifier head's `Linear` moved from burn's matmul + broadcast add to
+//! graft's GEMM with the bias accumulated in (`kernels/linear.rs`): the sums are added in another
+//! order, so losses moved in the 8th significant digit (≤ 2e-7 relative, e.g. a scratch run's
+//! final train loss 0.068697459 → 0.068697467), probabilities in the 7th; accuracies and
+//! predicted classes did not change. The settings echoed in the files gained the keys added
+//! since (`task`, `kernels`, `train_layout`, `metric`).
 
 use std::path::{Path, PathBuf};
 use std::process::Command;

@@ -179,6 +179,7 @@ pub(super) fn matmul(
             lhs_strides,
             rhs,
             rhs_strides,
+            gemm::Parallelism::Rayon(0),
         )
     }
 }
@@ -214,6 +215,7 @@ pub(super) fn matmul_uninit(
             lhs_strides,
             rhs,
             rhs_strides,
+            gemm::Parallelism::Rayon(0),
         )
     }
 }
@@ -236,6 +238,7 @@ unsafe fn gemm_checked(
     lhs_strides: (isize, isize),
     rhs: &[f32],
     rhs_strides: (isize, isize),
+    parallelism: gemm::Parallelism,
 ) {
     if m == 0 || n == 0 {
         return;
@@ -282,8 +285,45 @@ unsafe fn gemm_checked(
             false,
             false,
             false,
-            gemm::Parallelism::Rayon(0),
+            parallelism,
         );
+    }
+}
+
+/// `dst := lhs × rhs` on the calling thread, every entry of the m×n window written (none read,
+/// so `dst` may be fresh memory): for the many small products that a caller already
+/// runs in parallel (attention, one batch row per task), where splitting each product again
+/// would only add synchronisation.
+#[allow(clippy::too_many_arguments)]
+pub(super) fn serial_matmul(
+    m: usize,
+    n: usize,
+    k: usize,
+    dst: &mut [MaybeUninit<f32>],
+    dst_strides: (isize, isize),
+    lhs: &[f32],
+    lhs_strides: (isize, isize),
+    rhs: &[f32],
+    rhs_strides: (isize, isize),
+) {
+    assert!(k > 0, "serial_matmul: empty reduction");
+    let (len, ptr) = (dst.len(), dst.as_mut_ptr().cast::<f32>());
+    // SAFETY: `ptr` is valid for `len` writes; with `accumulate` false the GEMM never reads it.
+    unsafe {
+        gemm_checked(
+            m,
+            n,
+            k,
+            ptr,
+            len,
+            dst_strides,
+            false,
+            lhs,
+            lhs_strides,
+            rhs,
+            rhs_strides,
+            gemm::Parallelism::None,
+        )
     }
 }
 

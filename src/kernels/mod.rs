@@ -3,13 +3,16 @@
 //! Today: dense convolution (`conv.rs`: im2col over several images at once + one large GEMM per
 //! chunk, NCHW; `channels_last.rs` / `channels_last_train.rs`: NHWC, grouped by valid kernel
 //! taps so that padding is never multiplied), depthwise convolution (`depthwise.rs`), max-pool
-//! (`pool.rs`), BatchNorm (`batch_norm.rs`), ReLU/ReLU6, each with its backward, and the fused
-//! SGD step (`optim.rs`), plugged into burn as backend extensions (`backend/`, one file per op)
+//! (`pool.rs`), BatchNorm (`batch_norm.rs`), ReLU/ReLU6, the transformer encoder's GELU
+//! (`gelu.rs`), LayerNorm (`layer_norm.rs`) and dense layer
+//! (`linear.rs`), multi-head attention (`attention.rs`, its softmax in `softmax.rs`), dropout
+//! (`dropout.rs`), each with its backward, and the fused SGD step (`optim.rs`), plugged into burn as backend extensions (`backend/`, one file per op)
 //! so that they work with autodiff like any burn op. Layers call [`conv2d`], [`max_pool2d`],
 //! [`relu6`], ... (`ops.rs`), which pick graft's kernel on the `flex` device and burn's op
 //! everywhere else (other backends, grouped convolutions that are not depthwise). Networks
 //! convert their input to channels-last once ([`to_channels_last`]) and every kernel keeps the
-//! layout it is given. `activation.rs` and `buffers.rs` hold what the kernels share.
+//! layout it is given. `activation.rs`, `math.rs` (a vectorisable `exp` and `erf`) and `buffers.rs` hold what the
+//! kernels share.
 //!
 //! The switch back to stock burn, for comparisons and bug hunts, is the `kernels` setting (or
 //! `GRAFT_KERNELS=burn`, or [`set_enabled`]`(false)`); `train_layout = "nchw"` (or
@@ -22,14 +25,18 @@
 macro_rules! wide_simd {
     ($(#[$doc:meta])* $vis:vis fn $name:ident($($arg:ident: $ty:ty),*) $(-> $ret:ty)? = $body:ident) => {
         $(#[$doc])*
+        // The generated functions mirror `$body`'s signature, however long it is.
+        #[allow(clippy::too_many_arguments)]
         $vis fn $name($($arg: $ty),*) $(-> $ret)? {
             #[cfg(target_arch = "x86_64")]
             {
                 #[target_feature(enable = "avx512f,avx2,fma")]
+                #[allow(clippy::too_many_arguments)]
                 unsafe fn avx512($($arg: $ty),*) $(-> $ret)? {
                     $body($($arg),*)
                 }
                 #[target_feature(enable = "avx2,fma")]
+                #[allow(clippy::too_many_arguments)]
                 unsafe fn avx2($($arg: $ty),*) $(-> $ret)? {
                     $body($($arg),*)
                 }
@@ -50,6 +57,7 @@ macro_rules! wide_simd {
 }
 
 mod activation;
+mod attention;
 mod backend;
 pub mod batch_norm;
 mod buffers;
@@ -57,21 +65,29 @@ pub mod channels_last;
 pub mod channels_last_train;
 pub mod conv;
 pub mod depthwise;
+mod dropout;
+mod gelu;
+mod layer_norm;
 pub mod layout;
+mod linear;
+mod math;
 mod ops;
 pub mod optim;
 mod pointwise;
 pub mod pool;
 mod settings;
+mod softmax;
 pub mod transpose;
 
 pub use activation::Activation;
 pub use backend::{
-    GraftActivation, GraftAdd, GraftConv, GraftLayout, GraftNorm, GraftOptim, GraftPool,
+    GraftActivation, GraftAdd, GraftAttention, GraftConv, GraftDropout, GraftGelu, GraftLayerNorm,
+    GraftLayout, GraftLinear, GraftNorm, GraftOptim, GraftPool,
 };
 pub use ops::{
-    TrainNorm, activate, add, batch_norm_train, conv2d, conv2d_act, flatten, is_hwio, max_pool2d,
-    relu, relu6, sgd_step, to_channels_last, unflatten,
+    TrainNorm, activate, add, attention_context, attention_probs, batch_norm_train, conv2d,
+    conv2d_act, dropout, flatten, gelu, is_hwio, layer_norm, linear, max_pool2d, relu, relu6,
+    sgd_step, to_channels_last, unflatten,
 };
 pub use optim::SgdStep;
 pub use settings::{

@@ -4,11 +4,12 @@
 
 use burn::backend::{Dispatch, DispatchDevice};
 use burn::tensor::ops::{ConvOptions, MaxPoolOptions};
-use burn::tensor::{Tensor, module};
+use burn::tensor::{DType, Distribution, Tensor, module};
 
 use super::activation::Activation;
 use super::backend::{
-    GraftActivation, GraftAdd, GraftConv, GraftLayout, GraftNorm, GraftOptim, GraftPool,
+    GraftActivation, GraftAdd, GraftAttention, GraftConv, GraftDropout, GraftGelu, GraftLayerNorm,
+    GraftLayout, GraftLinear, GraftNorm, GraftOptim, GraftPool,
 };
 use super::layout;
 use super::optim::SgdStep;
@@ -19,6 +20,11 @@ fn is_flex<const D: usize>(x: &Tensor<D>) -> bool {
         x.device().as_dispatch().clone().inner(),
         DispatchDevice::Flex(_)
     )
+}
+
+/// Whether graft's f32 kernels take this tensor (the transformer ops have no other dtype).
+fn takes_f32<const D: usize>(x: &Tensor<D>) -> bool {
+    enabled() && x.dtype() == DType::F32 && is_flex(x)
 }
 
 /// The contract burn's conv2d checks before running (a model bug, never user input: weight
@@ -250,4 +256,110 @@ pub fn unflatten<const D: usize>(flat: Tensor<1>, shape: [usize; D], hwio: bool)
         return Tensor::from_dispatch(t.into_dispatch());
     }
     flat.reshape(shape)
+}
+
+/// GELU, exact (erf) form, as PyTorch's `nn.GELU()` and BERT's `"gelu"`: one vectorised pass on
+/// `flex`, with the exact derivative in the backward step (burn's backward is the tanh
+/// approximation's).
+pub fn gelu<const D: usize>(x: Tensor<D>) -> Tensor<D> {
+    if !takes_f32(&x) {
+        return burn::tensor::activation::gelu(x);
+    }
+    Tensor::from_dispatch(<Dispatch as GraftGelu>::graft_gelu(x.into_dispatch()))
+}
+
+/// `torch.nn.functional.layer_norm` over the last dimension with weight and bias: one pass per
+/// row on `flex` forward and backward.
+pub fn layer_norm<const D: usize>(
+    x: Tensor<D>,
+    gamma: Tensor<1>,
+    beta: Tensor<1>,
+    eps: f64,
+) -> Tensor<D> {
+    if !takes_f32(&x) {
+        return module::layer_norm(x, gamma, Some(beta), eps);
+    }
+    Tensor::from_dispatch(<Dispatch as GraftLayerNorm>::graft_layer_norm(
+        x.into_dispatch(),
+        gamma.into_dispatch(),
+        beta.into_dispatch(),
+        eps,
+    ))
+}
+
+/// `x Wᵀ + b` for `x` (m, in), `W` (out, in), `b` (out): `torch.nn.functional.linear`, one GEMM
+/// reading `W` transposed in place on `flex` (forward and both matrix gradients).
+pub fn linear(x: Tensor<2>, weight: Tensor<2>, bias: Tensor<1>) -> Tensor<2> {
+    if !takes_f32(&x) {
+        return x.matmul(weight.transpose()) + bias.unsqueeze::<2>();
+    }
+    Tensor::from_dispatch(<Dispatch as GraftLinear>::graft_linear(
+        x.into_dispatch(),
+        weight.into_dispatch(),
+        bias.into_dispatch(),
+    ))
+}
+
+/// The attention probabilities of multi-head attention: `softmax(Q Kᵀ / sqrt(d) + bias)` for
+/// `q`, `k` `(b, s, hidden)` split into `heads` heads of `d` columns, `bias` `(b, s)` added to
+/// every score of a key (a large negative number masks padding). `(b, heads, s, s)`. On `flex`
+/// one fused op reading the heads in place; elsewhere burn's ops on split heads.
+pub fn attention_probs(q: Tensor<3>, k: Tensor<3>, bias: Tensor<2>, heads: usize) -> Tensor<4> {
+    if !takes_f32(&q) {
+        let [b, s, h] = q.dims();
+        let d = h / heads;
+        let split = |t: Tensor<3>| t.reshape([b, s, heads, d]).swap_dims(1, 2);
+        let scores = split(q)
+            .matmul(split(k).swap_dims(2, 3))
+            .div_scalar((d as f64).sqrt())
+            + bias.reshape([b, 1, 1, s]);
+        return burn::tensor::activation::softmax(scores, 3);
+    }
+    Tensor::from_dispatch(<Dispatch as GraftAttention>::graft_attention_probs(
+        q.into_dispatch(),
+        k.into_dispatch(),
+        bias.into_dispatch(),
+        heads,
+    ))
+}
+
+/// The context of multi-head attention: `P V` per head, heads side by side again: `p`
+/// `(b, heads, s, s)`, `v` `(b, s, hidden)` → `(b, s, hidden)`.
+pub fn attention_context(p: Tensor<4>, v: Tensor<3>, heads: usize) -> Tensor<3> {
+    if !takes_f32(&v) {
+        let [b, s, h] = v.dims();
+        let v = v.reshape([b, s, heads, h / heads]).swap_dims(1, 2);
+        return p.matmul(v).swap_dims(1, 2).reshape([b, s, h]);
+    }
+    Tensor::from_dispatch(<Dispatch as GraftAttention>::graft_attention_context(
+        p.into_dispatch(),
+        v.into_dispatch(),
+        heads,
+    ))
+}
+
+/// Inverted dropout, always applied (the caller decides when a layer trains): each element
+/// zeroed with probability `prob`, the rest scaled by `1 / (1 - prob)`. The randomness comes from
+/// the device's random stream (seeded per epoch by the trainer, so a resumed run draws the same
+/// masks): on `flex`, one 48-bit seed per call drives a counter-based mask computed in parallel;
+/// elsewhere, burn's Bernoulli tensor.
+pub fn dropout<const D: usize>(x: Tensor<D>, prob: f64) -> Tensor<D> {
+    let keep = 1.0 - prob;
+    if !takes_f32(&x) {
+        let mask = Tensor::<D>::random(x.shape(), Distribution::Bernoulli(keep), &x.device());
+        return x * mask.mul_scalar(1.0 / keep);
+    }
+    // Two uniform floats carry 24 random bits each.
+    let draws = Tensor::<1>::random([2], Distribution::Uniform(0.0, 1.0), &x.device())
+        .into_data()
+        .convert::<f32>()
+        .try_into_vec::<f32>()
+        .expect("f32 draws");
+    let bits = |u: f32| ((u as f64 * (1u64 << 24) as f64) as u64) & 0xff_ffff;
+    let seed = (bits(draws[0]) << 24) | bits(draws[1]);
+    Tensor::from_dispatch(<Dispatch as GraftDropout>::graft_dropout(
+        x.into_dispatch(),
+        prob,
+        seed,
+    ))
 }

@@ -11,13 +11,13 @@
 //! module trains.
 
 use burn::module::Module;
-use burn::tensor::activation::{gelu, softmax};
 use burn::tensor::{Device, Int, Tensor};
 use serde::Deserialize;
 
 use super::layers::{Dropout, Embedding, LayerNorm, Linear};
 use super::stages::KeyRename;
 use crate::error::{Error, Result};
+use crate::kernels;
 
 /// The fields of an HF `config.json` a BERT encoder needs.
 #[derive(Debug, Clone, Copy, PartialEq, Deserialize)]
@@ -318,11 +318,7 @@ impl Bert {
             + e.position_embeddings.forward(positions);
         let mut x = e.dropout.forward(e.layer_norm.forward(x));
         // transformers: (1 - mask) * finfo(float32).min, added to every query's scores.
-        let bias = mask
-            .neg()
-            .add_scalar(1.0)
-            .mul_scalar(f32::MIN as f64)
-            .reshape([b, 1, 1, s]);
+        let bias = mask.neg().add_scalar(1.0).mul_scalar(f32::MIN as f64);
         for layer in &self.encoder.layer {
             x = layer.forward(x, bias.clone());
         }
@@ -331,11 +327,11 @@ impl Bert {
 }
 
 impl BertLayer {
-    fn forward(&self, x: Tensor<3>, bias: Tensor<4>) -> Tensor<3> {
+    fn forward(&self, x: Tensor<3>, bias: Tensor<2>) -> Tensor<3> {
         let a = &self.attention;
         let context = a.self_attention.forward(x.clone(), bias);
         let attended = a.output.forward(context, x);
-        let inner = gelu(self.intermediate.dense.forward_tokens(attended.clone()));
+        let inner = kernels::gelu(self.intermediate.dense.forward_tokens(attended.clone()));
         self.output.forward(inner, attended)
     }
 }
@@ -349,17 +345,13 @@ impl BertSelfOutput {
 }
 
 impl BertSelfAttention {
-    /// Multi-head scaled dot-product attention; `bias` `(b, 1, 1, s)` masks padded keys.
-    fn forward(&self, x: Tensor<3>, bias: Tensor<4>) -> Tensor<3> {
-        let [b, s, h] = x.dims();
-        let heads = self.heads;
-        let d = h / heads;
-        let split = |t: Tensor<3>| t.reshape([b, s, heads, d]).swap_dims(1, 2);
-        let q = split(self.query.forward_tokens(x.clone()));
-        let k = split(self.key.forward_tokens(x.clone()));
-        let v = split(self.value.forward_tokens(x));
-        let scores = q.matmul(k.swap_dims(2, 3)).div_scalar((d as f64).sqrt()) + bias;
-        let probs = self.dropout.forward(softmax(scores, 3));
-        probs.matmul(v).swap_dims(1, 2).reshape([b, s, h])
+    /// Multi-head scaled dot-product attention; `bias` `(b, s)` masks padded keys. The heads
+    /// are read in place from the projections (`kernels::attention_probs`).
+    fn forward(&self, x: Tensor<3>, bias: Tensor<2>) -> Tensor<3> {
+        let q = self.query.forward_tokens(x.clone());
+        let k = self.key.forward_tokens(x.clone());
+        let v = self.value.forward_tokens(x);
+        let probs = kernels::attention_probs(q, k, bias, self.heads);
+        kernels::attention_context(self.dropout.forward(probs), v, self.heads)
     }
 }

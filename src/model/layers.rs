@@ -10,6 +10,8 @@ use burn::tensor::module::batch_norm;
 use burn::tensor::ops::ConvOptions;
 use burn::tensor::{Device, Distribution, Int, Tensor};
 
+use crate::kernels;
+
 pub use crate::kernels::Activation;
 
 /// How a convolution pads its input.
@@ -252,7 +254,7 @@ impl Linear {
 
     /// `(n, in) -> (n, out)`.
     pub fn forward(&self, x: Tensor<2>) -> Tensor<2> {
-        x.matmul(self.weight.val().transpose()) + self.bias.val().unsqueeze::<2>()
+        kernels::linear(x, self.weight.val(), self.bias.val())
     }
 
     /// Number of outputs.
@@ -292,7 +294,7 @@ impl LayerNorm {
     }
 
     pub fn forward<const D: usize>(&self, x: Tensor<D>) -> Tensor<D> {
-        burn::tensor::module::layer_norm(x, self.weight.val(), Some(self.bias.val()), self.eps)
+        kernels::layer_norm(x, self.weight.val(), self.bias.val(), self.eps)
     }
 }
 
@@ -342,9 +344,7 @@ impl Dropout {
         if self.prob <= 0.0 || !(x.device().is_autodiff() && self.training.is_enabled()) {
             return x;
         }
-        let keep = 1.0 - self.prob;
-        let mask = Tensor::<D>::random(x.shape(), Distribution::Bernoulli(keep), &x.device());
-        x * mask.mul_scalar(1.0 / keep)
+        kernels::dropout(x, self.prob)
     }
 }
 

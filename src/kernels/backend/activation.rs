@@ -13,7 +13,7 @@ use burn::backend::{Autodiff, Backend, Flex, backend_extension};
 use burn::tensor::DType;
 use rayon::prelude::*;
 
-use super::shared::{ELEMENTWISE_CHUNK, nhwc_values};
+use super::shared::{ELEMENTWISE_CHUNK, nhwc_values, owned_values_mut};
 use crate::kernels::activation::clamp;
 use crate::kernels::layout::{
     channels_last_tensor, channels_last_values, dense_values_mut, flex_tensor, is_channels_last,
@@ -75,15 +75,6 @@ impl GraftActivation for Flex {
     }
 }
 
-/// The output gradient of a row-major tensor, mutable, when this node holds it alone.
-fn owned_row_major_mut(t: &mut FlexTensor) -> Option<&mut [f32]> {
-    let n = t.layout().num_elements();
-    if t.dtype() != DType::F32 || t.layout().contiguous_offsets() != Some((0, n)) {
-        return None;
-    }
-    t.try_storage_mut::<f32>().filter(|s| s.len() == n)
-}
-
 /// The gradient passes where `0 < x` (ReLU, PyTorch's `threshold_backward`) or `0 < x < 6`
 /// (ReLU6, `hardtanh_backward`).
 #[derive(Debug)]
@@ -132,7 +123,7 @@ impl<const SIX: bool> Backward<Flex, 1> for ClampBackward<SIX> {
             } else {
                 let x_values = values(&x);
                 // The output gradient is usually this node's alone: mask it in place.
-                match owned_row_major_mut(&mut d_out) {
+                match owned_values_mut(&mut d_out) {
                     Some(d) => {
                         mask(d, &x_values);
                         d_out

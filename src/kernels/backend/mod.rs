@@ -14,11 +14,19 @@
 //! | `add.rs` | the layout-keeping residual add |
 //! | `norm.rs` | training-mode BatchNorm |
 //! | `optim.rs` | the fused SGD step |
+//! | `gelu.rs`, `layer_norm.rs`, `linear.rs` | the transformer encoder's element-wise, row-wise and dense ops |
+//! | `attention.rs` | multi-head attention's probabilities and context |
+//! | `dropout.rs` | dropout with a counter-based mask |
 
 mod activation;
 mod add;
+mod attention;
 mod conv;
+mod dropout;
+mod gelu;
+mod layer_norm;
 mod layout;
+mod linear;
 mod norm;
 mod optim;
 mod pool;
@@ -26,8 +34,13 @@ mod shared;
 
 pub use activation::GraftActivation;
 pub use add::GraftAdd;
+pub use attention::GraftAttention;
 pub use conv::GraftConv;
+pub use dropout::GraftDropout;
+pub use gelu::GraftGelu;
+pub use layer_norm::GraftLayerNorm;
 pub use layout::GraftLayout;
+pub use linear::GraftLinear;
 pub use norm::GraftNorm;
 pub use optim::GraftOptim;
 pub use pool::GraftPool;
