@@ -15,7 +15,7 @@ use crate::error::{Error, Result};
 use crate::kernels::{KernelChoice, TrainLayout};
 use crate::loss::{ClassWeights, LossChoice};
 use crate::model::text_encoder::Pooling;
-use crate::optim::{Betas, OptimizerConfig, OptimizerKind, Schedule};
+use crate::optim::{Betas, OptimizerConfig, OptimizerKind, Schedule, ScheduleUnit};
 use crate::tensor::DeviceKind;
 
 /// The widest head graft builds (ImageNet-21k has 21,841 classes).
@@ -143,6 +143,7 @@ plain_flag_values!(
     OptimizerKind,
     Betas,
     Schedule,
+    ScheduleUnit,
     Resize,
     Augment,
     Sampler,
@@ -286,10 +287,16 @@ settings! {
     betas: Betas = Betas([0.9, 0.999]),
     /// Adam epsilon.
     eps: f64 = 1e-8,
-    /// constant | step:EVERY:GAMMA | cosine | linear (per epoch, after warm-up).
+    /// constant | step:EVERY:GAMMA | cosine | linear (after warm-up).
     schedule: Schedule = Schedule::Constant,
+    /// epoch | step: the schedule advances after each epoch (PyTorch's recipes) or after each
+    /// optimizer step (transformers').
+    schedule_unit: ScheduleUnit = ScheduleUnit::Epoch,
     /// Linear warm-up epochs.
     warmup_epochs: usize = 0,
+    /// Linear warm-up over this fraction of all optimizer steps (transformers' warmup_ratio;
+    /// needs schedule_unit = step).
+    warmup_ratio: f64 = 0.0,
     /// Training epochs.
     epochs: usize = 5,
     /// Samples per batch.
@@ -428,6 +435,18 @@ impl FitConfig {
         }
         if !(self.backbone_lr_mult.is_finite() && self.backbone_lr_mult >= 0.0) {
             return Err(Error::invalid("--backbone-lr-mult must be >= 0"));
+        }
+        if !(self.warmup_ratio.is_finite() && (0.0..1.0).contains(&self.warmup_ratio)) {
+            return Err(Error::invalid(format!(
+                "--warmup-ratio must be in [0, 1), got {}",
+                self.warmup_ratio
+            )));
+        }
+        if self.warmup_ratio > 0.0 && self.schedule_unit == ScheduleUnit::Epoch {
+            return Err(Error::invalid(
+                "--warmup-ratio counts optimizer steps: add --schedule-unit step (or warm up \
+                 whole epochs with --warmup-epochs)",
+            ));
         }
         if self.epochs == 0 || self.batch_size == 0 {
             return Err(Error::invalid(

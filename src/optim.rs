@@ -402,7 +402,7 @@ impl Optimizer {
     }
 }
 
-/// The learning-rate schedule, evaluated per epoch.
+/// The learning-rate schedule, evaluated per epoch or per step ([`ScheduleUnit`]).
 #[derive(Debug, Clone, Copy, PartialEq)]
 pub enum Schedule {
     Constant,
@@ -464,7 +464,103 @@ impl std::fmt::Display for Schedule {
 
 crate::text_setting!(Schedule);
 
+/// Whether the schedule advances once an epoch or at every optimizer step.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum ScheduleUnit {
+    /// PyTorch's `scheduler.step()` after each epoch (torchvision's recipes).
+    Epoch,
+    /// transformers' `get_*_schedule_with_warmup`, stepped after every optimizer step.
+    Step,
+}
+
+impl std::str::FromStr for ScheduleUnit {
+    type Err = Error;
+
+    fn from_str(s: &str) -> Result<Self> {
+        match s {
+            "epoch" => Ok(Self::Epoch),
+            "step" => Ok(Self::Step),
+            _ => Err(Error::invalid(format!(
+                "bad schedule unit `{s}` (use epoch or step)"
+            ))),
+        }
+    }
+}
+
+impl std::fmt::Display for ScheduleUnit {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str(match self {
+            Self::Epoch => "epoch",
+            Self::Step => "step",
+        })
+    }
+}
+
+crate::text_setting!(ScheduleUnit);
+
+/// The learning rate of every optimizer step of one epoch.
+#[derive(Debug, Clone, Copy, PartialEq)]
+pub struct EpochRates {
+    pub base: f64,
+    pub schedule: Schedule,
+    pub unit: ScheduleUnit,
+    /// 0-based.
+    pub epoch: usize,
+    pub epochs: usize,
+    /// Optimizer steps in an epoch (1 for full-batch `gd`).
+    pub steps_per_epoch: usize,
+    /// Warm-up in epochs (either unit) ...
+    pub warmup_epochs: usize,
+    /// ... plus, with the step unit, this fraction of all steps (rounded up, as transformers'
+    /// `warmup_ratio`).
+    pub warmup_ratio: f64,
+}
+
+impl EpochRates {
+    /// The rate of optimizer step `step` (0-based) of the epoch.
+    pub fn at(&self, step: usize) -> f64 {
+        match self.unit {
+            ScheduleUnit::Epoch => {
+                self.schedule
+                    .lr(self.base, self.epoch, self.epochs, self.warmup_epochs)
+            }
+            ScheduleUnit::Step => {
+                let total = self.epochs * self.steps_per_epoch;
+                let warmup = self.warmup_epochs * self.steps_per_epoch
+                    + (self.warmup_ratio * total as f64).ceil() as usize;
+                let global = self.epoch * self.steps_per_epoch + step;
+                self.schedule.lr_at_step(self.base, global, total, warmup)
+            }
+        }
+    }
+
+    /// The rate the epoch ends with (its last step's), for the metrics line.
+    pub fn last(&self) -> f64 {
+        self.at(self.steps_per_epoch.saturating_sub(1))
+    }
+}
+
 impl Schedule {
+    /// The learning rate of optimizer step `step` (0-based) of `total`, after `warmup` steps of
+    /// linear warm-up from 0 — exactly transformers' `get_{constant,linear,cosine}_schedule_
+    /// with_warmup` (step `s` runs at `base * s / warmup` while warming up; linear decays to 0 at
+    /// `total`, cosine by half a period). `step:EVERY:GAMMA` counts `EVERY` in steps here.
+    pub fn lr_at_step(&self, base: f64, step: usize, total: usize, warmup: usize) -> f64 {
+        if step < warmup {
+            return base * step as f64 / warmup.max(1) as f64;
+        }
+        let after = (step - warmup) as f64;
+        let span = total.saturating_sub(warmup).max(1) as f64;
+        match *self {
+            Self::Constant => base,
+            Self::Step { every, gamma } => base * gamma.powi(((step - warmup) / every) as i32),
+            Self::Linear => base * ((total.saturating_sub(step)) as f64 / span).max(0.0),
+            Self::Cosine => {
+                base * (0.5 * (1.0 + (std::f64::consts::PI * after / span).cos())).max(0.0)
+            }
+        }
+    }
+
     /// The learning rate of `epoch` (0-based) out of `epochs`, after `warmup` linear warm-up
     /// epochs (epoch e < warmup uses base * (e + 1) / (warmup + 1)).
     pub fn lr(&self, base: f64, epoch: usize, epochs: usize, warmup: usize) -> f64 {
@@ -481,5 +577,73 @@ impl Schedule {
             }
             Self::Linear => base * span.saturating_sub(e) as f64 / span as f64,
         }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    /// Every optimizer step's rate equals transformers' `get_*_schedule_with_warmup`
+    /// (tests/fixtures/goldens/schedules.json, from tools/text_goldens.py).
+    #[test]
+    fn step_schedules_match_transformers() {
+        let path = concat!(
+            env!("CARGO_MANIFEST_DIR"),
+            "/tests/fixtures/goldens/schedules.json"
+        );
+        let golden: serde_json::Value =
+            serde_json::from_str(&std::fs::read_to_string(path).unwrap()).unwrap();
+        let num = |k: &str| golden[k].as_f64().unwrap();
+        let (epochs, steps) = (num("epochs") as usize, num("steps_per_epoch") as usize);
+        for (name, schedule) in [
+            ("constant", Schedule::Constant),
+            ("linear", Schedule::Linear),
+            ("cosine", Schedule::Cosine),
+        ] {
+            let want: Vec<f64> = golden["rates"][name]
+                .as_array()
+                .unwrap()
+                .iter()
+                .map(|v| v.as_f64().unwrap())
+                .collect();
+            assert_eq!(want.len(), epochs * steps);
+            for epoch in 0..epochs {
+                let rates = EpochRates {
+                    base: num("base"),
+                    schedule,
+                    unit: ScheduleUnit::Step,
+                    epoch,
+                    epochs,
+                    steps_per_epoch: steps,
+                    warmup_epochs: 0,
+                    warmup_ratio: num("warmup_ratio"),
+                };
+                for step in 0..steps {
+                    let (got, want) = (rates.at(step), want[epoch * steps + step]);
+                    assert!(
+                        (got - want).abs() <= 1e-12 * want.abs().max(1e-30),
+                        "{name} epoch {epoch} step {step}: {got} vs {want}"
+                    );
+                }
+            }
+        }
+    }
+
+    /// The epoch unit keeps one rate for a whole epoch (PyTorch's per-epoch `scheduler.step()`).
+    #[test]
+    fn epoch_unit_is_constant_within_an_epoch() {
+        let rates = EpochRates {
+            base: 0.1,
+            schedule: Schedule::Cosine,
+            unit: ScheduleUnit::Epoch,
+            epoch: 1,
+            epochs: 4,
+            steps_per_epoch: 5,
+            warmup_epochs: 0,
+            warmup_ratio: 0.0,
+        };
+        assert_eq!(rates.at(0), rates.at(4));
+        assert_eq!(rates.last(), Schedule::Cosine.lr(0.1, 1, 4, 0));
     }
 }

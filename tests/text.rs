@@ -72,7 +72,17 @@ impl Fixture {
     }
 
     fn fit(&self, run: &str, extra: &[&str]) -> std::process::Output {
+        self.fit_with_env(run, extra, ("GRAFT_TEST_UNUSED", ""))
+    }
+
+    fn fit_with_env(
+        &self,
+        run: &str,
+        extra: &[&str],
+        (key, value): (&str, &str),
+    ) -> std::process::Output {
         graft()
+            .env(key, value)
             .args(["fit", "--json", "--quiet", "--val-split", "0.2"])
             .arg(format!(
                 "--data=csv:{}",
@@ -180,20 +190,24 @@ fn text_probe_cache_and_resume() {
         |run: &str| json_line(&fx.fit(run, &["--strategy", "linear-probe", "--epochs", "2"]));
     assert_eq!(probe("p1")["feature_cache"], "miss");
     assert_eq!(probe("p2")["feature_cache"], "hit");
-    // A fine-tune stopped after one epoch resumes to the run that never stopped (dropout
-    // included: its masks restart from the seed at every epoch).
+    // A fine-tune killed after its first epoch's checkpoint resumes to the run that never
+    // stopped (dropout included: its masks restart from the seed at every epoch; the learning
+    // rate too: the per-step warm-up and decay are a function of the step).
     let args = ["--strategy", "fine-tune", "--lr", "0.003"];
-    let mut one = args.to_vec();
-    one.extend(["--epochs", "1"]);
-    json_line(&fx.fit("resumed", &one));
+    let mut two = args.to_vec();
+    two.extend(["--epochs", "2"]);
+    let killed = fx.fit_with_env(
+        "resumed",
+        &two,
+        ("GRAFT_TEST_CRASH_AT", "checkpoint-after-commit:1"),
+    );
+    assert!(!killed.status.success(), "the crash point did not fire");
     let out = graft()
-        .args(["fit", "--json", "--quiet", "--epochs", "2", "--resume"])
+        .args(["fit", "--json", "--quiet", "--resume"])
         .arg(fx.root.join("resumed"))
         .output()
         .unwrap();
     let resumed = json_line(&out);
-    let mut two = args.to_vec();
-    two.extend(["--epochs", "2"]);
     let straight = json_line(&fx.fit("straight", &two));
     assert_eq!(resumed["test_accuracy"], straight["test_accuracy"]);
     assert_eq!(resumed["train_loss"], straight["train_loss"]);

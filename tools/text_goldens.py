@@ -14,6 +14,10 @@ Writes into tests/fixtures/:
   goldens/minilm.json       sentence-transformers' encode() of the real all-MiniLM-L6-v2 for
                             the same kind of texts (only when scripts/fetch-assets.sh has put
                             the model in .cache/assets/all-MiniLM-L6-v2)
+  goldens/schedules.json    the per-step learning rates of transformers'
+                            get_{constant,linear,cosine}_schedule_with_warmup (warmup_ratio 0.1)
+
+Name sections to write only those: `text_goldens.py schedules`.
 """
 
 import json
@@ -198,9 +202,49 @@ def minilm():
     )
 
 
+def schedules():
+    import math
+
+    from transformers import (
+        get_constant_schedule_with_warmup,
+        get_cosine_schedule_with_warmup,
+        get_linear_schedule_with_warmup,
+    )
+
+    base, epochs, steps_per_epoch, ratio = 5e-5, 3, 7, 0.1
+    total = epochs * steps_per_epoch
+    warmup = math.ceil(total * ratio)  # TrainingArguments.get_warmup_steps
+    makers = {
+        "constant": lambda o: get_constant_schedule_with_warmup(o, warmup),
+        "linear": lambda o: get_linear_schedule_with_warmup(o, warmup, total),
+        "cosine": lambda o: get_cosine_schedule_with_warmup(o, warmup, total),
+    }
+    rates = {}
+    for name, make in makers.items():
+        opt = torch.optim.AdamW([torch.nn.Parameter(torch.zeros(1))], lr=base)
+        sched = make(opt)
+        lrs = []
+        for _ in range(total):
+            lrs.append(opt.param_groups[0]["lr"])  # the rate this optimizer step uses
+            opt.step()
+            sched.step()
+        rates[name] = lrs
+    (GOLDENS / "schedules.json").write_text(
+        json.dumps(
+            {
+                "base": base,
+                "epochs": epochs,
+                "steps_per_epoch": steps_per_epoch,
+                "warmup_ratio": ratio,
+                "rates": rates,
+            }
+        )
+    )
+
+
 if __name__ == "__main__":
     torch.manual_seed(0)
-    bert_tiny()
-    tokenizer()
-    minilm()
+    sections = {"bert_tiny": bert_tiny, "tokenizer": tokenizer, "minilm": minilm, "schedules": schedules}
+    for name in sys.argv[1:] or list(sections):
+        sections[name]()
     print("text goldens written")

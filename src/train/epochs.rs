@@ -16,7 +16,7 @@ use super::checkpoint::{self, LoopState};
 use crate::error::{Error, Result};
 use crate::files::write_atomic;
 use crate::metrics::{LOSS, Scores};
-use crate::optim::Schedule;
+use crate::optim::{EpochRates, Schedule, ScheduleUnit};
 use crate::weights::{NamedTensors, TensorList};
 
 /// One line of `metrics.jsonl`.
@@ -43,8 +43,13 @@ impl EpochMetrics {
 pub trait EpochRunner {
     /// Number of steps in an epoch (for the progress bar).
     fn steps_per_epoch(&self) -> usize;
-    /// Trains one epoch at `lr`.
-    fn train_epoch(&mut self, epoch: usize, lr: f64, bar: &ProgressBar) -> Result<Scores>;
+    /// Number of optimizer steps in an epoch (what a per-step schedule counts).
+    fn optimizer_steps_per_epoch(&self) -> usize {
+        self.steps_per_epoch()
+    }
+    /// Trains one epoch, optimizer step `s` at `rates.at(s)`.
+    fn train_epoch(&mut self, epoch: usize, rates: &EpochRates, bar: &ProgressBar)
+    -> Result<Scores>;
     /// Scores on the validation split, if there is one.
     fn validate(&self) -> Result<Option<Scores>>;
     /// Tensors to checkpoint: (model, optimizer).
@@ -68,7 +73,9 @@ pub struct LoopPlan<'a> {
     pub epochs: usize,
     pub lr: f64,
     pub schedule: Schedule,
+    pub schedule_unit: ScheduleUnit,
     pub warmup_epochs: usize,
+    pub warmup_ratio: f64,
     pub seed: u64,
     pub early_stopping: Option<EarlyStopping>,
     /// Continue from the run folder's checkpoint.
@@ -126,11 +133,19 @@ pub fn run_epochs(plan: &LoopPlan<'_>, runner: &mut dyn EpochRunner) -> Result<H
             break;
         }
         let t = Instant::now();
-        let lr = plan
-            .schedule
-            .lr(plan.lr, epoch, plan.epochs, plan.warmup_epochs);
+        let rates = EpochRates {
+            base: plan.lr,
+            schedule: plan.schedule,
+            unit: plan.schedule_unit,
+            epoch,
+            epochs: plan.epochs,
+            steps_per_epoch: runner.optimizer_steps_per_epoch(),
+            warmup_epochs: plan.warmup_epochs,
+            warmup_ratio: plan.warmup_ratio,
+        };
+        let lr = rates.last();
         let bar = progress_bar(plan.quiet, runner.steps_per_epoch(), epoch, plan.epochs);
-        let train = runner.train_epoch(epoch, lr, &bar).map_err(|e| {
+        let train = runner.train_epoch(epoch, &rates, &bar).map_err(|e| {
             let kept = if state.epochs_done > 0 {
                 format!(
                     "the last good checkpoint (epoch {}) is kept in {}",

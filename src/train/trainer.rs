@@ -11,7 +11,7 @@ use indicatif::ProgressBar;
 use super::epochs::EpochRunner;
 use crate::error::{Error, Result};
 use crate::metrics::{Scores, Tally};
-use crate::optim::{Grads, Optimizer, OptimizerConfig, OptimizerKind};
+use crate::optim::{EpochRates, Grads, Optimizer, OptimizerConfig, OptimizerKind};
 use crate::tensor::to_vec;
 use crate::weights::{NamedTensors, TensorList};
 
@@ -89,7 +89,20 @@ impl<O: Objective> EpochRunner for Trainer<O> {
         self.objective.steps_per_epoch()
     }
 
-    fn train_epoch(&mut self, epoch: usize, lr: f64, bar: &ProgressBar) -> Result<Scores> {
+    fn optimizer_steps_per_epoch(&self) -> usize {
+        if self.optimizer.config.kind == OptimizerKind::Gd {
+            1
+        } else {
+            self.objective.steps_per_epoch()
+        }
+    }
+
+    fn train_epoch(
+        &mut self,
+        epoch: usize,
+        rates: &EpochRates,
+        bar: &ProgressBar,
+    ) -> Result<Scores> {
         if let Some(seed) = self.seed {
             self.device.seed(crate::data::derive_seed(&[
                 seed,
@@ -100,7 +113,6 @@ impl<O: Objective> EpochRunner for Trainer<O> {
         let objective = &self.objective;
         let samples = objective.samples_per_epoch();
         let full_batch = self.optimizer.config.kind == OptimizerKind::Gd;
-        let lr_of = |key: &str| objective.lr_of(lr, key);
         let mut tally = objective.tally();
         let mut grads = Grads::default();
         let mut model = self.model.clone();
@@ -117,7 +129,10 @@ impl<O: Objective> EpochRunner for Trainer<O> {
             objective.record(&mut tally, output, mean);
             grads.accumulate(&model, &mut loss.backward());
             if !full_batch {
-                model = self.optimizer.step(model, &grads, &lr_of);
+                let lr = rates.at(step);
+                model = self
+                    .optimizer
+                    .step(model, &grads, &|key: &str| objective.lr_of(lr, key));
                 grads = Grads::default();
             }
             bar.inc(1);
@@ -125,7 +140,10 @@ impl<O: Objective> EpochRunner for Trainer<O> {
         }
         let scores = tally.scores();
         if full_batch {
-            model = self.optimizer.step(model, &grads, &lr_of);
+            let lr = rates.at(0);
+            model = self
+                .optimizer
+                .step(model, &grads, &|key: &str| objective.lr_of(lr, key));
         }
         self.model = model;
         Ok(scores)

@@ -45,8 +45,9 @@ impl Task for TextClassification {
         is_text_spec(&cfg.data) || is_model_folder(Path::new(&cfg.weights))
     }
 
-    /// The recipe that works for BERT fine-tuning (AdamW, a small learning rate decaying
-    /// linearly, weight decay 0.01, batches of 32, 3 epochs); a linear probe on the frozen
+    /// The recipe that works for BERT fine-tuning (AdamW, a small learning rate warmed up
+    /// linearly over the first 10% of steps and decaying linearly to 0 at every step, as
+    /// transformers' Trainer does, weight decay 0.01, batches of 32, 3 epochs); a linear probe on the frozen
     /// embeddings trains like an image probe (Adam-style at 1e-3, 10 epochs).
     fn defaults(cfg: &FitConfig) -> Vec<(&'static str, String)> {
         let probe = cfg.strategy == Strategy::LinearProbe;
@@ -61,6 +62,8 @@ impl Task for TextClassification {
             ("epochs", if probe { "10" } else { "3" }.into()),
             ("batch_size", "32".into()),
             ("schedule", if probe { "constant" } else { "linear" }.into()),
+            ("schedule_unit", if probe { "epoch" } else { "step" }.into()),
+            ("warmup_ratio", if probe { "0" } else { "0.1" }.into()),
         ]
     }
 
