@@ -303,6 +303,10 @@ settings! {
     batch_size: usize = 64,
     /// Square input size [default: the model's pretrained size].
     image_size: Option<usize> = None,
+    /// Text: batches of texts of similar lengths (transformers' group_by_length: mega-batches of
+    /// 50 batches sorted by length), so little padding is computed [default: true for text].
+    #[flag(num_args = 0..=1, default_missing_value = "true")]
+    group_by_length: bool = false,
     /// Text: the most tokens a text keeps [default: the model folder's max_seq_length].
     max_length: Option<usize> = None,
     /// Text: how token states become one vector: auto (the model folder's), mean or cls.

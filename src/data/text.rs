@@ -25,6 +25,37 @@ use crate::files::read_text;
 /// The longest text a row may hold (tokenization cuts it to the model's length anyway).
 const MAX_TEXT_BYTES: usize = 1 << 20;
 
+/// Indices of `texts` from the longest to the shortest (in characters; ties keep their order):
+/// batches of similar lengths pad little. sentence-transformers' `encode` sorts the same way;
+/// each text's result does not depend on its batch (padding is masked).
+pub fn longest_first<S: AsRef<str>>(texts: &[S]) -> Vec<usize> {
+    let lengths: Vec<usize> = texts.iter().map(|t| t.as_ref().chars().count()).collect();
+    let mut order: Vec<usize> = (0..texts.len()).collect();
+    order.sort_by_key(|&i| std::cmp::Reverse(lengths[i]));
+    order
+}
+
+/// Batches of similar lengths for training, as transformers' `LengthGroupedSampler`
+/// (`group_by_length`): the epoch's `order` is cut into mega-batches of 50 batches, each sorted
+/// longest first, so batches stay random but pad little.
+pub fn group_by_length<S: AsRef<str>>(
+    order: &[usize],
+    texts: &[S],
+    batch_size: usize,
+) -> Vec<usize> {
+    const BATCHES_PER_GROUP: usize = 50;
+    order
+        .chunks((BATCHES_PER_GROUP * batch_size).max(1))
+        .flat_map(|group| {
+            let group_texts: Vec<&str> = group.iter().map(|&i| texts[i].as_ref()).collect();
+            longest_first(&group_texts)
+                .into_iter()
+                .map(|k| group[k])
+                .collect::<Vec<_>>()
+        })
+        .collect()
+}
+
 /// Texts with labels and their splits (positions into `texts`).
 #[derive(Debug, Clone)]
 pub struct TextDataset {
@@ -465,6 +496,29 @@ fn read_text_tree(dir: &Path) -> Result<Rows> {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn length_orders_keep_every_text_once() {
+        let texts = ["ab", "abcd", "a", "abc", "", "abcd"];
+        // Longest first, ties in their original order; characters, not bytes.
+        assert_eq!(longest_first(&texts), vec![1, 5, 3, 0, 2, 4]);
+        assert_eq!(longest_first(&["éé", "abc"]), vec![1, 0]);
+        // group_by_length sorts within each mega-batch of 50 batches only.
+        let many: Vec<String> = (0..230).map(|i| "x".repeat((i * 37) % 101)).collect();
+        let order: Vec<usize> = (0..230).rev().collect();
+        let grouped = group_by_length(&order, &many, 2);
+        let mut sorted = grouped.clone();
+        sorted.sort();
+        assert_eq!(sorted, (0..230).collect::<Vec<_>>());
+        for (group, original) in grouped.chunks(100).zip(order.chunks(100)) {
+            let mut a = group.to_vec();
+            let mut b = original.to_vec();
+            a.sort();
+            b.sort();
+            assert_eq!(a, b, "a text moved to another mega-batch");
+            assert!(group.windows(2).all(|w| many[w[0]].len() >= many[w[1]].len()));
+        }
+    }
 
     #[test]
     fn csv_tsv_and_jsonl_rows_with_their_errors() {

@@ -8,7 +8,9 @@
 //! - [`attention_context`]: `O = P V`, written into `(b, s, hidden)` at each head's columns.
 //!
 //! Dropout on the probabilities (BERT's `attention_probs_dropout_prob`) stays a separate op
-//! between the two, as in PyTorch. Each task is one batch row (all its heads, in order), each
+//! between the two, as in PyTorch. Where nothing needs the probabilities afterwards (no
+//! gradient, no dropout: inference), [`attention`] does both products per head through one
+//! `s × s` scratch block that stays in cache, never writing the `(b, heads, s, s)` tensor. Each task is one batch row (all its heads, in order), each
 //! product a single-threaded GEMM: deterministic, and no writes shared between tasks.
 
 use std::mem::MaybeUninit;
@@ -98,6 +100,61 @@ pub fn attention_probs(q: &[f32], k: &[f32], bias: &[f32], g: Heads) -> Vec<f32>
     };
     // SAFETY: each head's product writes all of its s×s block, and the blocks tile the output.
     unsafe { filled(g.batch * g.heads * square, fill) }
+}
+
+/// `softmax(Q Kᵀ / sqrt(d) + bias) V` per (batch row, head), heads side by side: `(b, s,
+/// hidden)` — [`attention_probs`] then [`attention_context`] without materialising the
+/// probabilities (each head's pass through one scratch block per task).
+pub fn attention(q: &[f32], k: &[f32], v: &[f32], bias: &[f32], g: Heads) -> Vec<f32> {
+    let (row, square, hidden, s, d) = (g.row(), g.square(), g.hidden(), g.seq, g.dim);
+    if s == 0 || d == 0 {
+        return vec![0.0; g.batch * row];
+    }
+    let fill = |out: &mut [MaybeUninit<f32>]| {
+        out.par_chunks_mut(row).enumerate().for_each_init(
+            || Vec::<f32>::with_capacity(square),
+            |scratch, (b, out)| {
+                let (q, k, v, bias) = (
+                    &q[b * row..][..row],
+                    &k[b * row..][..row],
+                    &v[b * row..][..row],
+                    &bias[b * s..][..s],
+                );
+                let p = &mut scratch.spare_capacity_mut()[..square];
+                for h in 0..g.heads {
+                    let col = h * d;
+                    serial_matmul(
+                        s,
+                        s,
+                        d,
+                        p,
+                        (s as isize, 1),
+                        &q[col..],
+                        (hidden as isize, 1),
+                        &k[col..],
+                        (1, hidden as isize),
+                    );
+                    // SAFETY: the product wrote every score.
+                    let probs = unsafe { &mut *(p as *mut [MaybeUninit<f32>] as *mut [f32]) };
+                    scaled_softmax_in_place(probs, bias, g.scale());
+                    serial_matmul(
+                        s,
+                        d,
+                        s,
+                        &mut out[col..],
+                        (hidden as isize, 1),
+                        probs,
+                        (s as isize, 1),
+                        &v[col..],
+                        (hidden as isize, 1),
+                    );
+                }
+            },
+        );
+    };
+    // SAFETY: each head's second product writes its d columns of every row; the heads tile the
+    // rows.
+    unsafe { filled(g.batch * row, fill) }
 }
 
 /// The gradients of [`attention_probs`] for `q` and `k` from the probabilities `p` and their
@@ -312,6 +369,8 @@ mod tests {
         for (a, b) in out.iter().zip(&want_out) {
             assert!((*a as f64 - b).abs() < 1e-5);
         }
+        // The fused pass runs the same products in the same order: bit-identical.
+        assert_eq!(attention(&q, &k, &v, &bias, g), out);
         for h in 0..g.heads {
             for i in 0..g.seq {
                 assert_eq!(p[((g.heads + h) * g.seq + i) * g.seq + 4], 0.0);

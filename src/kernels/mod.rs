@@ -85,9 +85,9 @@ pub use backend::{
     GraftLayout, GraftLinear, GraftNorm, GraftOptim, GraftPool,
 };
 pub use ops::{
-    TrainNorm, activate, add, attention_context, attention_probs, batch_norm_train, conv2d,
-    conv2d_act, dropout, flatten, gelu, is_hwio, layer_norm, linear, max_pool2d, relu, relu6,
-    sgd_step, to_channels_last, unflatten,
+    TrainNorm, activate, add, attention, attention_context, attention_probs, batch_norm_train,
+    conv2d, conv2d_act, dropout, flatten, gelu, is_hwio, layer_norm, linear, max_pool2d, relu,
+    relu6, sgd_step, to_channels_last, unflatten,
 };
 pub use optim::SgdStep;
 pub use settings::{

@@ -338,6 +338,28 @@ pub fn attention_context(p: Tensor<4>, v: Tensor<3>, heads: usize) -> Tensor<3> 
     ))
 }
 
+/// `softmax(Q Kᵀ / sqrt(d) + bias) V`: [`attention_probs`] then [`attention_context`] in one
+/// op. On `flex`, when no gradient flows through it (inference), fused per head without
+/// writing the `(b, heads, s, s)` probabilities; otherwise the two ops.
+pub fn attention(
+    q: Tensor<3>,
+    k: Tensor<3>,
+    v: Tensor<3>,
+    bias: Tensor<2>,
+    heads: usize,
+) -> Tensor<3> {
+    if !takes_f32(&v) {
+        return attention_context(attention_probs(q, k, bias, heads), v, heads);
+    }
+    Tensor::from_dispatch(<Dispatch as GraftAttention>::graft_attention(
+        q.into_dispatch(),
+        k.into_dispatch(),
+        v.into_dispatch(),
+        bias.into_dispatch(),
+        heads,
+    ))
+}
+
 /// Inverted dropout, always applied (the caller decides when a layer trains): each element
 /// zeroed with probability `prob`, the rest scaled by `1 / (1 - prob)`. The randomness comes from
 /// the device's random stream (seeded per epoch by the trainer, so a resumed run draws the same

@@ -24,7 +24,8 @@ pub struct Evaluation {
     pub confusion: Vec<Vec<usize>>,
     pub per_class: Vec<ClassMetrics>,
     pub macro_f1: f64,
-    /// The first misclassified samples (at most [`MAX_MISCLASSIFIED`]), for the report's grid.
+    /// The misclassified samples of lowest index (at most [`MAX_MISCLASSIFIED`]), for the
+    /// report's grid.
     #[serde(default)]
     pub misclassified: Vec<Misclassified>,
     /// The dataset spec whose test split was evaluated (what the report reloads the
@@ -35,6 +36,13 @@ pub struct Evaluation {
 
 /// How many misclassified samples an evaluation keeps.
 pub const MAX_MISCLASSIFIED: usize = 64;
+
+/// The [`MAX_MISCLASSIFIED`] lowest sample indices of `m`, in index order: the same samples
+/// whatever order the batches came in (text inference runs longest first).
+fn keep_first(m: &mut Vec<Misclassified>) {
+    m.sort_by_key(|x| x.index);
+    m.truncate(MAX_MISCLASSIFIED);
+}
 
 /// One wrong prediction: which sample (index into the split's source), truth and guess.
 #[derive(Debug, Clone, Serialize, Deserialize)]
@@ -99,7 +107,7 @@ impl MetricsAccumulator {
         let c = self.classes;
         for ((row, &label), &index) in logits.chunks_exact(c).zip(labels).zip(indices) {
             let pred = argmax(row);
-            if pred != label && self.misclassified.len() < MAX_MISCLASSIFIED {
+            if pred != label {
                 let max = row[pred];
                 let sum: f32 = row.iter().map(|v| (v - max).exp()).sum();
                 self.misclassified.push(Misclassified {
@@ -108,6 +116,9 @@ impl MetricsAccumulator {
                     predicted: pred,
                     probability: 1.0 / sum,
                 });
+                if self.misclassified.len() >= 2 * MAX_MISCLASSIFIED {
+                    keep_first(&mut self.misclassified);
+                }
             }
         }
         self.add(logits, labels, mean_loss);
@@ -180,7 +191,11 @@ impl MetricsAccumulator {
             confusion: self.confusion.clone(),
             per_class,
             macro_f1,
-            misclassified: self.misclassified.clone(),
+            misclassified: {
+                let mut m = self.misclassified.clone();
+                keep_first(&mut m);
+                m
+            },
             data: None,
         }
     }

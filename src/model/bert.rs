@@ -351,6 +351,9 @@ impl BertSelfAttention {
         let q = self.query.forward_tokens(x.clone());
         let k = self.key.forward_tokens(x.clone());
         let v = self.value.forward_tokens(x);
+        if !self.dropout.is_active(&v.device()) {
+            return kernels::attention(q, k, v, bias, self.heads);
+        }
         let probs = kernels::attention_probs(q, k, bias, self.heads);
         kernels::attention_context(self.dropout.forward(probs), v, self.heads)
     }

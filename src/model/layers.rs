@@ -340,8 +340,14 @@ impl Dropout {
         }
     }
 
+    /// Whether [`Dropout::forward`] drops anything on `device` (training, on an autodiff
+    /// device, with a positive probability).
+    pub fn is_active(&self, device: &Device) -> bool {
+        self.prob > 0.0 && device.is_autodiff() && self.training.is_enabled()
+    }
+
     pub fn forward<const D: usize>(&self, x: Tensor<D>) -> Tensor<D> {
-        if self.prob <= 0.0 || !(x.device().is_autodiff() && self.training.is_enabled()) {
+        if !self.is_active(&x.device()) {
             return x;
         }
         kernels::dropout(x, self.prob)

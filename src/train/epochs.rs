@@ -48,8 +48,12 @@ pub trait EpochRunner {
         self.steps_per_epoch()
     }
     /// Trains one epoch, optimizer step `s` at `rates.at(s)`.
-    fn train_epoch(&mut self, epoch: usize, rates: &EpochRates, bar: &ProgressBar)
-    -> Result<Scores>;
+    fn train_epoch(
+        &mut self,
+        epoch: usize,
+        rates: &EpochRates,
+        bar: &ProgressBar,
+    ) -> Result<Scores>;
     /// Scores on the validation split, if there is one.
     fn validate(&self) -> Result<Option<Scores>>;
     /// Tensors to checkpoint: (model, optimizer).

@@ -57,17 +57,22 @@ pub fn run(a: EmbedArgs) -> Result<()> {
         TEXT_HEAD,
         Strictness::SkipHead,
     )?;
-    let mut rows: Vec<Vec<f32>> = Vec::with_capacity(texts.len());
+    let mut rows: Vec<Vec<f32>> = vec![Vec::new(); texts.len()];
     let dim = folder.config.hidden_size;
-    for chunk in texts.chunks(a.batch_size) {
-        let refs: Vec<&str> = chunk.iter().map(String::as_str).collect();
+    // Longest first, as sentence-transformers' encode: batches pad little; each row goes back
+    // to its text's place.
+    let order = graft::data::text::longest_first(&texts);
+    for chunk in order.chunks(a.batch_size) {
+        let refs: Vec<&str> = chunk.iter().map(|&k| texts[k].as_str()).collect();
         let batch = tokenizer.encode_batch(&refs)?;
         let (ids, types, mask) = batch_tensors(&batch, &device);
         let mut e = pool(bert.forward(ids, types, mask.clone()), mask, folder.pooling);
         if folder.normalize {
             e = normalize(e);
         }
-        rows.extend(to_vec(e).chunks_exact(dim).map(<[f32]>::to_vec));
+        for (&k, row) in chunk.iter().zip(to_vec(e).chunks_exact(dim)) {
+            rows[k] = row.to_vec();
+        }
     }
     if a.json {
         println!("{}", serde_json::json!({ "embeddings": rows }));

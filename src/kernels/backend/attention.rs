@@ -10,10 +10,11 @@ use burn::backend::autodiff::grads::Gradients;
 use burn::backend::autodiff::ops::{Backward, Ops, OpsKind};
 use burn::backend::flex::FlexTensor;
 use burn::backend::tensor::FloatTensor;
-use burn::backend::{Autodiff, Backend, Flex, backend_extension};
+use burn::backend::{Autodiff, AutodiffBackend, Backend, Flex, backend_extension};
 
 use crate::kernels::attention::{
-    Heads, attention_context, attention_context_backward, attention_probs, attention_probs_backward,
+    Heads, attention, attention_context, attention_context_backward, attention_probs,
+    attention_probs_backward,
 };
 use crate::kernels::layout::{flex_tensor, values};
 
@@ -33,6 +34,15 @@ pub trait GraftAttention: Backend {
     fn graft_attention_context(
         p: FloatTensor<Self>,
         v: FloatTensor<Self>,
+        heads: usize,
+    ) -> FloatTensor<Self>;
+    /// Both at once, `(b, s, hidden)`, the probabilities never materialised (when no gradient
+    /// needs them).
+    fn graft_attention(
+        q: FloatTensor<Self>,
+        k: FloatTensor<Self>,
+        v: FloatTensor<Self>,
+        bias: FloatTensor<Self>,
         heads: usize,
     ) -> FloatTensor<Self>;
 }
@@ -63,6 +73,18 @@ impl GraftAttention for Flex {
     fn graft_attention_context(p: FlexTensor, v: FlexTensor, heads: usize) -> FlexTensor {
         let g = heads_of(&v, heads);
         let out = attention_context(&values(&p), &values(&v), g);
+        flex_tensor(out, v.shape().to_vec())
+    }
+
+    fn graft_attention(
+        q: FlexTensor,
+        k: FlexTensor,
+        v: FlexTensor,
+        bias: FlexTensor,
+        heads: usize,
+    ) -> FlexTensor {
+        let g = heads_of(&v, heads);
+        let out = attention(&values(&q), &values(&k), &values(&v), &values(&bias), g);
         flex_tensor(out, v.shape().to_vec())
     }
 }
@@ -172,5 +194,28 @@ impl<C: CheckpointStrategy> GraftAttention for Autodiff<Flex, C> {
             }
             OpsKind::UnTracked(prep) => prep.finish(out),
         }
+    }
+
+    /// Fused when none of `q`, `k`, `v` needs a gradient; otherwise the two tracked ops (the
+    /// backward pass needs the probabilities).
+    fn graft_attention(
+        q: FloatTensor<Self>,
+        k: FloatTensor<Self>,
+        v: FloatTensor<Self>,
+        bias: FloatTensor<Self>,
+        heads: usize,
+    ) -> FloatTensor<Self> {
+        if !(q.is_tracked() || k.is_tracked() || v.is_tracked()) {
+            let out = Flex::graft_attention(
+                q.primitive().clone(),
+                k.primitive().clone(),
+                v.primitive().clone(),
+                bias.primitive().clone(),
+                heads,
+            );
+            return <Self as AutodiffBackend>::from_inner(out);
+        }
+        let p = Self::graft_attention_probs(q, k, bias, heads);
+        Self::graft_attention_context(p, v, heads)
     }
 }

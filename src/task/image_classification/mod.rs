@@ -41,6 +41,11 @@ impl Task for ImageClassification {
 
     fn check(cfg: &FitConfig) -> Result<()> {
         let p = preset(&cfg.model)?;
+        if cfg.group_by_length {
+            return Err(Error::invalid(
+                "--group-by-length batches texts by length; an image dataset has none (drop it)",
+            ));
+        }
         if let Strategy::Partial(k) = cfg.strategy {
             let stages = p.arch.feature_info().len();
             if k > stages {

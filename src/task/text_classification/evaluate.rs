@@ -6,7 +6,7 @@ use std::path::Path;
 
 use super::model_files::load_text_run;
 use crate::config::FitConfig;
-use crate::data::text::{TextDataset, open_text};
+use crate::data::text::{TextDataset, longest_first, open_text};
 use crate::error::Result;
 use crate::loss::Loss;
 use crate::metrics::{Evaluation, MetricsAccumulator};
@@ -29,6 +29,11 @@ pub fn evaluate_texts(
 ) -> Result<MetricsAccumulator> {
     let device = model.head.weight.device();
     let mut acc = MetricsAccumulator::new(classes, &[5]);
+    // Longest first, so batches pad little; the metrics do not depend on the order.
+    let positions: Vec<usize> = longest_first(&ds.texts_of(positions))
+        .into_iter()
+        .map(|k| positions[k])
+        .collect();
     for chunk in positions.chunks(batch_size.max(1)) {
         let batch = tokenizer.encode_batch(&ds.texts_of(chunk))?;
         let (ids, types, mask) = batch_tensors(&batch, &device);

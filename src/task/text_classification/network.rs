@@ -1,11 +1,12 @@
 //! Fine-tune, partial fine-tune and scratch for texts: the encoder and head train on batches of
-//! texts, tokenized per batch and padded to the batch's longest.
+//! texts, tokenized per batch and padded to the batch's longest (batches of similar lengths with
+//! `group_by_length`).
 
 use burn::module::Module;
 use burn::tensor::{Device, Tensor};
 
 use super::evaluate::evaluate_texts;
-use crate::data::text::TextDataset;
+use crate::data::text::{TextDataset, group_by_length};
 use crate::data::{Sampler, epoch_order};
 use crate::error::Result;
 use crate::loss::Loss;
@@ -35,6 +36,8 @@ pub(super) struct TextObjective<'a> {
     pub(super) batch_size: usize,
     pub(super) seed: u64,
     pub(super) sampler: Sampler,
+    /// Batches of similar lengths (transformers' `group_by_length`).
+    pub(super) group_by_length: bool,
     /// Encoder learning rate = `lr_mult` × the head's.
     pub(super) lr_mult: f64,
     pub(super) device: Device,
@@ -57,7 +60,10 @@ impl Objective for TextObjective<'_> {
 
     fn train_batches(&self, epoch: usize) -> Box<dyn Iterator<Item = Result<TextBatch>> + '_> {
         let labels = self.ds.labels_of(&self.train);
-        let order = epoch_order(&labels, self.sampler, self.seed, epoch as u64);
+        let mut order = epoch_order(&labels, self.sampler, self.seed, epoch as u64);
+        if self.group_by_length {
+            order = group_by_length(&order, &self.ds.texts_of(&self.train), self.batch_size);
+        }
         let chunks: Vec<Vec<usize>> = order
             .chunks(self.batch_size)
             .map(|c| c.iter().map(|&k| self.train[k]).collect())

@@ -4,7 +4,7 @@
 
 use indicatif::{ProgressBar, ProgressStyle};
 
-use crate::data::text::TextDataset;
+use crate::data::text::{TextDataset, longest_first};
 use crate::error::Result;
 use crate::model::text_encoder::{EncoderFolder, Pooling, TextClassifier, batch_tensors};
 use crate::model::tokenizer::TextTokenizer;
@@ -102,12 +102,17 @@ fn embed(
         b
     };
     let device = model.head.weight.device();
-    let mut rows = Vec::with_capacity(positions.len());
-    for chunk in positions.chunks(batch_size.max(1)) {
-        let batch = tokenizer.encode_batch(&ds.texts_of(chunk))?;
+    let mut rows = vec![Vec::new(); positions.len()];
+    // Longest first, so batches pad little; each row goes back to its text's place.
+    let order = longest_first(&ds.texts_of(positions));
+    for chunk in order.chunks(batch_size.max(1)) {
+        let chunk_positions: Vec<usize> = chunk.iter().map(|&k| positions[k]).collect();
+        let batch = tokenizer.encode_batch(&ds.texts_of(&chunk_positions))?;
         let (ids, types, mask) = batch_tensors(&batch, &device);
         let f = to_vec(model.features(ids, types, mask));
-        rows.extend(f.chunks_exact(dim).map(<[f32]>::to_vec));
+        for (&k, row) in chunk.iter().zip(f.chunks_exact(dim)) {
+            rows[k] = row.to_vec();
+        }
         bar.inc(chunk.len() as u64);
     }
     bar.finish_and_clear();
