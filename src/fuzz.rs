@@ -66,6 +66,32 @@ pub fn config(bytes: &[u8]) -> bool {
     toml::from_str::<FitConfig>(text).is_ok_and(|c| c.check().is_ok())
 }
 
+/// A text dataset table: `.csv`, `.tsv` or `.jsonl` as the first byte picks, the rest parsed
+/// into rows.
+pub fn text_table(bytes: &[u8]) -> bool {
+    let Some((&first, rest)) = bytes.split_first() else {
+        return false;
+    };
+    let Ok(text) = std::str::from_utf8(rest) else {
+        return false;
+    };
+    let name = ["fuzz.csv", "fuzz.tsv", "fuzz.jsonl"][first as usize % 3];
+    crate::data::text::parse_table(Path::new(name), text).is_ok()
+}
+
+/// A `tokenizer.json`, parsed, then a few texts tokenized into a padded batch.
+pub fn tokenizer(bytes: &[u8]) -> bool {
+    let Ok(text) = std::str::from_utf8(bytes) else {
+        return false;
+    };
+    let path = Path::new("tokenizer.json");
+    let Ok(tokenizer) = crate::model::tokenizer::TextTokenizer::from_json(path, text, 32) else {
+        return false;
+    };
+    let texts = ["Transfer learning.", "Ünïcödé café 🚀", "", "x y z"];
+    tokenizer.encode_batch(&texts).is_ok()
+}
+
 /// A fuzz target: bytes in, accepted or not.
 pub type Target = fn(&[u8]) -> bool;
 
@@ -76,4 +102,6 @@ pub const TARGETS: &[(&str, Target)] = &[
     ("cifar", cifar),
     ("image", image),
     ("config", config),
+    ("text_table", text_table),
+    ("tokenizer", tokenizer),
 ];

@@ -4,7 +4,8 @@
     python3 tools/make_fuzz_seeds.py        # needs Pillow for the image seeds
 
 fuzz/corpus/weights/ holds copies of tests/fixtures/weights/ and fuzz/corpus/config/ the
-example configs; this script writes idx/, cifar/ and image/. Deterministic.
+example configs; this script writes idx/, cifar/, text_table/, tokenizer/ and image/.
+Deterministic.
 """
 
 import gzip
@@ -41,6 +42,16 @@ def main():
     write("cifar", "cifar10-2-records", rec10)
     rec100 = b"".join(bytes([i, 50 + i]) + bytes((i * 3 + j) % 256 for j in range(3072)) for i in range(2))
     write("cifar", "cifar100-2-records", rec100)
+
+    # Text tables: the first byte picks the format (0 csv, 1 tsv, 2 jsonl).
+    write("text_table", "csv", b"\x00text,label\nhello world,a\n\"quoted, with comma\",b\n")
+    write("text_table", "tsv", b"\x01text\tlabel\ncaf\xc3\xa9\tx\nsecond row\ty\n")
+    write("text_table", "jsonl", b'\x02{"text": "one", "label": "a"}\n{"text": "two", "label": 3}\n')
+    write("text_table", "csv-missing-column", b"\x00text,other\nhello,a\n")
+    # The tokenizer: the tests' small WordPiece tokenizer.json.
+    tok = (OUT.parent.parent / "tests" / "fixtures" / "text" / "tokenizer.json").read_bytes()
+    write("tokenizer", "wordpiece.json", tok)
+    write("tokenizer", "truncated.json", tok[: len(tok) // 2])
 
     try:
         from PIL import Image

@@ -386,7 +386,11 @@ fn read_table(path: &Path, o: &Options) -> Result<Rows> {
 }
 
 fn read_delimited(path: &Path, o: &Options, delimiter: u8) -> Result<Rows> {
-    let text = read_text(path)?;
+    parse_delimited(path, &read_text(path)?, o, delimiter)
+}
+
+/// The rows of a CSV (`delimiter` b',') or TSV file's `text` (`path` names it in errors).
+fn parse_delimited(path: &Path, text: &str, o: &Options, delimiter: u8) -> Result<Rows> {
     let mut reader = csv::ReaderBuilder::new()
         .delimiter(delimiter)
         .flexible(false)
@@ -425,7 +429,11 @@ fn read_delimited(path: &Path, o: &Options, delimiter: u8) -> Result<Rows> {
 }
 
 fn read_jsonl(path: &Path, o: &Options) -> Result<Rows> {
-    let text = read_text(path)?;
+    parse_jsonl(path, &read_text(path)?, o)
+}
+
+/// The rows of a JSON-lines file's `text` (`path` names it in errors).
+fn parse_jsonl(path: &Path, text: &str, o: &Options) -> Result<Rows> {
     let mut rows = Rows::default();
     for (i, line) in text.lines().enumerate() {
         let n = i + 1;
@@ -449,6 +457,18 @@ fn read_jsonl(path: &Path, o: &Options) -> Result<Rows> {
         rows.push(path, n, field(&o.text)?, field(&o.label)?)?;
     }
     Ok(rows)
+}
+
+/// Parses a text table from memory as a file named `path` would be read (its extension picks
+/// the format), with the default columns: the rows' count, or the error. For the fuzz target.
+pub fn parse_table(path: &Path, text: &str) -> Result<usize> {
+    let (_, o) = parse_options("", true)?;
+    let rows = match path.extension().and_then(|e| e.to_str()) {
+        Some("jsonl") => parse_jsonl(path, text, &o)?,
+        Some("tsv") => parse_delimited(path, text, &o, b'\t')?,
+        _ => parse_delimited(path, text, &o, b',')?,
+    };
+    Ok(rows.texts.len())
 }
 
 /// `DIR/<class>/*.txt`, one text a file.
@@ -516,7 +536,11 @@ mod tests {
             a.sort();
             b.sort();
             assert_eq!(a, b, "a text moved to another mega-batch");
-            assert!(group.windows(2).all(|w| many[w[0]].len() >= many[w[1]].len()));
+            assert!(
+                group
+                    .windows(2)
+                    .all(|w| many[w[0]].len() >= many[w[1]].len())
+            );
         }
     }
 

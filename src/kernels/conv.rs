@@ -199,7 +199,57 @@ pub(super) fn matmul_uninit(
     rhs: &[f32],
     rhs_strides: (isize, isize),
 ) {
-    assert!(k > 0, "matmul_uninit: empty reduction");
+    let (lhs, rhs) = ((lhs, lhs_strides), (rhs, rhs_strides));
+    write_product(
+        gemm::Parallelism::Rayon(0),
+        (m, n, k),
+        dst,
+        dst_strides,
+        lhs,
+        rhs,
+    );
+}
+
+/// `dst := lhs × rhs` on the calling thread, every entry of the m×n window written (none read,
+/// so `dst` may be fresh memory): for the many small products that a caller already
+/// runs in parallel (attention, one batch row per task), where splitting each product again
+/// would only add synchronisation.
+#[allow(clippy::too_many_arguments)]
+pub(super) fn serial_matmul(
+    m: usize,
+    n: usize,
+    k: usize,
+    dst: &mut [MaybeUninit<f32>],
+    dst_strides: (isize, isize),
+    lhs: &[f32],
+    lhs_strides: (isize, isize),
+    rhs: &[f32],
+    rhs_strides: (isize, isize),
+) {
+    let (lhs, rhs) = ((lhs, lhs_strides), (rhs, rhs_strides));
+    write_product(
+        gemm::Parallelism::None,
+        (m, n, k),
+        dst,
+        dst_strides,
+        lhs,
+        rhs,
+    );
+}
+
+/// An operand and its (row, column) strides.
+type Operand<'a> = (&'a [f32], (isize, isize));
+
+/// `dst := lhs × rhs` for [`matmul_uninit`] and [`serial_matmul`], split as `parallelism` says.
+fn write_product(
+    parallelism: gemm::Parallelism,
+    (m, n, k): (usize, usize, usize),
+    dst: &mut [MaybeUninit<f32>],
+    dst_strides: (isize, isize),
+    (lhs, lhs_strides): Operand<'_>,
+    (rhs, rhs_strides): Operand<'_>,
+) {
+    assert!(k > 0, "matmul into fresh memory: empty reduction");
     let (len, ptr) = (dst.len(), dst.as_mut_ptr().cast::<f32>());
     // SAFETY: `ptr` is valid for `len` writes; with `accumulate` false the GEMM never reads it.
     unsafe {
@@ -215,7 +265,7 @@ pub(super) fn matmul_uninit(
             lhs_strides,
             rhs,
             rhs_strides,
-            gemm::Parallelism::Rayon(0),
+            parallelism,
         )
     }
 }
@@ -287,43 +337,6 @@ unsafe fn gemm_checked(
             false,
             parallelism,
         );
-    }
-}
-
-/// `dst := lhs × rhs` on the calling thread, every entry of the m×n window written (none read,
-/// so `dst` may be fresh memory): for the many small products that a caller already
-/// runs in parallel (attention, one batch row per task), where splitting each product again
-/// would only add synchronisation.
-#[allow(clippy::too_many_arguments)]
-pub(super) fn serial_matmul(
-    m: usize,
-    n: usize,
-    k: usize,
-    dst: &mut [MaybeUninit<f32>],
-    dst_strides: (isize, isize),
-    lhs: &[f32],
-    lhs_strides: (isize, isize),
-    rhs: &[f32],
-    rhs_strides: (isize, isize),
-) {
-    assert!(k > 0, "serial_matmul: empty reduction");
-    let (len, ptr) = (dst.len(), dst.as_mut_ptr().cast::<f32>());
-    // SAFETY: `ptr` is valid for `len` writes; with `accumulate` false the GEMM never reads it.
-    unsafe {
-        gemm_checked(
-            m,
-            n,
-            k,
-            ptr,
-            len,
-            dst_strides,
-            false,
-            lhs,
-            lhs_strides,
-            rhs,
-            rhs_strides,
-            gemm::Parallelism::None,
-        )
     }
 }
 

@@ -41,7 +41,12 @@ impl TextTokenizer {
     /// Reads `tokenizer.json` and sets truncation to `max_length` tokens and padding to the
     /// longest sequence of each batch.
     pub fn from_file(path: &Path, max_length: usize) -> Result<TextTokenizer> {
-        let text = crate::files::read_text(path)?;
+        Self::from_json(path, &crate::files::read_text(path)?, max_length)
+    }
+
+    /// [`TextTokenizer::from_file`] of a `tokenizer.json` already read (`path` names it in
+    /// errors).
+    pub fn from_json(path: &Path, text: &str, max_length: usize) -> Result<TextTokenizer> {
         let mut inner: Tokenizer = text
             .parse()
             .map_err(|e| Error::file(path, format!("not a tokenizers tokenizer.json: {e}")))?;
