@@ -47,6 +47,9 @@ impl TextTokenizer {
     /// [`TextTokenizer::from_file`] of a `tokenizer.json` already read (`path` names it in
     /// errors).
     pub fn from_json(path: &Path, text: &str, max_length: usize) -> Result<TextTokenizer> {
+        let json: serde_json::Value = serde_json::from_str(text)
+            .map_err(|e| Error::file(path, format!("not a tokenizers tokenizer.json: {e}")))?;
+        check_templates(path, &json["post_processor"])?;
         let mut inner: Tokenizer = text
             .parse()
             .map_err(|e| Error::file(path, format!("not a tokenizers tokenizer.json: {e}")))?;
@@ -79,19 +82,13 @@ impl TextTokenizer {
 
     /// The ids of one text, special tokens included (no padding).
     pub fn encode(&self, text: &str) -> Result<Vec<u32>> {
-        let enc = self
-            .inner
-            .encode(text, true)
-            .map_err(|e| Error::file(&self.path, format!("cannot tokenize: {e}")))?;
+        let enc = self.guarded(|t| t.encode(text, true))?;
         Ok(enc.get_ids().to_vec())
     }
 
     /// Tokenizes `texts` into one padded batch.
     pub fn encode_batch(&self, texts: &[&str]) -> Result<TokenBatch> {
-        let encodings = self
-            .inner
-            .encode_batch(texts.to_vec(), true)
-            .map_err(|e| Error::file(&self.path, format!("cannot tokenize: {e}")))?;
+        let encodings = self.guarded(|t| t.encode_batch(texts.to_vec(), true))?;
         let batch = encodings.len();
         let len = encodings.first().map_or(0, |e| e.get_ids().len());
         let mut out = TokenBatch {
@@ -111,8 +108,80 @@ impl TextTokenizer {
         Ok(out)
     }
 
+    /// Runs the `tokenizers` crate, its errors and panics (a `tokenizer.json` can make it index
+    /// what it never checked) turned into an error naming the file.
+    fn guarded<T>(&self, f: impl FnOnce(&Tokenizer) -> tokenizers::Result<T>) -> Result<T> {
+        match std::panic::catch_unwind(std::panic::AssertUnwindSafe(|| f(&self.inner))) {
+            Ok(Ok(v)) => Ok(v),
+            Ok(Err(e)) => Err(Error::file(&self.path, format!("cannot tokenize: {e}"))),
+            Err(_) => Err(Error::file(
+                &self.path,
+                "the tokenizers crate failed on this tokenizer.json (a malformed file: \
+                 re-export it with transformers' save_pretrained)",
+            )),
+        }
+    }
+
     /// The largest token id the tokenizer can produce (checked against the model's vocabulary).
     pub fn vocab_size(&self) -> usize {
         self.inner.get_vocab_size(true)
+    }
+}
+
+/// Checks that every special token a `TemplateProcessing` post-processor (alone or in a
+/// `Sequence`) places is among its `special_tokens`: the `tokenizers` crate checks this when a
+/// template is built in code, not when one is read from a file, and panics on the first text.
+fn check_templates(path: &Path, processor: &serde_json::Value) -> Result<()> {
+    match processor["type"].as_str() {
+        Some("Sequence") => {
+            for p in processor["processors"].as_array().into_iter().flatten() {
+                check_templates(path, p)?;
+            }
+        }
+        Some("TemplateProcessing") => {
+            let defined = &processor["special_tokens"];
+            for side in ["single", "pair"] {
+                for piece in processor[side].as_array().into_iter().flatten() {
+                    if let Some(id) = piece["SpecialToken"]["id"].as_str()
+                        && defined.get(id).is_none()
+                    {
+                        return Err(Error::file(
+                            path,
+                            format!(
+                                "post_processor: the `{side}` template places the special token \
+                                 `{id}`, which its special_tokens do not define"
+                            ),
+                        ));
+                    }
+                }
+            }
+        }
+        _ => {}
+    }
+    Ok(())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    /// A template naming a special token it does not define is refused when the file is read
+    /// (the fuzzer's find: the tokenizers crate panicked on the first text).
+    #[test]
+    fn an_undefined_template_token_is_refused_by_name() {
+        let root = Path::new(env!("CARGO_MANIFEST_DIR"));
+        let good =
+            std::fs::read_to_string(root.join("tests/fixtures/text/tokenizer.json")).unwrap();
+        assert!(TextTokenizer::from_json(Path::new("t.json"), &good, 16).is_ok());
+        let mut json: serde_json::Value = serde_json::from_str(&good).unwrap();
+        json["post_processor"]["special_tokens"]
+            .as_object_mut()
+            .unwrap()
+            .remove("[SEP]");
+        let err = TextTokenizer::from_json(Path::new("t.json"), &json.to_string(), 16)
+            .err()
+            .unwrap()
+            .to_string();
+        assert!(err.contains("t.json") && err.contains("`[SEP]`"), "{err}");
     }
 }
