@@ -128,35 +128,29 @@ impl TextTokenizer {
     }
 }
 
-/// Checks that every special token a `TemplateProcessing` post-processor (alone or in a
-/// `Sequence`) places is among its `special_tokens`: the `tokenizers` crate checks this when a
-/// template is built in code, not when one is read from a file, and panics on the first text.
+/// Checks that every special token a template post-processor (alone or in a `Sequence`)
+/// places is among its `special_tokens`: the `tokenizers` crate checks this when a template is
+/// built in code, not when one is read from a file, and panics on the first text. Checked by
+/// shape, not by the `type` tag, which the crate's deserializer does not insist on.
 fn check_templates(path: &Path, processor: &serde_json::Value) -> Result<()> {
-    match processor["type"].as_str() {
-        Some("Sequence") => {
-            for p in processor["processors"].as_array().into_iter().flatten() {
-                check_templates(path, p)?;
+    for p in processor["processors"].as_array().into_iter().flatten() {
+        check_templates(path, p)?;
+    }
+    let defined = &processor["special_tokens"];
+    for side in ["single", "pair"] {
+        for piece in processor[side].as_array().into_iter().flatten() {
+            if let Some(id) = piece["SpecialToken"]["id"].as_str()
+                && defined.get(id).is_none()
+            {
+                return Err(Error::file(
+                    path,
+                    format!(
+                        "post_processor: the `{side}` template places the special token `{id}`, \
+                         which its special_tokens do not define"
+                    ),
+                ));
             }
         }
-        Some("TemplateProcessing") => {
-            let defined = &processor["special_tokens"];
-            for side in ["single", "pair"] {
-                for piece in processor[side].as_array().into_iter().flatten() {
-                    if let Some(id) = piece["SpecialToken"]["id"].as_str()
-                        && defined.get(id).is_none()
-                    {
-                        return Err(Error::file(
-                            path,
-                            format!(
-                                "post_processor: the `{side}` template places the special token \
-                                 `{id}`, which its special_tokens do not define"
-                            ),
-                        ));
-                    }
-                }
-            }
-        }
-        _ => {}
     }
     Ok(())
 }
