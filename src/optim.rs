@@ -585,12 +585,12 @@ mod tests {
     use super::*;
 
     /// Every optimizer step's rate equals transformers' `get_*_schedule_with_warmup`
-    /// (tests/fixtures/goldens/schedules.json, from tools/text_goldens.py).
+    /// (tests/fixtures/goldens/step_schedules.json, from tools/text_goldens.py).
     #[test]
     fn step_schedules_match_transformers() {
         let path = concat!(
             env!("CARGO_MANIFEST_DIR"),
-            "/tests/fixtures/goldens/schedules.json"
+            "/tests/fixtures/goldens/step_schedules.json"
         );
         let golden: serde_json::Value =
             serde_json::from_str(&std::fs::read_to_string(path).unwrap()).unwrap();

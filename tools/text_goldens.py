@@ -14,7 +14,7 @@ Writes into tests/fixtures/:
   goldens/minilm.json       sentence-transformers' encode() of the real all-MiniLM-L6-v2 for
                             the same kind of texts (only when scripts/fetch-assets.sh has put
                             the model in .cache/assets/all-MiniLM-L6-v2)
-  goldens/schedules.json    the per-step learning rates of transformers'
+  goldens/step_schedules.json  the per-step learning rates of transformers'
                             get_{constant,linear,cosine}_schedule_with_warmup (warmup_ratio 0.1)
 
 Name sections to write only those: `text_goldens.py schedules`.
@@ -229,7 +229,7 @@ def schedules():
             opt.step()
             sched.step()
         rates[name] = lrs
-    (GOLDENS / "schedules.json").write_text(
+    (GOLDENS / "step_schedules.json").write_text(
         json.dumps(
             {
                 "base": base,

@@ -128,17 +128,33 @@ impl TextTokenizer {
     }
 }
 
-/// Checks that every special token a template post-processor (alone or in a `Sequence`)
-/// places is among its `special_tokens`: the `tokenizers` crate checks this when a template is
-/// built in code, not when one is read from a file, and panics on the first text. Checked by
+/// Checks what the `tokenizers` crate checks when a template post-processor (alone or in a
+/// `Sequence`) is built in code but not when one is read from a file, and then panics on the
+/// first text: every special token it places is among its `special_tokens`, each of those has
+/// as many ids as tokens, and a single text's template places only sequence A. Checked by
 /// shape, not by the `type` tag, which the crate's deserializer does not insist on.
 fn check_templates(path: &Path, processor: &serde_json::Value) -> Result<()> {
     for p in processor["processors"].as_array().into_iter().flatten() {
         check_templates(path, p)?;
     }
     let defined = &processor["special_tokens"];
+    let bad = |what: String| Err(Error::file(path, format!("post_processor: {what}")));
+    for (id, token) in defined.as_object().into_iter().flatten() {
+        let len = |key: &str| token[key].as_array().map(Vec::len);
+        if len("ids") != len("tokens") {
+            return bad(format!(
+                "the special token `{id}` has {:?} ids but {:?} tokens (they must pair up)",
+                len("ids"),
+                len("tokens")
+            ));
+        }
+    }
     for side in ["single", "pair"] {
         for piece in processor[side].as_array().into_iter().flatten() {
+            // A single text is sequence A; only a pair has a B.
+            if side == "single" && piece["Sequence"]["id"].as_str().is_some_and(|s| s != "A") {
+                return bad("the `single` template places a sequence other than A".into());
+            }
             if let Some(id) = piece["SpecialToken"]["id"].as_str()
                 && defined.get(id).is_none()
             {
