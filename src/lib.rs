@@ -4,7 +4,7 @@
 //! (`tests/modules.rs` fails on an import circle):
 //!
 //! - foundations: [`error`], [`files`] (safe reads, atomic writes), [`tensor`], [`choice`]
-//!   (typed settings as text);
+//!   (typed settings as text), [`progress`] (progress on a terminal and in logs);
 //! - [`kernels`] (graft's CPU ops), [`weights`] (safe readers for .pth/.safetensors);
 //! - [`model`] (layers, backbones with their stages, heads, the zoo);
 //! - [`data`] (datasets, splits, transforms, the loader);
@@ -13,7 +13,7 @@
 //! - [`render`] (HTML and SVG building blocks);
 //! - [`train`] (the task seam and everything generic over it: run folder, epoch loop,
 //!   checkpoints, resume, early stopping);
-//! - [`task`] (the tasks — image classification — and their registry);
+//! - [`task`] (the tasks — image and text classification — and their registry);
 //! - [`run`] (what the commands run: fit, eval, cv, compare, for any task);
 //! - [`report`] (the HTML reports of runs, comparisons and cross-validations);
 //! - [`fuzz`] (every parser of untrusted bytes behind one function, for fuzzing).
@@ -31,6 +31,7 @@ pub mod loss;
 pub mod metrics;
 pub mod model;
 pub mod optim;
+pub mod progress;
 pub mod render;
 pub mod report;
 pub mod run;

@@ -267,6 +267,25 @@ fn predict_eval_and_inspect_use_the_run() {
         .unwrap();
     let text = String::from_utf8_lossy(&out.stdout);
     assert!(text.contains("matches model `resnet_tiny`"), "{text}");
+    // Weights of another zoo model: the error is the fix, not a list of missing tensors.
+    let out = graft()
+        .args([
+            "predict",
+            "--model",
+            "efficientnet_lite0_narrow",
+            "--weights",
+        ])
+        .arg(fx.root.join("tiny.safetensors"))
+        .arg(&img)
+        .output()
+        .unwrap();
+    let err = String::from_utf8_lossy(&out.stderr);
+    assert!(!out.status.success());
+    assert!(
+        err.contains("holds `resnet_tiny` weights") && err.contains("use --model resnet_tiny"),
+        "{err}"
+    );
+    assert!(!err.contains("missing `"), "{err}");
     let out = graft()
         .arg("inspect")
         .arg(format!("cifar10:{}", fx.root.join("data").display()))

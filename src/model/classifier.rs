@@ -78,3 +78,48 @@ impl Classifier {
         self.head.d_out()
     }
 }
+
+/// The zoo model whose tensors are all in `map` with the same shapes (the head's width apart),
+/// and the width of the file's head. The width is read, never used to build anything: a file
+/// may claim any.
+pub fn zoo_model_fitting(map: &crate::weights::TensorMap) -> Option<(&'static str, usize)> {
+    let device = Device::flex();
+    for p in super::registry::ZOO {
+        let head = format!("{}.", p.head_name);
+        let Some(classes) = map
+            .get(&format!("{head}weight"))
+            .and_then(|t| t.shape.first().copied())
+        else {
+            continue;
+        };
+        // One output: the head's shapes are checked apart from its width.
+        let model = Classifier::new(p, 1, &device);
+        let fits = super::params::named_tensors(&model, p.head_name)
+            .iter()
+            .all(|(k, s, _)| {
+                map.get(k).is_some_and(|t| {
+                    if k.starts_with(&head) {
+                        t.shape.len() == s.len() && t.shape[1..] == s[1..]
+                    } else {
+                        &t.shape == s
+                    }
+                })
+            });
+        if fits {
+            return Some((p.name, classes));
+        }
+    }
+    None
+}
+
+/// `error` (weights that do not load into `model_name`), or, when the file is another zoo
+/// model's, the fix instead of a list of missing tensors: `this file holds `efficientnet_lite0`
+/// weights, not `resnet18`'s: use --model efficientnet_lite0`.
+pub fn with_model_hint(error: String, map: &crate::weights::TensorMap, model_name: &str) -> String {
+    match zoo_model_fitting(map) {
+        Some((name, _)) if name != model_name => {
+            format!("this file holds `{name}` weights, not `{model_name}`'s: use --model {name}")
+        }
+        _ => error,
+    }
+}

@@ -23,7 +23,7 @@ pub mod text_encoder;
 pub mod tokenizer;
 
 pub use backbone::Backbone;
-pub use classifier::Classifier;
+pub use classifier::{Classifier, with_model_hint, zoo_model_fitting};
 pub use efficientnet_lite::{EfficientNetLite, EfficientNetSpec};
 pub use layers::Linear;
 pub use registry::{Arch, Preset, ZOO, preset};

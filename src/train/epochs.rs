@@ -9,7 +9,6 @@ use std::io::Write;
 use std::path::Path;
 use std::time::Instant;
 
-use indicatif::{ProgressBar, ProgressStyle};
 use serde::{Deserialize, Serialize};
 
 use super::checkpoint::{self, LoopState};
@@ -17,6 +16,7 @@ use crate::error::{Error, Result};
 use crate::files::write_atomic;
 use crate::metrics::{LOSS, Scores};
 use crate::optim::{EpochRates, Schedule, ScheduleUnit};
+use crate::progress::Progress;
 use crate::weights::{NamedTensors, TensorList};
 
 /// One line of `metrics.jsonl`.
@@ -52,7 +52,7 @@ pub trait EpochRunner {
         &mut self,
         epoch: usize,
         rates: &EpochRates,
-        bar: &ProgressBar,
+        progress: &Progress,
     ) -> Result<Scores>;
     /// Scores on the validation split, if there is one.
     fn validate(&self) -> Result<Option<Scores>>;
@@ -148,8 +148,9 @@ pub fn run_epochs(plan: &LoopPlan<'_>, runner: &mut dyn EpochRunner) -> Result<H
             warmup_ratio: plan.warmup_ratio,
         };
         let lr = rates.last();
-        let bar = progress_bar(plan.quiet, runner.steps_per_epoch(), epoch, plan.epochs);
-        let train = runner.train_epoch(epoch, &rates, &bar).map_err(|e| {
+        let what = format!("epoch {}/{}", epoch + 1, plan.epochs);
+        let progress = Progress::new(plan.quiet, what, "steps", runner.steps_per_epoch());
+        let train = runner.train_epoch(epoch, &rates, &progress).map_err(|e| {
             let kept = if state.epochs_done > 0 {
                 format!(
                     "the last good checkpoint (epoch {}) is kept in {}",
@@ -161,7 +162,7 @@ pub fn run_epochs(plan: &LoopPlan<'_>, runner: &mut dyn EpochRunner) -> Result<H
             };
             Error::invalid(format!("{e}; {kept}"))
         })?;
-        bar.finish_and_clear();
+        progress.finish();
         let val = runner.validate()?;
         let m = epoch_line(epoch, &train, val.as_ref(), lr, t.elapsed().as_secs_f64());
         if !plan.quiet {
@@ -243,20 +244,6 @@ fn epoch_line(
         lr,
         seconds,
     }
-}
-
-pub(crate) fn progress_bar(quiet: bool, len: usize, epoch: usize, epochs: usize) -> ProgressBar {
-    if quiet {
-        return ProgressBar::hidden();
-    }
-    let bar = ProgressBar::new(len as u64);
-    bar.set_style(
-        ProgressStyle::with_template("{prefix} [{bar:30}] {pos}/{len} {msg} ETA {eta}")
-            .unwrap_or_else(|_| ProgressStyle::default_bar())
-            .progress_chars("=> "),
-    );
-    bar.set_prefix(format!("epoch {}/{}", epoch + 1, epochs));
-    bar
 }
 
 /// The epochs recorded in a run's `metrics.jsonl` (none when the file does not exist).

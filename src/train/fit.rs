@@ -105,13 +105,12 @@ pub fn fit_on<T: Task>(cfg: &FitConfig, opts: &FitOptions, data: T::Data) -> Res
             .and_then(|m| m.get(&format!("val_{name}")));
         scores.insert(format!("val_{name}"), val);
     }
-    if let Some((name, value)) = fitted.test.first() {
-        run.say(format!(
-            "test {name} {value:.4} ({} samples) — run saved in {}",
-            fitted.test_samples,
-            run_dir.display()
-        ));
-    }
+    // The score itself is the command's output (stdout); this line says where it came from.
+    run.say(format!(
+        "evaluated on {} test samples; run saved in {}",
+        fitted.test_samples,
+        run_dir.display()
+    ));
     let summary = FitSummary {
         scores,
         train_loss: fitted

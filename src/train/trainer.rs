@@ -6,12 +6,12 @@
 
 use burn::module::Module;
 use burn::tensor::{Device, Tensor};
-use indicatif::ProgressBar;
 
 use super::epochs::EpochRunner;
 use crate::error::{Error, Result};
 use crate::metrics::{Scores, Tally};
 use crate::optim::{EpochRates, Grads, Optimizer, OptimizerConfig, OptimizerKind};
+use crate::progress::Progress;
 use crate::tensor::to_vec;
 use crate::weights::{NamedTensors, TensorList};
 
@@ -101,7 +101,7 @@ impl<O: Objective> EpochRunner for Trainer<O> {
         &mut self,
         epoch: usize,
         rates: &EpochRates,
-        bar: &ProgressBar,
+        progress: &Progress,
     ) -> Result<Scores> {
         if let Some(seed) = self.seed {
             self.device.seed(crate::data::derive_seed(&[
@@ -135,8 +135,8 @@ impl<O: Objective> EpochRunner for Trainer<O> {
                     .step(model, &grads, &|key: &str| objective.lr_of(lr, key));
                 grads = Grads::default();
             }
-            bar.inc(1);
-            bar.set_message(tally.scores().text());
+            progress.inc(1);
+            progress.set_message(tally.scores().text());
         }
         let scores = tally.scores();
         if full_batch {

@@ -83,6 +83,9 @@ pub fn run_compare(a: CompareArgs) -> Result<()> {
     } else {
         print!("{}", result.table(a.ranking));
         println!("results in {}", dir.display());
+        if let Some(report) = report {
+            println!("report {}", report.display());
+        }
     }
     Ok(())
 }
@@ -111,6 +114,9 @@ pub fn run_cv(a: CvArgs) -> Result<()> {
             r.sd,
             r.folds.len()
         );
+        if let Some(report) = report {
+            println!("report {}", report.display());
+        }
     }
     Ok(())
 }

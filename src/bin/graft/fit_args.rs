@@ -108,13 +108,16 @@ impl FitArgs {
 pub fn run(args: FitArgs) -> Result<()> {
     let cfg = args.resolve()?;
     let summary = graft::run::fit(&cfg, &args.options())?;
-    crate::report_for(&summary.run_dir);
+    let report = crate::report_for(&summary.run_dir);
     if args.json {
         println!("{}", serde_json::to_string(&summary)?);
     } else {
         let metric = graft::task::headline_metric(&cfg.task)?;
         let value = summary.score(&format!("test_{metric}")).unwrap_or(f64::NAN);
         println!("test_{metric} {value:.4}");
+        if let Some(report) = report {
+            println!("report {}", report.display());
+        }
     }
     Ok(())
 }

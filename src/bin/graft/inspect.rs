@@ -5,9 +5,6 @@ use std::collections::BTreeMap;
 use std::path::Path;
 
 use anyhow::Result;
-use burn::tensor::Device;
-use graft::model::params::named_tensors;
-use graft::model::{Classifier, ZOO};
 
 pub fn run(target: &str, all: bool) -> Result<()> {
     let path = Path::new(target);
@@ -105,7 +102,7 @@ fn weights(path: &Path, all: bool) -> Result<()> {
     if show < map.len() {
         println!("  ... {} more (--all lists them)", map.len() - show);
     }
-    match best_match(&map) {
+    match graft::model::zoo_model_fitting(&map) {
         Some((name, classes)) => println!("matches model `{name}` (head: {classes} classes)"),
         None if map.get("embeddings.word_embeddings.weight").is_some() => {
             println!("a BERT encoder: use its folder (config.json, tokenizer.json) as --weights")
@@ -113,34 +110,4 @@ fn weights(path: &Path, all: bool) -> Result<()> {
         None => println!("matches no model of the zoo (`graft models`)"),
     }
     Ok(())
-}
-
-/// The zoo model whose tensors are all in `map` with the same shapes, and its head's width.
-/// The head's width is read, never used to build anything: a file may claim any.
-fn best_match(map: &graft::weights::TensorMap) -> Option<(&'static str, usize)> {
-    let device = Device::flex();
-    for p in ZOO {
-        let head = format!("{}.", p.head_name);
-        let Some(classes) = map
-            .get(&format!("{head}weight"))
-            .and_then(|t| t.shape.first().copied())
-        else {
-            continue;
-        };
-        // One output: the head's shapes are checked apart from its width.
-        let model = Classifier::new(p, 1, &device);
-        let fits = named_tensors(&model, p.head_name).iter().all(|(k, s, _)| {
-            map.get(k).is_some_and(|t| {
-                if k.starts_with(&head) {
-                    t.shape.len() == s.len() && t.shape[1..] == s[1..]
-                } else {
-                    &t.shape == s
-                }
-            })
-        });
-        if fits {
-            return Some((p.name, classes));
-        }
-    }
-    None
 }

@@ -113,8 +113,10 @@ pub fn run(a: PredictArgs) -> Result<()> {
         } else {
             Strictness::SkipHead
         };
-        let (model, report) = load_into(model, &map, p.head_name, strictness)
-            .with_context(|| format!("loading {}", weights.display()))?;
+        let (model, report) = load_into(model, &map, p.head_name, strictness).map_err(|e| {
+            let message = graft::model::with_model_hint(e.to_string(), &map, p.name);
+            anyhow::anyhow!("{}: {message}", weights.display())
+        })?;
         if !report.head_skipped.is_empty() {
             eprintln!(
                 "warning: the file's head does not have {} classes; using an untrained head",

@@ -2,8 +2,8 @@
 
 use std::path::Path;
 
+use crate::progress::Progress;
 use burn::tensor::Device;
-use indicatif::ProgressBar;
 
 use super::model_files::load_run;
 use crate::data::{self, Loader, Pipeline, Subset};
@@ -27,11 +27,7 @@ pub fn evaluate_network(
 ) -> Result<MetricsAccumulator> {
     let device = model.head.weight.device();
     let mut acc = MetricsAccumulator::new(classes, &[5]);
-    let bar = if quiet {
-        ProgressBar::hidden()
-    } else {
-        ProgressBar::new(subset.len() as u64)
-    };
+    let progress = Progress::new(quiet, "evaluation", "images", subset.len());
     for batch in Loader::sequential(subset.clone(), pipe.clone(), batch_size) {
         let batch = batch?;
         let x = from_vec(batch.images, batch.shape, &device);
@@ -39,9 +35,9 @@ pub fn evaluate_network(
         let l =
             to_vec(loss.forward(logits.clone(), label_tensor(&batch.labels, &device)))[0] as f64;
         acc.add_indexed(&to_vec(logits), &batch.labels, &batch.indices, l);
-        bar.inc(batch.labels.len() as u64);
+        progress.inc(batch.labels.len() as u64);
     }
-    bar.finish_and_clear();
+    progress.finish();
     Ok(acc)
 }
 

@@ -20,7 +20,7 @@ use crate::error::{Error, Result};
 use crate::loss::{ClassWeights, Loss};
 use crate::metrics::ACCURACY;
 use crate::model::params::{Strictness, Trainable, count_params, load_into, set_trainable};
-use crate::model::{Classifier, Preset, preset};
+use crate::model::{Classifier, Preset, preset, with_model_hint};
 use crate::task::classification::head::{HeadObjective, evaluate_features};
 use crate::train::{Evaluated, Fitted, Metric, Run, Task, TaskData, TaskReport, Trainer};
 use crate::weights::load_pretrained;
@@ -217,7 +217,10 @@ fn build_model(run: &Run<'_>, preset: &Preset, classes: usize) -> Result<Classif
     }
     let weights = load_pretrained(Path::new(&cfg.weights))?;
     let (model, report) = load_into(model, &weights, preset.head_name, Strictness::SkipHead)
-        .map_err(|e| Error::file(&cfg.weights, e.to_string()))?;
+        .map_err(|e| {
+            let message = with_model_hint(e.to_string(), &weights, preset.name);
+            Error::file(&cfg.weights, message)
+        })?;
     run.say(format!(
         "loaded {} tensors from {}{}",
         report.loaded,

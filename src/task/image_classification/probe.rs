@@ -3,11 +3,10 @@
 
 use std::path::Path;
 
-use indicatif::{ProgressBar, ProgressStyle};
-
 use crate::data::{Dataset, Loader, Pipeline, Subset};
 use crate::error::Result;
 use crate::model::Classifier;
+use crate::progress::Progress;
 use crate::task::classification::feature_cache::{
     CacheKey, cached_rows, file_sha256, overall_status,
 };
@@ -48,7 +47,7 @@ pub(super) fn extract_features(
         Some(file_sha256(Path::new(cache.weights))?)
     };
     let mut statuses = Vec::new();
-    let mut extract = |subset: &Subset| -> Result<FeatureSplit> {
+    let mut extract = |subset: &Subset, split: &str| -> Result<FeatureSplit> {
         let key = match &weights_id {
             Some(w) => Some(CacheKey {
                 model: cache.model.to_string(),
@@ -59,8 +58,14 @@ pub(super) fn extract_features(
             None => None,
         };
         let (x, status) = cached_rows(key.as_ref(), cache.dir, &subset.indices, dim, |missing| {
+            let progress = Progress::new(
+                quiet,
+                format!("features ({split} split)"),
+                "images",
+                missing.len(),
+            );
             run_extractor(
-                extractor, subset, missing, eval_pipe, batch_size, quiet, dim,
+                extractor, subset, missing, eval_pipe, batch_size, &progress, dim,
             )
         })?;
         statuses.push(status);
@@ -70,9 +75,9 @@ pub(super) fn extract_features(
             idx: subset.indices.clone(),
         })
     };
-    let train = extract(&ds.train)?;
-    let val = ds.val.as_ref().map(&mut extract).transpose()?;
-    let test = extract(&ds.test)?;
+    let train = extract(&ds.train, "train")?;
+    let val = ds.val.as_ref().map(|v| extract(v, "val")).transpose()?;
+    let test = extract(&ds.test, "test")?;
     Ok(Features {
         train,
         val,
@@ -88,25 +93,12 @@ fn run_extractor(
     indices: &[usize],
     pipe: &Pipeline,
     batch_size: usize,
-    quiet: bool,
+    progress: &Progress,
     dim: usize,
 ) -> Result<Vec<Vec<f32>>> {
     let todo = Subset {
         source: subset.source.clone(),
         indices: indices.to_vec(),
-    };
-    let bar = if quiet {
-        ProgressBar::hidden()
-    } else {
-        let b = ProgressBar::new(todo.len() as u64);
-        b.set_style(
-            ProgressStyle::with_template(
-                "features [{bar:30}] {pos}/{len} images, {per_sec}, ETA {eta}",
-            )
-            .unwrap_or_else(|_| ProgressStyle::default_bar())
-            .progress_chars("=> "),
-        );
-        b
     };
     let device = model.head.weight.device();
     let mut rows = Vec::with_capacity(indices.len());
@@ -115,8 +107,8 @@ fn run_extractor(
         let x = from_vec(batch.images, batch.shape, &device);
         let f = to_vec(model.forward_features(x));
         rows.extend(f.chunks_exact(dim).map(<[f32]>::to_vec));
-        bar.inc(batch.labels.len() as u64);
+        progress.inc(batch.labels.len() as u64);
     }
-    bar.finish_and_clear();
+    progress.finish();
     Ok(rows)
 }

@@ -2,12 +2,11 @@
 //! computed once and cached on disk by the texts' content (the head then trains on them:
 //! `classification::head`).
 
-use indicatif::{ProgressBar, ProgressStyle};
-
 use crate::data::text::{TextDataset, longest_first};
 use crate::error::Result;
 use crate::model::text_encoder::{EncoderFolder, Pooling, TextClassifier, batch_tensors};
 use crate::model::tokenizer::TextTokenizer;
+use crate::progress::Progress;
 use crate::task::classification::feature_cache::{
     CacheKey, cached_rows, file_sha256, overall_status,
 };
@@ -56,9 +55,11 @@ pub(super) fn extract_features(
         None => None,
     };
     let mut statuses = Vec::new();
-    let mut extract = |positions: &[usize]| -> Result<FeatureSplit> {
+    let mut extract = |positions: &[usize], split: &str| -> Result<FeatureSplit> {
         let (x, status) = cached_rows(key.as_ref(), cache.dir, positions, dim, |missing| {
-            embed(model, ds, tokenizer, missing, batch_size, quiet, dim)
+            let what = format!("embeddings ({split} split)");
+            let progress = Progress::new(quiet, what, "texts", missing.len());
+            embed(model, ds, tokenizer, missing, batch_size, &progress, dim)
         })?;
         statuses.push(status);
         Ok(FeatureSplit {
@@ -67,9 +68,9 @@ pub(super) fn extract_features(
             idx: positions.to_vec(),
         })
     };
-    let train = extract(&ds.train)?;
-    let val = ds.val.as_deref().map(&mut extract).transpose()?;
-    let test = extract(&ds.test)?;
+    let train = extract(&ds.train, "train")?;
+    let val = ds.val.as_deref().map(|v| extract(v, "val")).transpose()?;
+    let test = extract(&ds.test, "test")?;
     Ok(Features {
         train,
         val,
@@ -85,22 +86,9 @@ fn embed(
     tokenizer: &TextTokenizer,
     positions: &[usize],
     batch_size: usize,
-    quiet: bool,
+    progress: &Progress,
     dim: usize,
 ) -> Result<Vec<Vec<f32>>> {
-    let bar = if quiet {
-        ProgressBar::hidden()
-    } else {
-        let b = ProgressBar::new(positions.len() as u64);
-        b.set_style(
-            ProgressStyle::with_template(
-                "embeddings [{bar:30}] {pos}/{len} texts, {per_sec}, ETA {eta}",
-            )
-            .unwrap_or_else(|_| ProgressStyle::default_bar())
-            .progress_chars("=> "),
-        );
-        b
-    };
     let device = model.head.weight.device();
     let mut rows = vec![Vec::new(); positions.len()];
     // Longest first, so batches pad little; each row goes back to its text's place.
@@ -113,8 +101,8 @@ fn embed(
         for (&k, row) in chunk.iter().zip(f.chunks_exact(dim)) {
             rows[k] = row.to_vec();
         }
-        bar.inc(chunk.len() as u64);
+        progress.inc(chunk.len() as u64);
     }
-    bar.finish_and_clear();
+    progress.finish();
     Ok(rows)
 }
