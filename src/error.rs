@@ -11,12 +11,12 @@ pub enum Error {
     /// A problem with a specific file: its path and what is wrong with it.
     #[error("{}: {msg}", path.display())]
     File { path: PathBuf, msg: String },
-    /// An I/O failure while touching a file.
-    #[error("{}: {source}", path.display())]
+    /// An I/O failure while touching a file. The OS error is part of the message, not a
+    /// `source` (a source is printed again after the message by `{:#}`: the OS text twice).
+    #[error("{}: {}", path.display(), io_text(cause))]
     Io {
         path: PathBuf,
-        #[source]
-        source: std::io::Error,
+        cause: std::io::Error,
     },
     /// A tensor that is missing, unexpected or of the wrong shape.
     #[error("tensor `{name}`: {msg}")]
@@ -24,6 +24,15 @@ pub enum Error {
     /// An invalid setting (flag, config key, spec string).
     #[error("{0}")]
     Invalid(String),
+}
+
+/// What an I/O error means to a user, without the OS's error number.
+fn io_text(e: &std::io::Error) -> String {
+    match e.kind() {
+        std::io::ErrorKind::NotFound => "no such file or directory (check the path)".into(),
+        std::io::ErrorKind::PermissionDenied => "permission denied".into(),
+        _ => e.to_string(),
+    }
 }
 
 /// Shorthand used across the library.
@@ -42,7 +51,7 @@ impl Error {
     pub fn io(path: impl AsRef<Path>, source: std::io::Error) -> Self {
         Error::Io {
             path: path.as_ref().to_path_buf(),
-            source,
+            cause: source,
         }
     }
 

@@ -643,3 +643,23 @@ fn cross_validation_does_not_leak_training_features_into_the_test_cache() {
     assert_eq!(fresh["feature_cache"], "miss");
     assert_eq!(shared["test_accuracy"], fresh["test_accuracy"]);
 }
+
+/// A missing file is said once, in words (the OS text used to be printed twice, error number
+/// included).
+#[test]
+fn a_missing_file_is_named_once() {
+    let dir = std::env::temp_dir().join(format!("graft-missing-{}", std::process::id()));
+    let out = graft()
+        .args(["fit", "--config"])
+        .arg(dir.join("nope.toml"))
+        .output()
+        .unwrap();
+    let err = String::from_utf8_lossy(&out.stderr);
+    assert!(!out.status.success());
+    assert!(
+        err.contains("nope.toml: no such file or directory"),
+        "{err}"
+    );
+    assert_eq!(err.matches("no such file").count(), 1, "{err}");
+    assert!(!err.contains("os error"), "{err}");
+}
