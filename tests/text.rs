@@ -38,9 +38,16 @@ impl Fixture {
         )
         .unwrap();
         let config = BertConfig::parse(Path::new("config.json"), CONFIG).unwrap();
-        let device = Device::flex();
-        device.seed(11);
-        let bert = Bert::new(config, &device);
+        // The device's random stream is one per process, shared by the tests running in
+        // parallel: seeding and drawing must not interleave with another fixture's, or the
+        // weights (and every accuracy below) change from run to run.
+        static INIT: std::sync::Mutex<()> = std::sync::Mutex::new(());
+        let bert = {
+            let _one_at_a_time = INIT.lock().unwrap_or_else(|e| e.into_inner());
+            let device = Device::flex();
+            device.seed(11);
+            Bert::new(config, &device)
+        };
         graft::weights::save_safetensors(
             &model.join("model.safetensors"),
             &named_tensors(&bert, "classifier"),
