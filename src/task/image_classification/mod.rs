@@ -17,11 +17,12 @@ use burn::module::Module;
 use crate::config::{BnPolicy, FitConfig, Strategy};
 use crate::data::{self, Dataset, Pipeline, Subset};
 use crate::error::{Error, Result};
-use crate::loss::{ClassWeights, Loss};
+use crate::loss::Loss;
 use crate::metrics::ACCURACY;
 use crate::model::params::{Strictness, Trainable, count_params, load_into, set_trainable};
 use crate::model::{Classifier, Preset, preset, with_model_hint};
 use crate::task::classification::head::{HeadObjective, evaluate_features};
+use crate::task::classification::setup::{head_width, run_loss};
 use crate::train::{Evaluated, Fitted, Metric, Run, Task, TaskData, TaskReport, Trainer};
 use crate::weights::load_pretrained;
 
@@ -78,10 +79,10 @@ impl Task for ImageClassification {
     fn fit(run: &Run<'_>, ds: &Dataset) -> Result<Fitted> {
         let cfg = run.cfg;
         let preset = *preset(&cfg.model)?;
-        let classes = resolve_classes(cfg, ds)?;
+        let classes = head_width(cfg, &ds.name, &ds.class_names, &ds.train.labels())?;
         let size = cfg.image_size.unwrap_or(preset.input_size);
         let eval_pipe = Pipeline::eval(size, preset.mean, preset.std, cfg.resize)?;
-        let loss = run_loss(cfg, ds, classes)?;
+        let loss = run_loss(cfg, &ds.class_counts(&ds.train), classes)?;
         run.say(format!(
             "graft fit: {} on {} ({} classes; train {}, val {}, test {}), strategy {}, {}px, run {}",
             preset.name,
@@ -151,57 +152,6 @@ impl TaskData for Dataset {
     fn folds(&self, k: usize, seed: u64) -> Result<Vec<Self>> {
         data::fold_datasets(self, k, seed)
     }
-}
-
-/// The width of the new head: `--num-classes`, at least the dataset's classes. A classifier
-/// needs two classes to tell apart, in the dataset and in its training split.
-fn resolve_classes(cfg: &FitConfig, ds: &Dataset) -> Result<usize> {
-    let found = ds.class_names.len();
-    let in_train: std::collections::BTreeSet<usize> = ds.train.labels().into_iter().collect();
-    if found < 2 || in_train.len() < 2 {
-        let what = if found < 2 {
-            format!("{} has {found} class", ds.name)
-        } else {
-            format!(
-                "the training split of {} holds only class `{}`",
-                ds.name,
-                in_train
-                    .first()
-                    .and_then(|&c| ds.class_names.get(c))
-                    .map_or("?", String::as_str)
-            )
-        };
-        return Err(Error::invalid(format!(
-            "{what}: a classifier needs at least two classes to learn anything"
-        )));
-    }
-    match cfg.num_classes {
-        None => Ok(found),
-        Some(n) if n >= found => Ok(n),
-        Some(n) => Err(Error::invalid(format!(
-            "--num-classes {n} is smaller than the {found} classes of {}",
-            ds.name
-        ))),
-    }
-}
-
-/// The run's loss with its class weights resolved against the training split.
-fn run_loss(cfg: &FitConfig, ds: &Dataset, classes: usize) -> Result<Loss> {
-    let counts = ds.class_counts(&ds.train);
-    Ok(Loss {
-        kind: cfg.loss.kind(cfg.label_smoothing, cfg.focal_gamma),
-        class_weights: match &cfg.class_weights {
-            ClassWeights::None => None,
-            ClassWeights::Auto => Some(data::class_weights_auto(&counts)),
-            ClassWeights::Given(w) if w.len() == classes => Some(w.clone()),
-            ClassWeights::Given(w) => {
-                return Err(Error::invalid(format!(
-                    "--class-weights has {} values, the model has {classes} classes",
-                    w.len()
-                )));
-            }
-        },
-    })
 }
 
 /// The model a run starts from: pretrained backbone (unless `scratch` or `--weights none`) and a

@@ -16,7 +16,7 @@ use burn::module::Module;
 use crate::config::{BnPolicy, FitConfig, Strategy};
 use crate::data::text::{TextDataset, is_text_spec, open_text};
 use crate::error::{Error, Result};
-use crate::loss::{ClassWeights, Loss};
+use crate::loss::Loss;
 use crate::metrics::{ACCURACY, MetricsAccumulator};
 use crate::model::params::{Strictness, Trainable, count_params, load_into, set_trainable};
 use crate::model::text_encoder::{
@@ -24,6 +24,7 @@ use crate::model::text_encoder::{
 };
 use crate::model::tokenizer::TextTokenizer;
 use crate::task::classification::head::{HeadObjective, evaluate_features};
+use crate::task::classification::setup::{head_width, run_loss};
 use crate::train::{Evaluated, Fitted, History, Metric, Run, Task, TaskData, TaskReport, Trainer};
 use crate::weights::{TensorMap, load_pretrained};
 
@@ -129,8 +130,8 @@ impl Task for TextClassification {
             Pooling::Auto => folder.pooling,
             p => p,
         };
-        let classes = resolve_classes(cfg, ds)?;
-        let loss = run_loss(cfg, ds, classes)?;
+        let classes = head_width(cfg, &ds.name, &ds.class_names, &ds.labels_of(&ds.train))?;
+        let loss = run_loss(cfg, &ds.class_counts(&ds.train), classes)?;
         run.say(format!(
             "graft fit: {} on {} ({} classes; train {}, val {}, test {}), strategy {}, \
              {max_length} tokens, {pooling} pooling, run {}",
@@ -201,49 +202,6 @@ impl TaskData for TextDataset {
     fn folds(&self, k: usize, seed: u64) -> Result<Vec<Self>> {
         TextDataset::folds(self, k, seed)
     }
-}
-
-/// The head's width: `--num-classes`, at least the dataset's classes, which must be two or more
-/// in the dataset and in its training split.
-fn resolve_classes(cfg: &FitConfig, ds: &TextDataset) -> Result<usize> {
-    let found = ds.class_names.len();
-    let in_train: std::collections::BTreeSet<usize> = ds.labels_of(&ds.train).into_iter().collect();
-    if found < 2 || in_train.len() < 2 {
-        return Err(Error::invalid(format!(
-            "{} has {} class(es) ({} in its training split): a classifier needs at least two \
-             classes to learn anything",
-            ds.name,
-            found,
-            in_train.len()
-        )));
-    }
-    match cfg.num_classes {
-        None => Ok(found),
-        Some(n) if n >= found => Ok(n),
-        Some(n) => Err(Error::invalid(format!(
-            "--num-classes {n} is smaller than the {found} classes of {}",
-            ds.name
-        ))),
-    }
-}
-
-/// The run's loss with its class weights resolved against the training split.
-fn run_loss(cfg: &FitConfig, ds: &TextDataset, classes: usize) -> Result<Loss> {
-    let counts = ds.class_counts(&ds.train);
-    Ok(Loss {
-        kind: cfg.loss.kind(cfg.label_smoothing, cfg.focal_gamma),
-        class_weights: match &cfg.class_weights {
-            ClassWeights::None => None,
-            ClassWeights::Auto => Some(crate::data::class_weights_auto(&counts)),
-            ClassWeights::Given(w) if w.len() == classes => Some(w.clone()),
-            ClassWeights::Given(w) => {
-                return Err(Error::invalid(format!(
-                    "--class-weights has {} values, the model has {classes} classes",
-                    w.len()
-                )));
-            }
-        },
-    })
 }
 
 /// A model folder's weights with Hugging Face's `bert.` prefix (task checkpoints such as
