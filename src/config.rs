@@ -329,7 +329,7 @@ settings! {
     out: Option<PathBuf> = None,
     /// Feature cache folder [default: $GRAFT_CACHE_DIR or ~/.cache/graft].
     cache_dir: Option<PathBuf> = None,
-    /// cpu | cuda (needs graft built with --features cuda).
+    /// cpu | vulkan | wgpu (graft built with --features vulkan) | cuda (--features cuda).
     device: DeviceKind = DeviceKind::Cpu,
     /// Stop after PATIENCE epochs without improvement of --early-stopping-metric.
     #[flag(value_name = "PATIENCE")]

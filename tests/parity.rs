@@ -13,7 +13,7 @@ use graft::model::{Arch, Classifier, Linear, Preset, ResNetSpec, preset};
 use graft::optim::{Grads, Optimizer, OptimizerConfig, OptimizerKind, Schedule};
 
 fn device() -> Device {
-    Device::flex()
+    test_device()
 }
 
 fn det_model(p: &Preset, classes: usize, device: &Device) -> Classifier {
@@ -144,8 +144,11 @@ fn train_steps_match_pytorch() {
                 (abs - t["abs_sum"].as_f64().unwrap()).abs() / scale,
                 (sum - t["sum"].as_f64().unwrap()).abs() / scale,
             ];
-            // Relative to the tolerance: PyTorch's own f32-vs-f64 spread, at least 1e-3.
-            let e = errs.iter().copied().fold(0.0, f64::max) / t["tolerance"].as_f64().unwrap();
+            // Relative to the tolerance: PyTorch's own f32-vs-f64 spread, at least 1e-3 (twice
+            // that on a GPU device, whose reductions sum in another order: on lavapipe one
+            // running variance deep in Lite0 landed at 1.14 of the CPU's tolerance).
+            let tolerance = t["tolerance"].as_f64().unwrap() * device_tolerance_factor();
+            let e = errs.iter().copied().fold(0.0, f64::max) / tolerance;
             if e > worst.0 {
                 worst = (e, key.clone());
             }

@@ -96,7 +96,7 @@ fn tiny_config(g: &serde_json::Value) -> BertConfig {
 #[test]
 fn tiny_bert_matches_transformers() {
     let g = golden("bert_tiny.json");
-    let device = Device::flex();
+    let device = common::test_device();
     let config = tiny_config(&g);
     let bert = Bert::new(config, &device);
     let (bert, _) = load_into(
@@ -120,7 +120,7 @@ fn tiny_bert_matches_transformers() {
 #[test]
 fn padding_never_changes_a_result() {
     let g = golden("bert_tiny.json");
-    let device = Device::flex();
+    let device = common::test_device();
     let config = tiny_config(&g);
     let (bert, _) = load_into(
         Bert::new(config, &device),
@@ -152,7 +152,7 @@ fn padding_never_changes_a_result() {
 #[test]
 fn one_adamw_step_of_a_text_classifier_matches_pytorch() {
     let g = golden("bert_tiny.json");
-    let device = Device::flex();
+    let device = common::test_device();
     let config = tiny_config(&g);
     let model = TextClassifier::new(config, 3, Pooling::Mean, &device);
     let weights = bert_det_weights(&model, "head");
@@ -252,7 +252,7 @@ fn real_minilm_matches_sentence_transformers() {
             .collect();
         assert_eq!(tok.encode(text).unwrap(), want, "token ids of {text:?}");
     }
-    let device = Device::flex();
+    let device = common::test_device();
     let weights = load_pretrained(folder.weights.as_ref().unwrap()).unwrap();
     let (bert, report) = load_into(
         Bert::new(folder.config, &device),

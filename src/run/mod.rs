@@ -13,6 +13,7 @@ use std::path::Path;
 use crate::config::FitConfig;
 use crate::error::Result;
 use crate::task::{TaskFn, with_task};
+use crate::tensor::DeviceKind;
 use crate::train::{Evaluated, FitOptions, FitSummary, Task, check, fit_on, open};
 
 /// Runs `graft fit`: checks the settings, opens the task's data, fits.
@@ -30,14 +31,19 @@ pub fn fit(cfg: &FitConfig, opts: &FitOptions) -> Result<FitSummary> {
 }
 
 /// Runs `graft eval`: a finished run on its test split, or on `data`'s test split.
-pub fn evaluate(run_dir: &Path, data: Option<&str>, quiet: bool) -> Result<Evaluated> {
-    struct Eval<'a>(&'a Path, Option<&'a str>, bool);
+pub fn evaluate(
+    run_dir: &Path,
+    data: Option<&str>,
+    device: Option<DeviceKind>,
+    quiet: bool,
+) -> Result<Evaluated> {
+    struct Eval<'a>(&'a Path, Option<&'a str>, Option<DeviceKind>, bool);
     impl TaskFn for Eval<'_> {
         type Output = Evaluated;
         fn call<T: Task>(self) -> Result<Evaluated> {
-            T::evaluate_run(self.0, self.1, self.2)
+            T::evaluate_run(self.0, self.1, self.2, self.3)
         }
     }
     let cfg = crate::train::run_config(run_dir)?;
-    with_task(&cfg.task, Eval(run_dir, data, quiet))
+    with_task(&cfg.task, Eval(run_dir, data, device, quiet))
 }

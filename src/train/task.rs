@@ -15,6 +15,7 @@ use super::run::Run;
 use crate::config::FitConfig;
 use crate::error::Result;
 use crate::metrics::Metric;
+use crate::tensor::DeviceKind;
 
 /// A kind of problem graft fine-tunes for.
 pub trait Task: 'static {
@@ -49,8 +50,14 @@ pub trait Task: 'static {
     /// Builds the model, trains it (through [`Run::train`]), evaluates it on the test split and
     /// writes the task's files into the run folder (`eval.json`, the model).
     fn fit(run: &Run<'_>, data: &Self::Data) -> Result<Fitted>;
-    /// `graft eval --run`: evaluates a finished run on its test split, or on `data`'s.
-    fn evaluate_run(run_dir: &Path, data: Option<&str>, quiet: bool) -> Result<Evaluated>;
+    /// `graft eval --run`: evaluates a finished run on its test split, or on `data`'s, on
+    /// `device` (default: the run's own).
+    fn evaluate_run(
+        run_dir: &Path,
+        data: Option<&str>,
+        device: Option<DeviceKind>,
+        quiet: bool,
+    ) -> Result<Evaluated>;
     /// The task's part of a run's report (`cfg`: the run's settings, if its folder has them).
     fn report(run_dir: &Path, cfg: Option<&FitConfig>) -> Result<TaskReport>;
 }

@@ -10,6 +10,30 @@ use graft::model::params::named_tensors;
 use graft::model::{Classifier, preset};
 use graft::weights::{DType, Format, RawTensor, TensorMap};
 
+/// The device the parity tests run on: `cpu` (burn's flex backend with graft's kernels), or the
+/// one `GRAFT_TEST_DEVICE` names (`vulkan` in CI's lavapipe run, on a build with `--features
+/// vulkan`): the same goldens then check burn's GPU ops. A device that cannot start fails the
+/// test instead of skipping it: whoever set the variable asked for that device.
+pub fn test_device() -> Device {
+    match std::env::var("GRAFT_TEST_DEVICE") {
+        Ok(name) => name
+            .parse::<graft::tensor::DeviceKind>()
+            .and_then(|kind| kind.device())
+            .unwrap_or_else(|e| panic!("GRAFT_TEST_DEVICE={name}: {e}")),
+        Err(_) => Device::flex(),
+    }
+}
+
+/// How much wider a tolerance derived from f32 rounding is on the device under test: 1 on the
+/// CPU, 2 on a GPU device (`GRAFT_TEST_DEVICE`), whose reductions add in another order (tree
+/// sums over workgroups), so the rounding differs from both the CPU's and PyTorch's.
+pub fn device_tolerance_factor() -> f64 {
+    match std::env::var("GRAFT_TEST_DEVICE").as_deref() {
+        Ok("cpu") | Err(_) => 1.0,
+        Ok(_) => 2.0,
+    }
+}
+
 /// Mirrors `name_phase` in tools/goldens.py.
 fn name_phase(name: &str) -> u64 {
     name.bytes()

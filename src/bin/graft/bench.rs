@@ -52,6 +52,9 @@ pub struct BenchArgs {
     /// Tokens per text (text-infer, text-step).
     #[arg(long, default_value_t = 128)]
     seq_len: usize,
+    /// cpu | vulkan | wgpu | cuda (see the README's GPU section).
+    #[arg(long, default_value = "cpu")]
+    device: graft::tensor::DeviceKind,
 }
 
 fn median(mut v: Vec<f64>) -> f64 {
@@ -97,7 +100,7 @@ fn model_for(a: &BenchArgs, device: &Device) -> Result<Classifier> {
 }
 
 pub fn run(a: BenchArgs) -> Result<()> {
-    let device = Device::flex();
+    let device = a.device.device()?;
     device.seed(0);
     let threads = rayon::current_num_threads();
     match a.bench.as_str() {
@@ -130,7 +133,7 @@ pub fn run(a: BenchArgs) -> Result<()> {
             });
             emit(
                 json!({"bench": "train-step", "model": a.model, "image_size": s, "batch_size": a.batch_size,
-                "ms_per_step": round(t * 1e3, 2), "images_per_s": round(a.batch_size as f64 / t, 1), "threads": threads}),
+                "ms_per_step": round(t * 1e3, 2), "images_per_s": round(a.batch_size as f64 / t, 1), "threads": threads, "device": a.device.to_string()}),
             );
         }
         "infer" => {
@@ -147,7 +150,7 @@ pub fn run(a: BenchArgs) -> Result<()> {
             });
             emit(
                 json!({"bench": "infer", "model": a.model, "image_size": s, "batch_size": a.batch_size,
-                "ms_per_batch": round(t * 1e3, 2), "images_per_s": round(a.batch_size as f64 / t, 1), "threads": threads}),
+                "ms_per_batch": round(t * 1e3, 2), "images_per_s": round(a.batch_size as f64 / t, 1), "threads": threads, "device": a.device.to_string()}),
             );
         }
         "linear-probe" | "fine-tune" => {
@@ -199,6 +202,7 @@ pub fn run(a: BenchArgs) -> Result<()> {
                 },
                 limit_train: None,
                 limit_test: None,
+                device: a.device,
                 out: Some(out.clone()),
                 // A fresh cache: the reference extracts features in every run, so must we.
                 cache_dir: Some(out.join("cache")),
@@ -225,7 +229,7 @@ pub fn run(a: BenchArgs) -> Result<()> {
             emit(
                 json!({"bench": a.bench, "model": a.model, "data": a.data, "image_size": a.image_size,
                 "epochs": s.epochs, "batch_size": cfg.batch_size, "test_accuracy": round(s.score("test_accuracy").unwrap_or(f64::NAN), 4),
-                "total_seconds": round(total, 1), "threads": threads}),
+                "total_seconds": round(total, 1), "threads": threads, "device": a.device.to_string()}),
             );
         }
         "loader" => loader(&a)?,
@@ -309,7 +313,7 @@ fn text(a: &BenchArgs, threads: usize) -> Result<()> {
         bail!("{} needs --weights MODEL_DIR", a.bench);
     };
     let folder = EncoderFolder::read(std::path::Path::new(dir))?;
-    let device = Device::flex();
+    let device = a.device.device()?;
     device.seed(0);
     let mut model = TextClassifier::new(folder.config, 8, Pooling::Mean, &device);
     if let Some(w) = &folder.weights {
@@ -372,7 +376,7 @@ fn text(a: &BenchArgs, threads: usize) -> Result<()> {
     };
     emit(
         json!({"bench": a.bench, "model": "bert", "batch_size": b, "seq_len": s,
-        "ms_per_step": round(t * 1e3, 2), "texts_per_s": round(b as f64 / t, 1), "threads": threads}),
+        "ms_per_step": round(t * 1e3, 2), "texts_per_s": round(b as f64 / t, 1), "threads": threads, "device": a.device.to_string()}),
     );
     Ok(())
 }

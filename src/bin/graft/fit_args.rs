@@ -43,24 +43,28 @@ impl FitArgs {
         if let Some(run) = &self.resume {
             let mut cfg = graft::train::run_config(run)
                 .with_context(|| format!("cannot resume {}", run.display()))?;
-            // A resumed run keeps its settings; only the length may change.
+            // A resumed run keeps its settings; only the length may change, and where it runs
+            // (a run started on a GPU can go on on the CPU, or the other way round).
             let changed: Vec<String> = self
                 .settings
                 .given()
                 .into_iter()
-                .filter(|k| *k != "epochs")
+                .filter(|k| *k != "epochs" && *k != "device")
                 .map(|k| format!("--{}", k.replace('_', "-")))
                 .collect();
             if !changed.is_empty() {
                 bail!(
                     "--resume continues {} with the settings it was started with; only --epochs \
-                     may change, but {} was given (start a new run with --out to change settings)",
+                     and --device may change, but {} was given (start a new run with --out to change settings)",
                     run.display(),
                     changed.join(", ")
                 );
             }
             if let Some(e) = self.settings.epochs {
                 cfg.epochs = e;
+            }
+            if let Some(d) = self.settings.device {
+                cfg.device = d;
             }
             // The run folder is the one resumed, whatever its config.toml says.
             cfg.out = Some(run.clone());

@@ -39,6 +39,9 @@ enum Command {
         /// Print the evaluation as JSON.
         #[arg(long)]
         json: bool,
+        /// Where to run the model: cpu | vulkan | wgpu | cuda [default: the run's own device].
+        #[arg(long)]
+        device: Option<graft::tensor::DeviceKind>,
     },
     /// Classify images (or texts) with a pretrained model or a fine-tuned run.
     Predict(predict::PredictArgs),
@@ -89,7 +92,12 @@ fn main() {
     let cli = Cli::parse();
     let result: Result<()> = match cli.command {
         Command::Fit(args) => fit_args::run(args),
-        Command::Eval { run, data, json } => eval(run, data, json),
+        Command::Eval {
+            run,
+            data,
+            json,
+            device,
+        } => eval(run, data, device, json),
         Command::Predict(args) => predict::run(args),
         Command::Embed(args) => embed::run(args),
         Command::Inspect { target, all } => inspect::run(&target, all),
@@ -128,8 +136,13 @@ pub fn report_for(dir: &std::path::Path) -> Option<PathBuf> {
     }
 }
 
-fn eval(run: PathBuf, data: Option<String>, json: bool) -> Result<()> {
-    let evaluated = graft::run::evaluate(&run, data.as_deref(), json)?;
+fn eval(
+    run: PathBuf,
+    data: Option<String>,
+    device: Option<graft::tensor::DeviceKind>,
+    json: bool,
+) -> Result<()> {
+    let evaluated = graft::run::evaluate(&run, data.as_deref(), device, json)?;
     if json {
         println!("{}", serde_json::to_string(&evaluated.json)?);
     } else {

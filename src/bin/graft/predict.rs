@@ -53,7 +53,7 @@ pub struct PredictArgs {
     /// init instead of being an error (every backbone tensor must still match).
     #[arg(long, default_value_t = true, action = clap::ArgAction::Set)]
     strict: bool,
-    /// cpu | cuda
+    /// cpu | vulkan | wgpu | cuda (see the README's GPU section)
     #[arg(long, default_value = "cpu")]
     device: DeviceKind,
 }

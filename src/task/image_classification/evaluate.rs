@@ -12,7 +12,7 @@ use crate::files::write_atomic;
 use crate::loss::Loss;
 use crate::metrics::MetricsAccumulator;
 use crate::model::Classifier;
-use crate::tensor::{from_vec, labels as label_tensor, to_vec};
+use crate::tensor::{DeviceKind, from_vec, labels as label_tensor, to_vec};
 use crate::train::{Evaluated, run_config};
 
 /// Runs `model` (inference mode) over `subset` and accumulates the metrics.
@@ -44,9 +44,14 @@ pub fn evaluate_network(
 /// `graft eval --run`: the run's model on its own test split (written to `eval.json`), or on
 /// the test split of another dataset spec (written beside it, to `eval-<spec>.json`, so the
 /// run's own evaluation and report stay as they were).
-pub fn evaluate_run(run_dir: &Path, data_spec: Option<&str>, quiet: bool) -> Result<Evaluated> {
+pub fn evaluate_run(
+    run_dir: &Path,
+    data_spec: Option<&str>,
+    device: Option<DeviceKind>,
+    quiet: bool,
+) -> Result<Evaluated> {
     let cfg = run_config(run_dir)?;
-    let device: Device = cfg.device.device()?;
+    let device: Device = device.unwrap_or(cfg.device).device()?;
     let (model, card, p) = load_run(run_dir, &device)?;
     let spec = data_spec.unwrap_or(&cfg.data);
     let mut ds = data::open(spec)?;

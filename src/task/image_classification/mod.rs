@@ -23,6 +23,7 @@ use crate::model::params::{Strictness, Trainable, count_params, load_into, set_t
 use crate::model::{Classifier, Preset, preset, with_model_hint};
 use crate::task::classification::head::{HeadObjective, evaluate_features};
 use crate::task::classification::setup::{head_width, run_loss};
+use crate::tensor::DeviceKind;
 use crate::train::{Evaluated, Fitted, Metric, Run, Task, TaskData, TaskReport, Trainer};
 use crate::weights::load_pretrained;
 
@@ -123,8 +124,13 @@ impl Task for ImageClassification {
         })
     }
 
-    fn evaluate_run(run_dir: &Path, data: Option<&str>, quiet: bool) -> Result<Evaluated> {
-        evaluate::evaluate_run(run_dir, data, quiet)
+    fn evaluate_run(
+        run_dir: &Path,
+        data: Option<&str>,
+        device: Option<DeviceKind>,
+        quiet: bool,
+    ) -> Result<Evaluated> {
+        evaluate::evaluate_run(run_dir, data, device, quiet)
     }
 
     fn report(run_dir: &Path, cfg: Option<&FitConfig>) -> Result<TaskReport> {

@@ -14,7 +14,7 @@ use crate::model::text_encoder::{TextClassifier, batch_tensors};
 use crate::model::tokenizer::TextTokenizer;
 use crate::render::html::{esc, note};
 use crate::task::classification::report as shared;
-use crate::tensor::{labels as label_tensor, to_vec};
+use crate::tensor::{DeviceKind, labels as label_tensor, to_vec};
 use crate::train::{Evaluated, TaskReport, run_config};
 
 /// Runs `model` (inference mode) over the texts at `positions` and accumulates the metrics.
@@ -50,10 +50,11 @@ pub fn evaluate_texts(
 pub(super) fn evaluate_run(
     run_dir: &Path,
     data_spec: Option<&str>,
+    device: Option<DeviceKind>,
     _quiet: bool,
 ) -> Result<Evaluated> {
     let cfg = run_config(run_dir)?;
-    let device = cfg.device.device()?;
+    let device = device.unwrap_or(cfg.device).device()?;
     let (model, card, tokenizer) = load_text_run(run_dir, &device)?;
     let spec = data_spec.unwrap_or(&cfg.data);
     let mut ds = open_text(spec)?;

@@ -25,6 +25,7 @@ use crate::model::text_encoder::{
 use crate::model::tokenizer::TextTokenizer;
 use crate::task::classification::head::{HeadObjective, evaluate_features};
 use crate::task::classification::setup::{head_width, run_loss};
+use crate::tensor::DeviceKind;
 use crate::train::{Evaluated, Fitted, History, Metric, Run, Task, TaskData, TaskReport, Trainer};
 use crate::weights::{TensorMap, load_pretrained};
 
@@ -173,8 +174,13 @@ impl Task for TextClassification {
         })
     }
 
-    fn evaluate_run(run_dir: &Path, data: Option<&str>, quiet: bool) -> Result<Evaluated> {
-        evaluate::evaluate_run(run_dir, data, quiet)
+    fn evaluate_run(
+        run_dir: &Path,
+        data: Option<&str>,
+        device: Option<DeviceKind>,
+        quiet: bool,
+    ) -> Result<Evaluated> {
+        evaluate::evaluate_run(run_dir, data, device, quiet)
     }
 
     fn report(run_dir: &Path, cfg: Option<&FitConfig>) -> Result<TaskReport> {

@@ -1,0 +1,173 @@
+//! The GPU code path end to end (a build with `--features vulkan`; CI runs it on Mesa's
+//! lavapipe, a Vulkan driver on the CPU): a fine-tune on `--device vulkan`, its checkpoint
+//! evaluated and resumed on the CPU, and a CPU run's model predicting on the GPU, each giving the
+//! numbers of the other device within float tolerance. The layer-by-layer parity on the GPU is
+//! tests/parity.rs and tests/text_parity.rs run with `GRAFT_TEST_DEVICE=vulkan`.
+//!
+//! Without a Vulkan driver these tests say so and pass, unless `GRAFT_REQUIRE_GPU` is set (CI
+//! sets it: there a missing driver is a failure, not a skip).
+#![cfg(feature = "wgpu")]
+
+use std::path::{Path, PathBuf};
+use std::process::{Command, Output};
+
+mod common;
+
+use common::{write_cifar, write_weights};
+use graft::tensor::DeviceKind;
+
+fn gpu_available() -> bool {
+    match DeviceKind::Vulkan.device() {
+        Ok(_) => true,
+        Err(e) if std::env::var_os("GRAFT_REQUIRE_GPU").is_some() => {
+            panic!("GRAFT_REQUIRE_GPU is set but {e}")
+        }
+        Err(e) => {
+            eprintln!("skipped: {e}");
+            false
+        }
+    }
+}
+
+fn graft(args: &[&str], paths: &[(&str, &Path)]) -> Output {
+    let mut cmd = Command::new(env!("CARGO_BIN_EXE_graft"));
+    cmd.args(args);
+    for (flag, path) in paths {
+        cmd.arg(flag).arg(path);
+    }
+    cmd.output().unwrap()
+}
+
+fn json_line(out: &Output) -> serde_json::Value {
+    let stdout = String::from_utf8_lossy(&out.stdout);
+    assert!(
+        out.status.success(),
+        "graft failed:\nstdout: {stdout}\nstderr: {}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    serde_json::from_str(stdout.lines().last().expect("a JSON line")).expect("valid JSON")
+}
+
+struct Fixture {
+    _tmp: tempfile::TempDir,
+    root: PathBuf,
+}
+
+impl Fixture {
+    fn new() -> Self {
+        let tmp = tempfile::tempdir().unwrap();
+        let root = tmp.path().to_path_buf();
+        write_cifar(&root.join("data"));
+        write_weights(&root.join("tiny.safetensors"));
+        Self { _tmp: tmp, root }
+    }
+
+    fn data(&self) -> String {
+        format!("cifar10:{}", self.root.join("data").display())
+    }
+
+    /// A fine-tune of the tiny ResNet on `device`, one epoch.
+    fn fit(&self, run: &str, device: &str) -> (PathBuf, serde_json::Value) {
+        let out = self.root.join(run);
+        let data = self.data();
+        let result = json_line(&graft(
+            &[
+                "fit",
+                "--model",
+                "resnet_tiny",
+                "--data",
+                &data,
+                "--image-size",
+                "32",
+                "--strategy",
+                "fine-tune",
+                "--epochs",
+                "1",
+                "--batch-size",
+                "30",
+                "--val-split",
+                "0.1",
+                "--device",
+                device,
+                "--json",
+                "--quiet",
+            ],
+            &[
+                ("--weights", &self.root.join("tiny.safetensors")),
+                ("--out", &out),
+                ("--cache-dir", &self.root.join("cache")),
+            ],
+        ));
+        (out, result)
+    }
+}
+
+fn eval(run: &Path, device: &str) -> serde_json::Value {
+    json_line(&graft(
+        &["eval", "--json", "--device", device],
+        &[("--run", run)],
+    ))
+}
+
+fn close(a: f64, b: f64, tol: f64) -> bool {
+    (a - b).abs() <= tol * a.abs().max(b.abs()).max(1.0)
+}
+
+#[test]
+fn a_run_trained_on_the_gpu_evaluates_and_resumes_on_the_cpu() {
+    if !gpu_available() {
+        return;
+    }
+    let f = Fixture::new();
+    let (run, fitted) = f.fit("gpu-run", "vulkan");
+    assert_eq!(fitted["epochs"], 1, "{fitted}");
+    let on_gpu = eval(&run, "vulkan");
+    let on_cpu = eval(&run, "cpu");
+    // The same weights on two devices: the loss agrees to float rounding (1e-4 relative: the
+    // GPU sums its reductions in another order), and so do the predictions (accuracy).
+    let (lg, lc) = (
+        on_gpu["mean_loss"].as_f64().unwrap(),
+        on_cpu["mean_loss"].as_f64().unwrap(),
+    );
+    assert!(close(lg, lc, 1e-4), "test loss: gpu {lg}, cpu {lc}");
+    assert_eq!(on_gpu["accuracy"], on_cpu["accuracy"]);
+    // The checkpoint written on the GPU goes on on the CPU.
+    let resumed = json_line(&graft(
+        &[
+            "fit", "--json", "--quiet", "--epochs", "2", "--device", "cpu",
+        ],
+        &[("--resume", &run)],
+    ));
+    assert_eq!(resumed["epochs"], 2, "{resumed}");
+    let config = std::fs::read_to_string(run.join("config.toml")).unwrap();
+    assert!(config.contains("device = \"cpu\""), "{config}");
+}
+
+#[test]
+fn a_cpu_run_predicts_the_same_on_the_gpu() {
+    if !gpu_available() {
+        return;
+    }
+    let f = Fixture::new();
+    let (run, _) = f.fit("cpu-run", "cpu");
+    let on_cpu = eval(&run, "cpu");
+    let on_gpu = eval(&run, "vulkan");
+    let (lc, lg) = (
+        on_cpu["mean_loss"].as_f64().unwrap(),
+        on_gpu["mean_loss"].as_f64().unwrap(),
+    );
+    assert!(close(lg, lc, 1e-4), "test loss: cpu {lc}, gpu {lg}");
+    assert_eq!(on_gpu["accuracy"], on_cpu["accuracy"]);
+}
+
+#[test]
+fn an_unknown_or_absent_device_is_a_clear_error() {
+    let f = Fixture::new();
+    let out = graft(
+        &["fit", "--device", "tpu", "--data", &f.data()],
+        &[("--out", &f.root.join("x"))],
+    );
+    assert!(!out.status.success());
+    let err = String::from_utf8_lossy(&out.stderr);
+    assert!(err.contains("cpu, vulkan, wgpu or cuda"), "{err}");
+}
