@@ -663,3 +663,15 @@ fn a_missing_file_is_named_once() {
     assert_eq!(err.matches("no such file").count(), 1, "{err}");
     assert!(!err.contains("os error"), "{err}");
 }
+
+/// `compare` and `cv` reuse and resume their own runs: `fit`'s --resume is not in their help.
+#[test]
+fn resume_is_only_offered_where_it_applies() {
+    let help = |cmd: &str| {
+        let out = graft().args([cmd, "--help"]).output().unwrap();
+        String::from_utf8_lossy(&out.stdout).into_owned()
+    };
+    assert!(help("fit").contains("--resume"));
+    assert!(!help("compare").contains("--resume"), "{}", help("compare"));
+    assert!(!help("cv").contains("--resume"), "{}", help("cv"));
+}

@@ -12,6 +12,9 @@ use serde_json::json;
 use crate::fit_args::FitArgs;
 
 #[derive(Args, Debug)]
+// Each finished run of a compare or cv is reused and each unfinished one resumed on its own, so
+// `fit`'s --resume is not theirs: hidden from their help (and refused if given anyway).
+#[command(mut_arg("resume", |a| a.hide(true)))]
 pub struct CompareArgs {
     /// A grid axis KEY=V1,V2 over any fit setting (repeatable); `model=NAME@WEIGHTS` pairs a
     /// backbone with its weights.
@@ -33,6 +36,7 @@ pub struct CompareArgs {
 }
 
 #[derive(Args, Debug)]
+#[command(mut_arg("resume", |a| a.hide(true)))]
 pub struct CvArgs {
     /// Number of stratified folds.
     #[arg(long, default_value_t = 5)]

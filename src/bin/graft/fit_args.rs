@@ -15,7 +15,7 @@ pub struct FitArgs {
     #[arg(long)]
     config: Option<PathBuf>,
     /// Continue the run in RUN_DIR from its last checkpoint (its config.toml is used;
-    /// --epochs may extend it).
+    /// --epochs may extend it, --device move it to another device).
     #[arg(long, value_name = "RUN_DIR")]
     resume: Option<PathBuf>,
     /// Print one JSON line with the results at the end.
