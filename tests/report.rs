@@ -547,3 +547,25 @@ fn chromium_renders_the_run_report() {
     keep(&page, "run.html");
     keep(&shot, "run-shot.png");
 }
+
+/// One seed per cell: no "± sd" (a spread over one run is no spread) and no per-seed column.
+#[test]
+fn a_single_seed_comparison_shows_no_spread() {
+    let tmp = tempfile::tempdir().unwrap();
+    let dir = tmp.path().join("cmp");
+    std::fs::create_dir_all(&dir).unwrap();
+    let json = r#"{"grid": {"lr": ["0.01", "0.1"]},
+  "cells": [
+    {"settings": {"lr": "0.01"}, "test_accuracy": 0.91, "sd": 0.0, "accuracies": [0.91],
+     "final_loss": 0.3, "seconds": 1.0, "run_dirs": []},
+    {"settings": {"lr": "0.1"}, "test_accuracy": 0.87, "sd": 0.0, "accuracies": [0.87],
+     "final_loss": 0.4, "seconds": 1.0, "run_dirs": []}
+  ]}"#;
+    std::fs::write(dir.join("compare.json"), json).unwrap();
+    let html = std::fs::read_to_string(write_report(&dir).unwrap()).unwrap();
+    assert!(!html.contains('±'), "a single seed shows no spread");
+    assert!(!html.contains("per seed"));
+    let table = section(&html, "comparison-table");
+    assert!(table.contains("91.00%") && table.contains("87.00%"));
+    assert!(html.contains("One seed per setting"));
+}

@@ -26,6 +26,12 @@ impl Comparison {
     fn metric(&self) -> &str {
         self.cells.first().map_or("accuracy", |c| c.metric.as_str())
     }
+
+    /// Whether any cell ran two seeds or more: a spread over one seed is no spread, so a
+    /// single-seed comparison shows no "± sd" anywhere.
+    fn seeded(&self) -> bool {
+        self.cells.iter().any(|c| c.tests.len() >= 2)
+    }
 }
 
 #[derive(Debug, Deserialize)]
@@ -139,14 +145,15 @@ fn render(dir: &Path, cmp: &Comparison) -> String {
     let metric = cmp.metric();
     if let Some(b) = best {
         let c = &cmp.cells[b];
-        page.cards(&[
-            (
-                format!("best test {metric}"),
-                pct(c.test.unwrap_or(f64::NAN)),
-            ),
-            ("± sd over seeds".into(), pct(c.sd.unwrap_or(f64::NAN))),
-            ("best setting".into(), label(&cols, c)),
-        ]);
+        let mut cards = vec![(
+            format!("best test {metric}"),
+            pct(c.test.unwrap_or(f64::NAN)),
+        )];
+        if cmp.seeded() {
+            cards.push(("± sd over seeds".into(), pct(c.sd.unwrap_or(f64::NAN))));
+        }
+        cards.push(("best setting".into(), label(&cols, c)));
+        page.cards(&cards);
     }
     page.section("comparison-table", "Results", &table(dir, &cols, cmp, best));
     page.section(
@@ -175,15 +182,18 @@ fn table(dir: &Path, cols: &[String], cmp: &Comparison, best: Option<usize>) -> 
     if cmp.cells.is_empty() {
         return note("compare.json has no cells.");
     }
-    let score_header = format!("test {} (mean ± sd)", cmp.metric());
+    let seeded = cmp.seeded();
+    let score_header = if seeded {
+        format!("test {} (mean ± sd)", cmp.metric())
+    } else {
+        format!("test {}", cmp.metric())
+    };
     let mut headers: Vec<(&str, bool)> = cols.iter().map(|c| (c.as_str(), true)).collect();
-    headers.extend([
-        (score_header.as_str(), false),
-        ("per seed", false),
-        ("final loss", false),
-        ("seconds", false),
-        ("report", true),
-    ]);
+    headers.push((score_header.as_str(), false));
+    if seeded {
+        headers.push(("per seed", false));
+    }
+    headers.extend([("final loss", false), ("seconds", false), ("report", true)]);
     let rows: Vec<(Vec<Cell>, bool)> = cmp
         .cells
         .iter()
@@ -191,13 +201,18 @@ fn table(dir: &Path, cols: &[String], cmp: &Comparison, best: Option<usize>) -> 
         .map(|(i, c)| {
             let mut cells: Vec<Cell> = cols.iter().map(|k| Cell::Left(setting(c, k))).collect();
             let acc = c.test.unwrap_or(f64::NAN);
-            cells.push(Cell::Num(format!(
-                "{} ± {}",
-                pct(acc),
-                pct(c.sd.unwrap_or(f64::NAN))
-            )));
-            let seeds: Vec<String> = c.tests.iter().map(|a| pct(a.unwrap_or(f64::NAN))).collect();
-            cells.push(Cell::Num(seeds.join(", ")));
+            if seeded {
+                cells.push(Cell::Num(format!(
+                    "{} ± {}",
+                    pct(acc),
+                    pct(c.sd.unwrap_or(f64::NAN))
+                )));
+                let seeds: Vec<String> =
+                    c.tests.iter().map(|a| pct(a.unwrap_or(f64::NAN))).collect();
+                cells.push(Cell::Num(seeds.join(", ")));
+            } else {
+                cells.push(Cell::Num(pct(acc)));
+            }
             cells.push(Cell::Num(num(c.final_loss.unwrap_or(f64::NAN), 4)));
             cells.push(Cell::Num(num(c.seconds.unwrap_or(f64::NAN), 1)));
             let link = c
@@ -227,31 +242,40 @@ fn chart(cols: &[String], cmp: &Comparison) -> String {
         .iter()
         .map(|c| c.test.unwrap_or(f64::NAN))
         .collect();
-    let errors: Vec<f64> = cmp.cells.iter().map(|c| c.sd.unwrap_or(0.0)).collect();
+    let seeded = cmp.seeded();
+    let errors: Vec<f64> = cmp
+        .cells
+        .iter()
+        .map(|c| if seeded { c.sd.unwrap_or(0.0) } else { 0.0 })
+        .collect();
     let start = charts::bar_axis_start(&values, &errors);
     let metric = cmp.metric();
     let bars = [Bars {
         name: format!("test {metric}"),
         values,
-        errors: Some(errors),
+        errors: seeded.then_some(errors),
         color: BLUE_C,
     }];
-    match charts::bar_chart(
-        &format!("Test {metric} (mean ± sd over seeds)"),
-        &cats,
-        &bars,
-        &format!("test {metric}"),
-        start,
-        None,
-    ) {
+    let (title, bars_note) = if seeded {
+        (
+            format!("Test {metric} (mean ± sd over seeds)"),
+            "Error bars: ± one standard deviation over seeds.",
+        )
+    } else {
+        (
+            format!("Test {metric} (one seed)"),
+            "One seed per setting: no spread to show (add --seeds 3 for error bars).",
+        )
+    };
+    match charts::bar_chart(&title, &cats, &bars, &format!("test {metric}"), start, None) {
         Ok(svg) => {
             let caption = if start > 0.0 {
                 format!(
-                    "Error bars: ± one standard deviation over seeds. The axis starts at {} so that differences are visible.",
+                    "{bars_note} The axis starts at {} so that differences are visible.",
                     pct(start)
                 )
             } else {
-                "Error bars: ± one standard deviation over seeds.".to_string()
+                bars_note.to_string()
             };
             html::figure(&svg, &caption)
         }
