@@ -7,7 +7,7 @@ use std::process::Command;
 
 mod common;
 
-use common::{write_cifar, write_weights};
+use common::{json_line, tiny_fixture, write_cifar};
 
 fn graft() -> Command {
     Command::new(env!("CARGO_BIN_EXE_graft"))
@@ -20,10 +20,7 @@ struct Fixture {
 
 impl Fixture {
     fn new() -> Self {
-        let tmp = tempfile::tempdir().unwrap();
-        let root = tmp.path().to_path_buf();
-        write_cifar(&root.join("data"));
-        write_weights(&root.join("tiny.safetensors"));
+        let (tmp, root) = tiny_fixture();
         Self { _tmp: tmp, root }
     }
 
@@ -57,17 +54,6 @@ impl Fixture {
         .args(extra);
         cmd.output().unwrap()
     }
-}
-
-fn json_line(out: &std::process::Output) -> serde_json::Value {
-    let stdout = String::from_utf8_lossy(&out.stdout);
-    assert!(
-        out.status.success(),
-        "graft failed:\nstdout: {stdout}\nstderr: {}",
-        String::from_utf8_lossy(&out.stderr)
-    );
-    let line = stdout.lines().last().expect("a JSON line");
-    serde_json::from_str(line).expect("valid JSON")
 }
 
 #[test]

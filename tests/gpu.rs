@@ -13,7 +13,7 @@ use std::process::{Command, Output};
 
 mod common;
 
-use common::{write_cifar, write_weights};
+use common::{json_line, tiny_fixture};
 use graft::tensor::DeviceKind;
 
 fn gpu_available() -> bool {
@@ -38,16 +38,6 @@ fn graft(args: &[&str], paths: &[(&str, &Path)]) -> Output {
     cmd.output().unwrap()
 }
 
-fn json_line(out: &Output) -> serde_json::Value {
-    let stdout = String::from_utf8_lossy(&out.stdout);
-    assert!(
-        out.status.success(),
-        "graft failed:\nstdout: {stdout}\nstderr: {}",
-        String::from_utf8_lossy(&out.stderr)
-    );
-    serde_json::from_str(stdout.lines().last().expect("a JSON line")).expect("valid JSON")
-}
-
 struct Fixture {
     _tmp: tempfile::TempDir,
     root: PathBuf,
@@ -55,10 +45,7 @@ struct Fixture {
 
 impl Fixture {
     fn new() -> Self {
-        let tmp = tempfile::tempdir().unwrap();
-        let root = tmp.path().to_path_buf();
-        write_cifar(&root.join("data"));
-        write_weights(&root.join("tiny.safetensors"));
+        let (tmp, root) = tiny_fixture();
         Self { _tmp: tmp, root }
     }
 

@@ -178,3 +178,25 @@ pub fn write_weights(path: &Path) {
     let model = Classifier::new(p, 1000, &device);
     graft::weights::save_safetensors(path, &named_tensors(&model, p.head_name)).unwrap();
 }
+
+/// A temporary folder holding the small CIFAR-like dataset (`data/`) and the tiny model's
+/// pretrained-looking weights (`tiny.safetensors`): what the end-to-end tests fit on.
+pub fn tiny_fixture() -> (tempfile::TempDir, PathBuf) {
+    let tmp = tempfile::tempdir().unwrap();
+    let root = tmp.path().to_path_buf();
+    write_cifar(&root.join("data"));
+    write_weights(&root.join("tiny.safetensors"));
+    (tmp, root)
+}
+
+/// The JSON line a `graft ... --json` command printed last, after checking it succeeded.
+pub fn json_line(out: &std::process::Output) -> serde_json::Value {
+    let stdout = String::from_utf8_lossy(&out.stdout);
+    assert!(
+        out.status.success(),
+        "graft failed:\nstdout: {stdout}\nstderr: {}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    let line = stdout.lines().last().expect("a JSON line");
+    serde_json::from_str(line).expect("valid JSON")
+}
