@@ -2,30 +2,20 @@
 //! strategy learns, the feature cache is reused, `--resume` continues, a NaN stops the run
 //! without touching the last good checkpoint, and `predict`/`eval`/`inspect` work on the result.
 
-use std::path::{Path, PathBuf};
+use std::path::Path;
 use std::process::Command;
 
 mod common;
 
-use common::{json_line, tiny_fixture, write_cifar};
+use common::{TinyFixture, json_line, write_cifar};
 
 fn graft() -> Command {
     Command::new(env!("CARGO_BIN_EXE_graft"))
 }
 
-struct Fixture {
-    _tmp: tempfile::TempDir,
-    root: PathBuf,
-}
-
-impl Fixture {
-    fn new() -> Self {
-        let (tmp, root) = tiny_fixture();
-        Self { _tmp: tmp, root }
-    }
-
+impl TinyFixture {
     fn fit(&self, run: &str, extra: &[&str]) -> std::process::Output {
-        let data = format!("cifar10:{}", self.root.join("data").display());
+        let data = self.data();
         let weights = self.root.join("tiny.safetensors");
         let mut cmd = graft();
         cmd.args([
@@ -58,7 +48,7 @@ impl Fixture {
 
 #[test]
 fn every_strategy_learns_above_chance() {
-    let fx = Fixture::new();
+    let fx = TinyFixture::new();
     for (strategy, extra) in [
         ("linear-probe", vec!["--epochs", "15", "--lr", "0.01"]),
         (
@@ -102,7 +92,7 @@ fn every_strategy_learns_above_chance() {
 
 #[test]
 fn linear_probe_reuses_the_feature_cache() {
-    let fx = Fixture::new();
+    let fx = TinyFixture::new();
     let first = json_line(&fx.fit("probe1", &["--strategy", "linear-probe", "--epochs", "2"]));
     assert_eq!(first["feature_cache"], "miss");
     let second = json_line(&fx.fit("probe2", &["--strategy", "linear-probe", "--epochs", "2"]));
@@ -127,7 +117,7 @@ fn linear_probe_reuses_the_feature_cache() {
 
 #[test]
 fn resume_continues_from_the_checkpoint_and_nan_keeps_it() {
-    let fx = Fixture::new();
+    let fx = TinyFixture::new();
     let run = fx.root.join("ft");
     let j = json_line(&fx.fit(
         "ft",
@@ -209,7 +199,7 @@ fn copy_tree(from: &Path, to: &Path) {
 
 #[test]
 fn predict_eval_and_inspect_use_the_run() {
-    let fx = Fixture::new();
+    let fx = TinyFixture::new();
     json_line(&fx.fit(
         "ft",
         &[
@@ -283,7 +273,7 @@ fn predict_eval_and_inspect_use_the_run() {
 
 #[test]
 fn early_stopping_stops_when_validation_loss_stalls() {
-    let fx = Fixture::new();
+    let fx = TinyFixture::new();
     // A learning rate too small to move the head: the validation loss cannot improve after the
     // first epoch, so patience 1 stops the run after epoch 2 of 6.
     let j = json_line(&fx.fit(
@@ -346,7 +336,7 @@ fn example_configs_are_valid() {
 
 #[test]
 fn bad_input_gives_clear_errors() {
-    let fx = Fixture::new();
+    let fx = TinyFixture::new();
     let out = fx.fit("bad", &["--strategy", "nonsense"]);
     assert!(!out.status.success());
     assert!(String::from_utf8_lossy(&out.stderr).contains("unknown strategy `nonsense`"));
@@ -359,7 +349,7 @@ fn bad_input_gives_clear_errors() {
 
 #[test]
 fn eval_on_other_data_keeps_the_runs_own_evaluation() {
-    let fx = Fixture::new();
+    let fx = TinyFixture::new();
     json_line(&fx.fit("probe", &["--strategy", "linear-probe", "--epochs", "2"]));
     let run = fx.root.join("probe");
     let own = std::fs::read(run.join("eval.json")).unwrap();
@@ -393,7 +383,7 @@ fn eval_on_other_data_keeps_the_runs_own_evaluation() {
 
 #[test]
 fn resume_continues_the_folder_it_is_given_with_its_settings() {
-    let fx = Fixture::new();
+    let fx = TinyFixture::new();
     json_line(&fx.fit("a", &["--strategy", "linear-probe", "--epochs", "1"]));
     // A copy of a run is resumed in place, not in the folder its config.toml names.
     let (a, b) = (fx.root.join("a"), fx.root.join("b"));
@@ -424,7 +414,7 @@ fn resume_continues_the_folder_it_is_given_with_its_settings() {
 
 #[test]
 fn early_stopping_watches_the_metric_it_is_given() {
-    let fx = Fixture::new();
+    let fx = TinyFixture::new();
     // A learning rate too small to change a prediction: validation accuracy stays put, so
     // with patience 1 the run stops after the second epoch.
     let j = json_line(&fx.fit(
@@ -457,7 +447,7 @@ fn early_stopping_watches_the_metric_it_is_given() {
 
 #[test]
 fn settings_are_recorded_with_their_overrides() {
-    let fx = Fixture::new();
+    let fx = TinyFixture::new();
     let j = json_line(&fx.fit(
         "rec",
         &[
@@ -516,7 +506,7 @@ fn settings_are_recorded_with_their_overrides() {
 
 #[test]
 fn the_feature_cache_is_keyed_by_content_and_checked() {
-    let fx = Fixture::new();
+    let fx = TinyFixture::new();
     let probe = |run: &str| {
         json_line(&fx.fit(
             run,
@@ -583,7 +573,7 @@ fn cross_validation_does_not_leak_training_features_into_the_test_cache() {
     // Each fold's test split is cut from the training images; before the cache was keyed by
     // content, cv stored those features under the test set's key, and a later probe on the
     // real test set was scored on training images.
-    let fx = Fixture::new();
+    let fx = TinyFixture::new();
     let data = format!("cifar10:{}", fx.root.join("data").display());
     let out = graft()
         .args([

@@ -13,7 +13,7 @@ use std::process::{Command, Output};
 
 mod common;
 
-use common::{json_line, tiny_fixture};
+use common::{TinyFixture, json_line};
 use graft::tensor::DeviceKind;
 
 fn gpu_available() -> bool {
@@ -38,21 +38,7 @@ fn graft(args: &[&str], paths: &[(&str, &Path)]) -> Output {
     cmd.output().unwrap()
 }
 
-struct Fixture {
-    _tmp: tempfile::TempDir,
-    root: PathBuf,
-}
-
-impl Fixture {
-    fn new() -> Self {
-        let (tmp, root) = tiny_fixture();
-        Self { _tmp: tmp, root }
-    }
-
-    fn data(&self) -> String {
-        format!("cifar10:{}", self.root.join("data").display())
-    }
-
+impl TinyFixture {
     /// A fine-tune of the tiny ResNet on `device`, one epoch.
     fn fit(&self, run: &str, device: &str) -> (PathBuf, serde_json::Value) {
         let out = self.root.join(run);
@@ -96,8 +82,18 @@ fn eval(run: &Path, device: &str) -> serde_json::Value {
     ))
 }
 
-fn close(a: f64, b: f64, tol: f64) -> bool {
-    (a - b).abs() <= tol * a.abs().max(b.abs()).max(1.0)
+/// `graft eval` of `run` on the GPU and on the CPU: the same weights on two devices, so the test
+/// loss agrees to float rounding (1e-4 relative: the GPU sums its reductions in another order)
+/// and so do the predictions (accuracy).
+fn evaluates_the_same_on_both_devices(run: &Path) {
+    let (on_gpu, on_cpu) = (eval(run, "vulkan"), eval(run, "cpu"));
+    let loss = |e: &serde_json::Value| e["mean_loss"].as_f64().unwrap();
+    let (lg, lc) = (loss(&on_gpu), loss(&on_cpu));
+    assert!(
+        (lg - lc).abs() <= 1e-4 * lg.abs().max(lc.abs()).max(1.0),
+        "test loss: gpu {lg}, cpu {lc}"
+    );
+    assert_eq!(on_gpu["accuracy"], on_cpu["accuracy"]);
 }
 
 #[test]
@@ -105,19 +101,10 @@ fn a_run_trained_on_the_gpu_evaluates_and_resumes_on_the_cpu() {
     if !gpu_available() {
         return;
     }
-    let f = Fixture::new();
+    let f = TinyFixture::new();
     let (run, fitted) = f.fit("gpu-run", "vulkan");
     assert_eq!(fitted["epochs"], 1, "{fitted}");
-    let on_gpu = eval(&run, "vulkan");
-    let on_cpu = eval(&run, "cpu");
-    // The same weights on two devices: the loss agrees to float rounding (1e-4 relative: the
-    // GPU sums its reductions in another order), and so do the predictions (accuracy).
-    let (lg, lc) = (
-        on_gpu["mean_loss"].as_f64().unwrap(),
-        on_cpu["mean_loss"].as_f64().unwrap(),
-    );
-    assert!(close(lg, lc, 1e-4), "test loss: gpu {lg}, cpu {lc}");
-    assert_eq!(on_gpu["accuracy"], on_cpu["accuracy"]);
+    evaluates_the_same_on_both_devices(&run);
     // The checkpoint written on the GPU goes on on the CPU.
     let resumed = json_line(&graft(
         &[
@@ -135,21 +122,14 @@ fn a_cpu_run_predicts_the_same_on_the_gpu() {
     if !gpu_available() {
         return;
     }
-    let f = Fixture::new();
+    let f = TinyFixture::new();
     let (run, _) = f.fit("cpu-run", "cpu");
-    let on_cpu = eval(&run, "cpu");
-    let on_gpu = eval(&run, "vulkan");
-    let (lc, lg) = (
-        on_cpu["mean_loss"].as_f64().unwrap(),
-        on_gpu["mean_loss"].as_f64().unwrap(),
-    );
-    assert!(close(lg, lc, 1e-4), "test loss: cpu {lc}, gpu {lg}");
-    assert_eq!(on_gpu["accuracy"], on_cpu["accuracy"]);
+    evaluates_the_same_on_both_devices(&run);
 }
 
 #[test]
 fn an_unknown_or_absent_device_is_a_clear_error() {
-    let f = Fixture::new();
+    let f = TinyFixture::new();
     let out = graft(
         &["fit", "--device", "tpu", "--data", &f.data()],
         &[("--out", &f.root.join("x"))],

@@ -38,7 +38,9 @@ def main():
     ref = load_reference(a.reference)
     dev = torch.device("cuda")
     torch.manual_seed(0)
-    model, _, _ = ref.build_model(a.model, None if a.weights == "none" and a.model == "resnet18" else a.weights, 10)
+    # The reference's random init: None for resnet18, "none" for efficientnet_lite0.
+    weights = None if a.weights == "none" and a.model == "resnet18" else a.weights
+    model, _, _ = ref.build_model(a.model, weights, 10)
     model = model.to(dev)
     x = torch.randn(a.batch_size, 3, a.image_size, a.image_size, device=dev)
 

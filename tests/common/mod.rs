@@ -180,13 +180,26 @@ pub fn write_weights(path: &Path) {
 }
 
 /// A temporary folder holding the small CIFAR-like dataset (`data/`) and the tiny model's
-/// pretrained-looking weights (`tiny.safetensors`): what the end-to-end tests fit on.
-pub fn tiny_fixture() -> (tempfile::TempDir, PathBuf) {
-    let tmp = tempfile::tempdir().unwrap();
-    let root = tmp.path().to_path_buf();
-    write_cifar(&root.join("data"));
-    write_weights(&root.join("tiny.safetensors"));
-    (tmp, root)
+/// pretrained-looking weights (`tiny.safetensors`): what the end-to-end tests fit on. Each test
+/// file adds the `fit` it needs in its own `impl TinyFixture`.
+pub struct TinyFixture {
+    _tmp: tempfile::TempDir,
+    pub root: PathBuf,
+}
+
+impl TinyFixture {
+    pub fn new() -> Self {
+        let tmp = tempfile::tempdir().unwrap();
+        let root = tmp.path().to_path_buf();
+        write_cifar(&root.join("data"));
+        write_weights(&root.join("tiny.safetensors"));
+        Self { _tmp: tmp, root }
+    }
+
+    /// The dataset spec of `data/`.
+    pub fn data(&self) -> String {
+        format!("cifar10:{}", self.root.join("data").display())
+    }
 }
 
 /// The JSON line a `graft ... --json` command printed last, after checking it succeeded.
