@@ -19,6 +19,6 @@ limits=${GRAFT_DEMO_ARGS---limit-train 6000 --limit-test 2000 --val-split 0.1}
   --data fashion-mnist \
   --strategy linear-probe \
   --image-size 64 --resize exact \
-  --optimizer adam --lr 1e-3 --epochs 10 --batch-size 256 \
+  --batch-size 256 \
   --out runs/demo-linear-probe \
   $limits "$@"

@@ -13,6 +13,7 @@ use serde::{Deserialize, Serialize};
 use crate::data::{Augment, Resize, Sampler};
 use crate::error::{Error, Result};
 use crate::kernels::{KernelChoice, TrainLayout};
+use crate::linear_model::{ProbeL2, ProbeSolver};
 use crate::loss::{ClassWeights, LossChoice};
 use crate::model::text_encoder::Pooling;
 use crate::optim::{Betas, OptimizerConfig, OptimizerKind, Schedule, ScheduleUnit};
@@ -147,6 +148,8 @@ plain_flag_values!(
     Resize,
     Augment,
     Sampler,
+    ProbeSolver,
+    ProbeL2,
     DeviceKind,
     KernelChoice,
     TrainLayout,
@@ -255,6 +258,11 @@ settings! {
     num_classes: Option<usize> = None,
     /// linear-probe | fine-tune | partial:K | scratch.
     strategy: Strategy = Strategy::FineTune,
+    /// Linear probe: lbfgs (logistic regression on standardised features to convergence, L2
+    /// chosen on the validation split) or sgd (the head trained by --optimizer for --epochs).
+    probe: ProbeSolver = ProbeSolver::Lbfgs,
+    /// L2 strength of the lbfgs probe: auto (chosen on the validation split) or a number.
+    probe_l2: ProbeL2 = ProbeL2::Auto,
     /// BatchNorm while training: train (batch statistics, running statistics updated) or frozen
     /// (pretrained statistics used and kept).
     bn: BnPolicy = BnPolicy::Train,
@@ -445,6 +453,28 @@ impl FitConfig {
                 "--warmup-ratio must be in [0, 1), got {}",
                 self.warmup_ratio
             )));
+        }
+        if self.strategy == Strategy::LinearProbe && self.probe == ProbeSolver::Lbfgs {
+            let sgd_only = if self.loss != LossChoice::CrossEntropy {
+                Some(format!("--loss {}", self.loss))
+            } else if self.label_smoothing > 0.0 {
+                Some("--label-smoothing".to_string())
+            } else if self.early_stopping.is_some() {
+                Some("--early-stopping".to_string())
+            } else if self.sampler != Sampler::Shuffle {
+                Some(format!(
+                    "--sampler {} (--class-weights auto weighs classes in the lbfgs probe)",
+                    self.sampler
+                ))
+            } else {
+                None
+            };
+            if let Some(what) = sgd_only {
+                return Err(Error::invalid(format!(
+                    "{what} applies to a head trained by epochs: add --probe sgd (the default \
+                     linear probe, --probe lbfgs, fits cross-entropy with L2 to convergence)"
+                )));
+            }
         }
         if self.warmup_ratio > 0.0 && self.schedule_unit == ScheduleUnit::Epoch {
             return Err(Error::invalid(

@@ -27,6 +27,7 @@ pub mod error;
 pub mod files;
 pub mod fuzz;
 pub mod kernels;
+pub mod linear_model;
 pub mod loss;
 pub mod metrics;
 pub mod model;
@@ -38,6 +39,7 @@ pub mod run;
 pub mod task;
 pub mod tensor;
 pub mod train;
+pub mod transferability;
 pub mod weights;
 
 pub use error::{Error, Result};

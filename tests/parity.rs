@@ -512,3 +512,142 @@ fn efficientnet_lite_zoo_matches_the_reference_on_photos() {
         }
     }
 }
+
+/// The L-BFGS probe is scikit-learn's `StandardScaler` + `LogisticRegression(solver="lbfgs")`
+/// (goldens: tools/probe_goldens.py): same scaler, same optimum, with and without class
+/// weights, and the standardisation folded into raw-feature coefficients.
+#[test]
+fn logistic_probe_matches_scikit_learn() {
+    use graft::linear_model::lbfgs::Settings;
+    use graft::linear_model::logistic::{Data, Model, Standardizer, fit};
+    let g = golden("probe.json");
+    let x = floats(&g["x"]);
+    let y: Vec<usize> = g["y"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|v| v.as_u64().unwrap() as usize)
+        .collect();
+    let (d, classes) = (
+        g["d"].as_u64().unwrap() as usize,
+        g["classes"].as_u64().unwrap() as usize,
+    );
+    let st = Standardizer::fit(&x, d);
+    let xs = st.apply(&x);
+    let data = Data { x: &xs, y: &y, d };
+    for case in g["probe"].as_array().unwrap() {
+        let rel = |a: &[f64], b: &[f32]| {
+            let scale = b.iter().fold(0f64, |m, v| m.max(v.abs() as f64));
+            a.iter()
+                .zip(b)
+                .fold(0f64, |m, (p, q)| m.max((p - *q as f64).abs()))
+                / scale
+        };
+        assert!(rel(&st.mean, &floats(&case["mean"])) < 1e-6);
+        assert!(rel(&st.scale, &floats(&case["scale"])) < 1e-6);
+        let l2 = case["l2"].as_f64().unwrap();
+        let weights = case["class_weights"].as_array().map(|w| {
+            w.iter()
+                .map(|v| v.as_f64().unwrap() as f32)
+                .collect::<Vec<_>>()
+        });
+        let mut m = Model::zeros(classes, d);
+        let out = fit(
+            &mut m,
+            &data,
+            weights.as_deref(),
+            l2,
+            Settings {
+                gtol: 1e-7,
+                ..Settings::default()
+            },
+        );
+        let flat = |v: &serde_json::Value| -> Vec<f32> {
+            v.as_array().unwrap().iter().flat_map(floats).collect()
+        };
+        // scikit-learn's multinomial fit pins the (unidentifiable) sum over classes of each
+        // coefficient to zero by the L2 penalty, as graft's does; the intercepts are free, so
+        // they are compared after removing their mean.
+        let centred = |b: &[f64]| -> Vec<f64> {
+            let m = b.iter().sum::<f64>() / b.len() as f64;
+            b.iter().map(|v| v - m).collect()
+        };
+        let want_b: Vec<f32> = {
+            let b = floats(&case["standardised_intercept"]);
+            let m = b.iter().sum::<f32>() / b.len() as f32;
+            b.iter().map(|v| v - m).collect()
+        };
+        let (ew, eb) = (
+            rel(&m.w, &flat(&case["standardised_coef"])),
+            rel(&centred(&m.b), &want_b),
+        );
+        let raw = st.fold(&m);
+        let want_raw_b: Vec<f32> = {
+            let b = floats(&case["intercept"]);
+            let m = b.iter().sum::<f32>() / b.len() as f32;
+            b.iter().map(|v| v - m).collect()
+        };
+        let (rw, rb) = (
+            rel(&raw.w, &flat(&case["coef"])),
+            rel(&centred(&raw.b), &want_raw_b),
+        );
+        println!(
+            "l2 {l2:e} weights {weights:?}: {out:?}; coef {ew:.1e} intercept {eb:.1e}, raw {rw:.1e} {rb:.1e}"
+        );
+        assert!(out.converged);
+        for e in [ew, eb, rw, rb] {
+            assert!(e < 1e-5, "relative error {e}");
+        }
+    }
+}
+
+/// Transferability scores against their reference implementations (goldens:
+/// tools/probe_goldens.py): LogME = thuml/LogME's `LogME.py` to 1e-6 on a tall (n > d) and a
+/// wide (n ≤ d) feature matrix; H-score, LEEP, NCE and the leave-one-out k-NN by their numpy
+/// formulas.
+#[test]
+fn transferability_scores_match_their_references() {
+    use graft::transferability::{hscore::hscore, knn::knn_accuracy, leep, logme::logme};
+    let g = golden("probe.json");
+    for case in g["scores"].as_array().unwrap() {
+        let name = case["name"].as_str().unwrap();
+        let x = floats(&case["x"]);
+        let y: Vec<usize> = case["y"]
+            .as_array()
+            .unwrap()
+            .iter()
+            .map(|v| v.as_u64().unwrap() as usize)
+            .collect();
+        let (d, classes) = (
+            case["d"].as_u64().unwrap() as usize,
+            case["classes"].as_u64().unwrap() as usize,
+        );
+        let close = |what: &str, got: f64, key: &str, tol: f64| {
+            let want = case[key].as_f64().unwrap();
+            let err = (got - want).abs() / want.abs().max(1.0);
+            println!("{name} {what}: {got} vs {want} ({err:.1e})");
+            assert!(err <= tol, "{name} {what}: {got} vs {want}");
+        };
+        close("logme", logme(&x, &y, d, classes).unwrap(), "logme", 1e-6);
+        close(
+            "hscore",
+            hscore(&x, &y, d, classes).unwrap(),
+            "hscore",
+            1e-6,
+        );
+        close("knn", knn_accuracy(&x, &y, d, classes), "knn", 0.0);
+        let probs = floats(&case["source_probs"]);
+        let source = case["source_classes"].as_u64().unwrap() as usize;
+        close(
+            "leep",
+            leep::leep(&probs, source, &y, classes),
+            "leep",
+            1e-6,
+        );
+        let argmax: Vec<usize> = probs
+            .chunks(source)
+            .map(|r| (0..source).max_by(|&a, &b| r[a].total_cmp(&r[b])).unwrap())
+            .collect();
+        close("nce", leep::nce(&argmax, source, &y, classes), "nce", 1e-9);
+    }
+}

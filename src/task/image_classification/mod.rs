@@ -21,7 +21,8 @@ use crate::loss::Loss;
 use crate::metrics::ACCURACY;
 use crate::model::params::{Strictness, Trainable, count_params, load_into, set_trainable};
 use crate::model::{Classifier, Preset, preset, with_model_hint};
-use crate::task::classification::head::{HeadObjective, evaluate_features};
+use crate::task::classification::head::evaluate_features;
+use crate::task::classification::probe::train_head;
 use crate::task::classification::setup::{head_width, run_loss};
 use crate::tensor::DeviceKind;
 use crate::train::{Evaluated, Fitted, Metric, Run, Task, TaskData, TaskReport, Trainer};
@@ -300,26 +301,16 @@ fn train_probe(s: &Setup<'_>, model: Classifier) -> Result<Outcome> {
         cfg.batch_size,
         s.run.quiet,
     )?;
-    let ad = s.run.device.clone().autodiff();
-    let objective = HeadObjective {
-        loss: s.loss,
-        train: features.train,
-        val: features.val,
+    let (head, history) = train_head(
+        s.run,
+        s.loss,
+        frozen.head.clone(),
+        features.train,
+        features.val,
         dim,
-        classes: s.classes,
-        batch_size: cfg.batch_size,
-        seed: cfg.seed,
-        sampler: cfg.sampler,
-        device: ad.clone(),
-    };
-    let mut trainer = Trainer::new(
-        objective,
-        frozen.head.clone().train(),
-        cfg.optimizer_config(),
-        ad,
-    );
-    let history = s.run.train(&mut trainer, ImageClassification::METRICS)?;
-    let head = trainer.model.valid();
+        s.classes,
+        ImageClassification::METRICS,
+    )?;
     let plain = s.run.device.clone();
     let test = evaluate_features(&head, &features.test, dim, s.classes, s.loss, &plain);
     let trainable = head.weight.dims().iter().product::<usize>() + head.bias.dims()[0];
@@ -332,5 +323,87 @@ fn train_probe(s: &Setup<'_>, model: Classifier) -> Result<Outcome> {
         test,
         cache_status: Some(features.cache_status),
         params: (total, trainable),
+    })
+}
+
+/// A pretrained file's own classifier (its ImageNet head), for the scores that read the source
+/// task's predictions (LEEP, NCE).
+pub struct SourceHead {
+    pub classes: usize,
+    /// `(classes, dim)` row-major.
+    pub weight: Vec<f32>,
+    pub bias: Vec<f32>,
+}
+
+/// The frozen backbone's pooled features of a dataset's training split, for `graft rank`.
+pub struct TrainingFeatures {
+    pub features: crate::task::classification::head::FeatureSplit,
+    pub dim: usize,
+    /// `None` for random weights, or a file without a head of the feature width.
+    pub source_head: Option<SourceHead>,
+    /// `hit`, `miss` or `partial`.
+    pub cache_status: &'static str,
+}
+
+/// The features of `ds`'s training split under `cfg`'s model, weights, image size and resize
+/// (the linear probe's recipe, and its cache).
+pub fn training_features(
+    cfg: &FitConfig,
+    ds: &Dataset,
+    device: &burn::tensor::Device,
+    quiet: bool,
+) -> Result<TrainingFeatures> {
+    let preset = *preset(&cfg.model)?;
+    let size = cfg.image_size.unwrap_or(preset.input_size);
+    let eval_pipe = Pipeline::eval(size, preset.mean, preset.std, cfg.resize)?;
+    let dim = preset.arch.feature_dim();
+    let mut model = Classifier::new(&preset, 2, device);
+    let mut source_head = None;
+    if cfg.weights != "none" {
+        let weights = load_pretrained(Path::new(&cfg.weights))?;
+        let part = |k: &str| weights.get(&format!("{}.{k}", preset.head_name));
+        if let (Some(w), Some(b)) = (part("weight"), part("bias"))
+            && w.shape.len() == 2
+            && w.shape[1] == dim
+            && b.data.len() == w.shape[0]
+        {
+            source_head = Some(SourceHead {
+                classes: w.shape[0],
+                weight: w.data.clone(),
+                bias: b.data.clone(),
+            });
+        }
+        model = load_into(model, &weights, preset.head_name, Strictness::SkipHead)
+            .map_err(|e| {
+                Error::file(
+                    &cfg.weights,
+                    with_model_hint(e.to_string(), &weights, preset.name),
+                )
+            })?
+            .0;
+    }
+    let cache_dir = crate::task::classification::feature_cache::cache_dir(cfg.cache_dir.as_deref());
+    let cache = probe::CacheSpec {
+        dir: &cache_dir,
+        model: preset.name,
+        weights: &cfg.weights,
+        image_size: size,
+    };
+    let weights_id = probe::weights_digest(&cfg.weights)?;
+    let (features, cache_status) = probe::extract_split(
+        &model.folded_for_inference(),
+        &ds.train,
+        "train",
+        &eval_pipe,
+        &cache,
+        weights_id.as_deref(),
+        cfg.batch_size,
+        quiet,
+    )?;
+    Ok(TrainingFeatures {
+        features,
+        dim,
+        source_head,
+        cache_status,
     })
 }

@@ -40,40 +40,21 @@ pub(super) fn extract_features(
     batch_size: usize,
     quiet: bool,
 ) -> Result<Features> {
-    let dim = extractor.head.weight.dims()[1];
-    let weights_id = if cache.weights == "none" {
-        None
-    } else {
-        Some(file_sha256(Path::new(cache.weights))?)
-    };
+    let weights_id = weights_digest(cache.weights)?;
     let mut statuses = Vec::new();
     let mut extract = |subset: &Subset, split: &str| -> Result<FeatureSplit> {
-        let key = match &weights_id {
-            Some(w) => Some(CacheKey {
-                model: cache.model.to_string(),
-                weights_sha256: w.clone(),
-                content: subset.source.content_id()?,
-                recipe: format!("{} {}", eval_pipe.describe(), cache.image_size),
-            }),
-            None => None,
-        };
-        let (x, status) = cached_rows(key.as_ref(), cache.dir, &subset.indices, dim, |missing| {
-            let progress = Progress::new(
-                quiet,
-                format!("features ({split} split)"),
-                "images",
-                missing.len(),
-            );
-            run_extractor(
-                extractor, subset, missing, eval_pipe, batch_size, &progress, dim,
-            )
-        })?;
+        let (features, status) = extract_split(
+            extractor,
+            subset,
+            split,
+            eval_pipe,
+            cache,
+            weights_id.as_deref(),
+            batch_size,
+            quiet,
+        )?;
         statuses.push(status);
-        Ok(FeatureSplit {
-            x,
-            y: (0..subset.len()).map(|k| subset.label(k)).collect(),
-            idx: subset.indices.clone(),
-        })
+        Ok(features)
     };
     let train = extract(&ds.train, "train")?;
     let val = ds.val.as_ref().map(|v| extract(v, "val")).transpose()?;
@@ -84,6 +65,59 @@ pub(super) fn extract_features(
         test,
         cache_status: overall_status(&statuses),
     })
+}
+
+/// The SHA-256 that keys a weights file's cached features (`None`: random weights).
+pub(super) fn weights_digest(weights: &str) -> Result<Option<String>> {
+    if weights == "none" {
+        Ok(None)
+    } else {
+        file_sha256(Path::new(weights)).map(Some)
+    }
+}
+
+/// The features of one split (`split` names it in the progress line), from the cache where it
+/// has them; and the cache status (`hit`, `miss`, `partial`).
+#[allow(clippy::too_many_arguments)]
+pub(super) fn extract_split(
+    extractor: &Classifier,
+    subset: &Subset,
+    split: &str,
+    eval_pipe: &Pipeline,
+    cache: &CacheSpec<'_>,
+    weights_id: Option<&str>,
+    batch_size: usize,
+    quiet: bool,
+) -> Result<(FeatureSplit, &'static str)> {
+    let dim = extractor.head.weight.dims()[1];
+    let key = match weights_id {
+        Some(w) => Some(CacheKey {
+            model: cache.model.to_string(),
+            weights_sha256: w.to_string(),
+            content: subset.source.content_id()?,
+            recipe: format!("{} {}", eval_pipe.describe(), cache.image_size),
+        }),
+        None => None,
+    };
+    let (x, status) = cached_rows(key.as_ref(), cache.dir, &subset.indices, dim, |missing| {
+        let progress = Progress::new(
+            quiet,
+            format!("features ({split} split)"),
+            "images",
+            missing.len(),
+        );
+        run_extractor(
+            extractor, subset, missing, eval_pipe, batch_size, &progress, dim,
+        )
+    })?;
+    Ok((
+        FeatureSplit {
+            x,
+            y: (0..subset.len()).map(|k| subset.label(k)).collect(),
+            idx: subset.indices.clone(),
+        },
+        status,
+    ))
 }
 
 /// The pooled features of the source samples `indices`, one row each, in order.

@@ -23,7 +23,8 @@ use crate::model::text_encoder::{
     EncoderFolder, Pooling, TEXT_HEAD, TextClassifier, is_model_folder,
 };
 use crate::model::tokenizer::TextTokenizer;
-use crate::task::classification::head::{HeadObjective, evaluate_features};
+use crate::task::classification::head::evaluate_features;
+use crate::task::classification::probe::train_head;
 use crate::task::classification::setup::{head_width, run_loss};
 use crate::tensor::DeviceKind;
 use crate::train::{Evaluated, Fitted, History, Metric, Run, Task, TaskData, TaskReport, Trainer};
@@ -359,26 +360,16 @@ fn train_probe(s: &Setup<'_>, model: TextClassifier) -> Result<Outcome> {
         cfg.batch_size,
         s.run.quiet,
     )?;
-    let ad = s.run.device.clone().autodiff();
-    let objective = HeadObjective {
-        loss: s.loss,
-        train: features.train,
-        val: features.val,
+    let (head, history) = train_head(
+        s.run,
+        s.loss,
+        frozen.head.clone(),
+        features.train,
+        features.val,
         dim,
-        classes: s.classes,
-        batch_size: cfg.batch_size,
-        seed: cfg.seed,
-        sampler: cfg.sampler,
-        device: ad.clone(),
-    };
-    let mut trainer = Trainer::new(
-        objective,
-        frozen.head.clone().train(),
-        cfg.optimizer_config(),
-        ad,
-    );
-    let history = s.run.train(&mut trainer, TextClassification::METRICS)?;
-    let head = trainer.model.valid();
+        s.classes,
+        TextClassification::METRICS,
+    )?;
     let test = evaluate_features(&head, &features.test, dim, s.classes, s.loss, s.run.device);
     let trainable = head.weight.dims().iter().product::<usize>() + head.bias.dims()[0];
     let mut model = frozen;
