@@ -74,13 +74,20 @@ fn every_strategy_learns_above_chance() {
             acc > 0.6,
             "{strategy}: accuracy {acc} is not above chance (1/3)"
         );
+        // The default probe (L-BFGS to convergence) has no epochs to checkpoint: its record
+        // is probe.json.
+        let state = if strategy == "linear-probe" {
+            "probe.json"
+        } else {
+            "checkpoint/LATEST"
+        };
         for f in [
             "config.toml",
             "metrics.jsonl",
             "model.safetensors",
             "model.json",
             "eval.json",
-            "checkpoint/LATEST",
+            state,
         ] {
             assert!(
                 fx.root.join(&run).join(f).exists(),
@@ -281,6 +288,8 @@ fn early_stopping_stops_when_validation_loss_stalls() {
         &[
             "--strategy",
             "linear-probe",
+            "--probe",
+            "sgd",
             "--epochs",
             "6",
             "--lr",
@@ -384,7 +393,17 @@ fn eval_on_other_data_keeps_the_runs_own_evaluation() {
 #[test]
 fn resume_continues_the_folder_it_is_given_with_its_settings() {
     let fx = TinyFixture::new();
-    json_line(&fx.fit("a", &["--strategy", "linear-probe", "--epochs", "1"]));
+    json_line(&fx.fit(
+        "a",
+        &[
+            "--strategy",
+            "linear-probe",
+            "--probe",
+            "sgd",
+            "--epochs",
+            "1",
+        ],
+    ));
     // A copy of a run is resumed in place, not in the folder its config.toml names.
     let (a, b) = (fx.root.join("a"), fx.root.join("b"));
     copy_tree(&a, &b);
@@ -422,6 +441,8 @@ fn early_stopping_watches_the_metric_it_is_given() {
         &[
             "--strategy",
             "linear-probe",
+            "--probe",
+            "sgd",
             "--epochs",
             "6",
             "--lr",
@@ -650,4 +671,125 @@ fn resume_is_only_offered_where_it_applies() {
     assert!(help("fit").contains("--resume"));
     assert!(!help("compare").contains("--resume"), "{}", help("compare"));
     assert!(!help("cv").contains("--resume"), "{}", help("cv"));
+}
+
+/// `graft rank` scores candidates from their frozen features: every metric for a pretrained
+/// file (LEEP/NCE from its 1000-class head), `null` LEEP for random weights, one JSON line with
+/// the recommendation; the features land in the probe's cache (a second rank is a cache hit);
+/// a single candidate or a missing weights file is a clear error.
+#[test]
+fn rank_scores_candidates_from_frozen_features() {
+    let fx = TinyFixture::new();
+    let weights = fx.root.join("tiny.safetensors");
+    let rank = |models: &str| {
+        graft()
+            .args([
+                "rank",
+                "--data",
+                &fx.data(),
+                "--image-size",
+                "32",
+                "--metric",
+                "all",
+                "--json",
+                "--quiet",
+            ])
+            .arg("--models")
+            .arg(models)
+            .arg("--cache-dir")
+            .arg(fx.root.join("cache"))
+            .output()
+            .unwrap()
+    };
+    let models = format!("resnet_tiny@{},resnet_tiny@none", weights.display());
+    let j = json_line(&rank(&models));
+    let c = j["candidates"].as_array().unwrap();
+    assert_eq!(c.len(), 2);
+    assert_eq!(j["metric"], "logme");
+    for k in ["logme", "knn", "hscore", "leep", "nce"] {
+        assert!(c[0]["scores"][k].as_f64().unwrap().is_finite(), "{k}: {j}");
+    }
+    assert!(
+        c[1]["scores"]["leep"].is_null(),
+        "random weights have no source head: {j}"
+    );
+    let knn = c[0]["scores"]["knn"].as_f64().unwrap();
+    assert!((0.0..=1.0).contains(&knn));
+    assert_eq!(c[0]["feature_cache"], "miss");
+    let best = if c[0]["score"].as_f64() >= c[1]["score"].as_f64() {
+        0
+    } else {
+        1
+    };
+    assert_eq!(
+        j["recommended"],
+        format!("resnet_tiny@{}", c[best]["weights"].as_str().unwrap())
+    );
+    let again = json_line(&rank(&models));
+    assert_eq!(again["candidates"][0]["feature_cache"], "hit");
+    assert_eq!(again["candidates"][0]["score"], c[0]["score"]);
+    for (bad, says) in [
+        (format!("resnet_tiny@{}", weights.display()), "at least two"),
+        ("resnet_tiny@nope.pth,resnet_tiny".to_string(), "nope.pth"),
+    ] {
+        let out = rank(&bad);
+        let err = String::from_utf8_lossy(&out.stderr);
+        assert!(!out.status.success() && err.contains(says), "{bad}: {err}");
+    }
+}
+
+/// The default probe without a validation split chooses its L2 on a hold-out of the training
+/// split and says so in probe.json; a fixed --probe-l2 fits once.
+#[test]
+fn lbfgs_probe_chooses_its_l2_without_a_validation_split() {
+    let fx = TinyFixture::new();
+    let j = json_line(
+        &graft()
+            .args([
+                "fit",
+                "--model",
+                "resnet_tiny",
+                "--data",
+                &fx.data(),
+                "--image-size",
+                "32",
+            ])
+            .args([
+                "--strategy",
+                "linear-probe",
+                "--val-split",
+                "0",
+                "--json",
+                "--quiet",
+            ])
+            .arg("--weights")
+            .arg(fx.root.join("tiny.safetensors"))
+            .arg("--out")
+            .arg(fx.root.join("auto"))
+            .arg("--cache-dir")
+            .arg(fx.root.join("cache"))
+            .output()
+            .unwrap(),
+    );
+    assert!(j["test_accuracy"].as_f64().unwrap() > 0.6, "{j}");
+    let record: serde_json::Value =
+        serde_json::from_str(&std::fs::read_to_string(fx.root.join("auto/probe.json")).unwrap())
+            .unwrap();
+    assert_eq!(
+        record["l2_chosen_on"], "hold-out (10% of train)",
+        "{record}"
+    );
+    assert!(record["path"].as_array().unwrap().len() >= 4, "{record}");
+    assert_eq!(record["fitted_on"], "train");
+    let fixed = json_line(&fx.fit(
+        "fixed",
+        &["--strategy", "linear-probe", "--probe-l2", "1e-3"],
+    ));
+    assert!(fixed["test_accuracy"].as_f64().unwrap() > 0.6);
+    let record: serde_json::Value =
+        serde_json::from_str(&std::fs::read_to_string(fx.root.join("fixed/probe.json")).unwrap())
+            .unwrap();
+    assert_eq!(record["l2_chosen_on"], "fixed");
+    assert_eq!(record["l2"], 1e-3);
+    assert!(record["path"].as_array().unwrap().is_empty());
 }

@@ -4,6 +4,7 @@
 
 pub mod compare;
 pub mod cv;
+pub mod rank;
 mod settings;
 
 pub use settings::{Resolved, resolve_settings, with_task_defaults};

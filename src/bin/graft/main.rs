@@ -8,6 +8,7 @@ mod experiments;
 mod fit_args;
 mod inspect;
 mod predict;
+mod rank;
 
 use std::path::PathBuf;
 
@@ -62,6 +63,9 @@ enum Command {
     Tasks,
     /// Run a grid of fits (e.g. strategies, losses × optimizers, backbones) and tabulate them.
     Compare(experiments::CompareArgs),
+    /// Rank candidate backbones for a dataset from their frozen features (LogME, k-NN,
+    /// H-score, LEEP, NCE), without training any.
+    Rank(rank::RankArgs),
     /// Stratified k-fold cross-validation of a fit.
     Cv(experiments::CvArgs),
     /// Write the HTML report of a run, comparison or cross-validation folder.
@@ -103,6 +107,7 @@ fn main() {
         Command::Inspect { target, all } => inspect::run(&target, all),
         Command::Bench(args) => bench::run(args),
         Command::Compare(args) => experiments::run_compare(args),
+        Command::Rank(args) => rank::run(args),
         Command::Cv(args) => experiments::run_cv(args),
         Command::Report { dir } => graft::report::write_report(&dir)
             .map(|p| println!("{}", p.display()))

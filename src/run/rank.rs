@@ -1,0 +1,176 @@
+//! `graft rank`: scores candidate backbones for a labelled image dataset from their frozen
+//! features alone (`crate::transferability`), so that one can choose what to fine-tune without
+//! training each candidate. Features come from (and go to) the linear probe's cache, so a
+//! later `fit --strategy linear-probe` or `compare --ranking` on the same data reuses them.
+
+use std::collections::BTreeMap;
+use std::time::Instant;
+
+use serde::Serialize;
+
+use crate::config::FitConfig;
+use crate::data::{self, Dataset};
+use crate::error::{Error, Result};
+use crate::task::image_classification::{SourceHead, training_features};
+use crate::transferability::{Estimator, hscore, knn, leep, logme};
+
+/// One candidate: a zoo model and its weights (`none`: random init).
+#[derive(Debug, Clone, PartialEq, Serialize)]
+pub struct Candidate {
+    pub model: String,
+    pub weights: String,
+}
+
+/// Parses `M1@W1,M2@W2,...` (a bare `M` means random weights).
+pub fn parse_candidates(spec: &str) -> Result<Vec<Candidate>> {
+    let list: Vec<Candidate> = spec
+        .split(',')
+        .filter(|s| !s.trim().is_empty())
+        .map(|item| {
+            let (model, weights) = item.trim().split_once('@').unwrap_or((item.trim(), "none"));
+            Candidate {
+                model: model.to_string(),
+                weights: weights.to_string(),
+            }
+        })
+        .collect();
+    if list.len() < 2 {
+        return Err(Error::invalid(format!(
+            "--models `{spec}`: give at least two candidates as MODEL@WEIGHTS,MODEL@WEIGHTS \
+             (MODEL@none or a bare MODEL for random weights)"
+        )));
+    }
+    for c in &list {
+        crate::model::preset(&c.model)?;
+        if c.weights != "none" && !std::path::Path::new(&c.weights).is_file() {
+            return Err(Error::invalid(format!(
+                "--models: weights `{}` of {} is not a file (give a .pth/.safetensors path, or \
+                 none for random weights)",
+                c.weights, c.model
+            )));
+        }
+    }
+    Ok(list)
+}
+
+/// One candidate's scores.
+#[derive(Debug, Clone, Serialize)]
+pub struct Scored {
+    pub model: String,
+    pub weights: String,
+    /// The primary metric's score (`null` where it cannot be computed, e.g. LEEP without a
+    /// source head).
+    pub score: Option<f64>,
+    /// Every requested metric.
+    pub scores: BTreeMap<String, Option<f64>>,
+    /// Feature extraction (or cache read) + scoring.
+    pub seconds: f64,
+    pub feature_cache: String,
+    pub samples: usize,
+}
+
+/// The ranking: candidates in the given order, and the best by the primary metric.
+#[derive(Debug, Clone, Serialize)]
+pub struct Ranking {
+    pub metric: String,
+    pub candidates: Vec<Scored>,
+    pub recommended: Option<String>,
+}
+
+/// Scores every candidate on `base`'s data (its `--limit-train`, image size, resize, cache)
+/// with each of `metrics` (the first is the primary one).
+pub fn rank(
+    base: &FitConfig,
+    candidates: &[Candidate],
+    metrics: &[Estimator],
+    quiet: bool,
+) -> Result<Ranking> {
+    let primary = *metrics
+        .first()
+        .ok_or_else(|| Error::invalid("--metric: give at least one"))?;
+    let mut ds: Dataset = data::open(&base.data)?;
+    if let Some(n) = base.limit_train {
+        ds = ds.limit_train(n, base.seed);
+    }
+    let device = base.device.device()?;
+    let classes = ds.class_names.len();
+    let mut rows = Vec::new();
+    for c in candidates {
+        let started = Instant::now();
+        let cfg = FitConfig {
+            model: c.model.clone(),
+            weights: c.weights.clone(),
+            ..base.clone()
+        };
+        let tf = training_features(&cfg, &ds, &device, quiet)?;
+        let (x, y, d) = (&tf.features.x, &tf.features.y, tf.dim);
+        let mut scores = BTreeMap::new();
+        for &m in metrics {
+            let value = match m {
+                Estimator::LogMe => Some(logme::logme(x, y, d, classes)?),
+                Estimator::HScore => Some(hscore::hscore(x, y, d, classes)?),
+                Estimator::Knn => Some(knn::knn_accuracy(x, y, d, classes)),
+                Estimator::Leep | Estimator::Nce => tf.source_head.as_ref().map(|h| {
+                    let probs = source_softmax(h, x, d);
+                    if m == Estimator::Leep {
+                        leep::leep(&probs, h.classes, y, classes)
+                    } else {
+                        let top: Vec<usize> = probs
+                            .chunks(h.classes)
+                            .map(|r| {
+                                (0..h.classes)
+                                    .max_by(|&a, &b| r[a].total_cmp(&r[b]))
+                                    .unwrap_or(0)
+                            })
+                            .collect();
+                        leep::nce(&top, h.classes, y, classes)
+                    }
+                }),
+            };
+            scores.insert(m.to_string(), value.filter(|v| v.is_finite()));
+        }
+        let row = Scored {
+            model: c.model.clone(),
+            weights: c.weights.clone(),
+            score: scores.get(&primary.to_string()).copied().flatten(),
+            scores,
+            seconds: started.elapsed().as_secs_f64(),
+            feature_cache: tf.cache_status.to_string(),
+            samples: y.len(),
+        };
+        if !quiet {
+            eprintln!(
+                "{}@{}: {primary} {} ({:.1} s, features {})",
+                row.model,
+                row.weights,
+                row.score.map_or("n/a".to_string(), |s| format!("{s:.4}")),
+                row.seconds,
+                row.feature_cache
+            );
+        }
+        rows.push(row);
+    }
+    let recommended = rows
+        .iter()
+        .filter_map(|r| r.score.map(|s| (s, r)))
+        .max_by(|a, b| a.0.total_cmp(&b.0))
+        .map(|(_, r)| format!("{}@{}", r.model, r.weights));
+    Ok(Ranking {
+        metric: primary.to_string(),
+        candidates: rows,
+        recommended,
+    })
+}
+
+/// The source head's softmax on features `x`: `(n, source classes)`.
+fn source_softmax(h: &SourceHead, x: &[f32], d: usize) -> Vec<f32> {
+    let n = x.len() / d.max(1);
+    let mut z =
+        crate::kernels::linear::linear_forward(x, &h.weight, Some(&h.bias), n, d, h.classes);
+    for row in z.chunks_mut(h.classes) {
+        let max = row.iter().fold(f32::NEG_INFINITY, |m, &v| m.max(v));
+        let sum: f32 = row.iter().map(|v| (v - max).exp()).sum();
+        row.iter_mut().for_each(|v| *v = (*v - max).exp() / sum);
+    }
+    z
+}

@@ -1,0 +1,52 @@
+//! Leave-one-out k-nearest-neighbour accuracy on the features: each sample is classified by
+//! its `k` most cosine-similar other samples, votes weighted by `exp(similarity / T)` (the
+//! weighted k-NN of DINO's evaluation, k = 20, T = 0.07). Higher is better.
+
+use rayon::prelude::*;
+
+use crate::kernels::linear::linear_forward;
+
+/// DINO's defaults.
+pub const K: usize = 20;
+pub const TEMPERATURE: f32 = 0.07;
+
+/// The leave-one-out accuracy of features `x` (row-major `(n, d)`) for labels `y`.
+pub fn knn_accuracy(x: &[f32], y: &[usize], d: usize, classes: usize) -> f64 {
+    let n = y.len();
+    if n < 2 {
+        return f64::NAN;
+    }
+    let mut unit = x.to_vec();
+    unit.par_chunks_mut(d.max(1)).for_each(|row| {
+        let norm = row.iter().map(|v| v * v).sum::<f32>().sqrt().max(1e-12);
+        row.iter_mut().for_each(|v| *v /= norm);
+    });
+    const BLOCK: usize = 512;
+    let k = K.min(n - 1);
+    let correct: usize = (0..n)
+        .step_by(BLOCK)
+        .map(|start| {
+            let end = (start + BLOCK).min(n);
+            // Similarities of this block of rows to every row: (block, n).
+            let sims = linear_forward(&unit[start * d..end * d], &unit, None, end - start, d, n);
+            sims.par_chunks(n)
+                .enumerate()
+                .filter(|(r, row)| {
+                    let i = start + r;
+                    let mut order: Vec<usize> = (0..n).filter(|&j| j != i).collect();
+                    let kth = k - 1;
+                    order.select_nth_unstable_by(kth, |&a, &b| row[b].total_cmp(&row[a]));
+                    let mut votes = vec![0f64; classes];
+                    for &j in &order[..k] {
+                        votes[y[j]] += ((row[j] / TEMPERATURE) as f64).exp();
+                    }
+                    let best = (0..classes)
+                        .max_by(|&a, &b| votes[a].total_cmp(&votes[b]))
+                        .unwrap_or(0);
+                    best == y[i]
+                })
+                .count()
+        })
+        .sum();
+    correct as f64 / n as f64
+}
