@@ -18,7 +18,7 @@ limits=${GRAFT_DEMO_ARGS---limit-train 6000 --limit-test 2000 --val-split 0.1}
   --weights .cache/assets/efficientnet-lite0-57934424.pth \
   --data fashion-mnist \
   --strategy linear-probe \
-  --image-size 64 --resize exact \
+  --image-size 64 \
   --batch-size 256 \
   --out runs/demo-linear-probe \
   $limits "$@"

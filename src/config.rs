@@ -319,8 +319,10 @@ settings! {
     max_length: Option<usize> = None,
     /// Text: how token states become one vector: auto (the model folder's), mean or cls.
     pooling: Pooling = Pooling::Auto,
-    /// Evaluation resize: shorter-crop | exact | none.
-    resize: Resize = Resize::ShorterCrop,
+    /// Evaluation resize: auto (shorter-crop, but an image smaller than the input size is
+    /// upscaled whole, its longer side cropped) | shorter-crop (shorter side to size/0.875, centre
+    /// crop) | exact (stretch) | none.
+    resize: Resize = Resize::Auto,
     /// Training augmentation: crop,flip | crop | flip | none.
     augment: Augment = Augment { crop: true, flip: true },
     /// shuffle | balanced (class-balanced resampling).

@@ -28,6 +28,10 @@ pub enum Step {
     /// Bilinear resize so the shorter side is `size`; the longer is `size * long / short`
     /// truncated (torchvision `Resize(int)`).
     ResizeShorter(usize),
+    /// `auto` resize: the shorter side to `size` when the image is smaller than `size` (an
+    /// upscaled small image, e.g. 28 px Fashion-MNIST at 64: all of it is object, and the
+    /// training transform sees it whole), else to `shorter` (the ImageNet convention).
+    ResizeShorterAuto { size: usize, shorter: usize },
     /// Central `size`×`size` window (torchvision `CenterCrop`: offsets rounded half to even,
     /// zero padding when the image is smaller).
     CenterCrop(usize),
@@ -48,6 +52,9 @@ impl Step {
             Step::ToRgb => "to_rgb".into(),
             Step::Resize { w, h } => format!("resize({w}x{h})"),
             Step::ResizeShorter(s) => format!("resize_shorter({s})"),
+            Step::ResizeShorterAuto { size, shorter } => {
+                format!("resize_shorter(<{size}: {size}, else {shorter})")
+            }
             Step::CenterCrop(s) => format!("center_crop({s})"),
             Step::RandomCrop { size, padding } => format!("random_crop({size},pad={padding})"),
             Step::RandomHorizontalFlip => "random_hflip(0.5)".into(),
@@ -75,6 +82,10 @@ impl Step {
                 positive(h, "height")
             }
             Step::ResizeShorter(s) | Step::CenterCrop(s) => positive(s, "size"),
+            Step::ResizeShorterAuto { size, shorter } => {
+                positive(size, "size")?;
+                positive(shorter, "size")
+            }
             Step::RandomCrop { size, .. } => positive(size, "size"),
             Step::Normalize { mean, std } => {
                 if std.iter().chain(&mean).any(|v| !v.is_finite()) || std.contains(&0.0) {
@@ -139,6 +150,9 @@ crate::text_setting!(Augment);
 pub enum Resize {
     /// `shorter-crop`: shorter side to `floor(size / 0.875)`, then the central `size`×`size`.
     ShorterCrop,
+    /// `auto`: as `shorter-crop`, except that an image smaller than `size` is brought to `size`
+    /// and only its longer side cropped (no 12% border lost from an upscaled small image).
+    Auto,
     /// `exact`: stretched to `size`×`size`.
     Exact,
     /// `none`: the image must already be `size`×`size`.
@@ -151,10 +165,11 @@ impl std::str::FromStr for Resize {
     fn from_str(s: &str) -> Result<Self> {
         match s {
             "shorter-crop" => Ok(Self::ShorterCrop),
+            "auto" => Ok(Self::Auto),
             "exact" => Ok(Self::Exact),
             "none" => Ok(Self::None),
             other => Err(Error::invalid(format!(
-                "--resize must be shorter-crop, exact or none, got `{other}`"
+                "--resize must be auto, shorter-crop, exact or none, got `{other}`"
             ))),
         }
     }
@@ -164,6 +179,7 @@ impl std::fmt::Display for Resize {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
         f.write_str(match self {
             Self::ShorterCrop => "shorter-crop",
+            Self::Auto => "auto",
             Self::Exact => "exact",
             Self::None => "none",
         })
@@ -469,6 +485,11 @@ impl Pipeline {
                 steps.push(Step::ResizeShorter(shorter));
                 steps.push(Step::CenterCrop(size));
             }
+            Resize::Auto => {
+                let shorter = ((size as f64 / SHORTER_CROP_RATIO).floor() as usize).max(size);
+                steps.push(Step::ResizeShorterAuto { size, shorter });
+                steps.push(Step::CenterCrop(size));
+            }
             Resize::Exact => steps.push(Step::Resize { w: size, h: size }),
             Resize::None => steps.push(Step::RequireSize { w: size, h: size }),
         }
@@ -547,6 +568,9 @@ impl Pipeline {
                 Step::ToRgb => c = c.max(3),
                 Step::Resize { w: nw, h: nh } => (w, h) = (nw, nh),
                 Step::ResizeShorter(size) => (w, h) = shorter_side_dims(w, h, size),
+                Step::ResizeShorterAuto { size, shorter } => {
+                    (w, h) = shorter_side_dims(w, h, auto_shorter(w, h, size, shorter))
+                }
                 Step::CenterCrop(size) => (w, h) = (size, size),
                 Step::RandomCrop { size, padding } => {
                     random_crop_fits(w, h, size, padding)?;
@@ -573,6 +597,11 @@ impl Pipeline {
                 Step::Resize { w, h } => p.resize(w, h),
                 Step::ResizeShorter(size) => {
                     let (w, h) = shorter_side_dims(p.w, p.h, size);
+                    p.resize(w, h);
+                }
+                Step::ResizeShorterAuto { size, shorter } => {
+                    let target = auto_shorter(p.w, p.h, size, shorter);
+                    let (w, h) = shorter_side_dims(p.w, p.h, target);
                     p.resize(w, h);
                 }
                 Step::CenterCrop(size) => {
@@ -613,6 +642,11 @@ impl Drop for Planes {
     fn drop(&mut self) {
         recycle(std::mem::take(&mut self.data));
     }
+}
+
+/// The shorter side the `auto` resize brings a `w`×`h` image to.
+fn auto_shorter(w: usize, h: usize, size: usize, shorter: usize) -> usize {
+    if w.min(h) < size { size } else { shorter }
 }
 
 /// The padded size, or an error when the crop does not fit even after padding.

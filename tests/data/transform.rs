@@ -282,3 +282,29 @@ fn pipelines_describe_and_validate() {
     .unwrap();
     assert!(p.apply(&gray(4, 4, |_, _| 0), &mut rng(0)).is_err());
 }
+
+#[test]
+fn auto_resize_keeps_small_images_whole() {
+    let (mean, std) = ([0.0; 3], [1.0; 3]);
+    let auto = Pipeline::eval(64, mean, std, Resize::Auto).unwrap();
+    // A 28 px image at 64: brought to 64 whole, exactly as the exact stretch does (shorter-crop
+    // would upscale to 73 and cut 4-5 px of each border).
+    let small = gray(28, 28, |x, y| (x * 9 + y * 3) as u8);
+    let exact = Pipeline::eval(64, mean, std, Resize::Exact).unwrap();
+    let shorter = Pipeline::eval(64, mean, std, Resize::ShorterCrop).unwrap();
+    let a = auto.apply(&small, &mut rng(0)).unwrap();
+    assert_eq!(a, exact.apply(&small, &mut rng(0)).unwrap());
+    assert_ne!(a, shorter.apply(&small, &mut rng(0)).unwrap());
+    // A small landscape image keeps its aspect: shorter side to 64, the longer side cropped.
+    let wide = rgb(40, 20, |x, _, _| x as u8);
+    assert_eq!(auto.apply(&wide, &mut rng(0)).unwrap().1, [3, 64, 64]);
+    assert_eq!(auto.output_shape(40, 20, 3).unwrap(), [3, 64, 64]);
+    // An image at least the input size: the ImageNet shorter-crop, unchanged.
+    let big = rgb(300, 200, |x, y, c| (x + y + c) as u8);
+    assert_eq!(
+        auto.apply(&big, &mut rng(0)).unwrap(),
+        shorter.apply(&big, &mut rng(0)).unwrap()
+    );
+    assert_ne!(auto.describe(), shorter.describe());
+    assert_eq!("auto".parse::<Resize>().unwrap(), Resize::Auto);
+}

@@ -38,9 +38,9 @@ pub struct PredictArgs {
     /// How many classes to show per image.
     #[arg(long, default_value_t = 5)]
     top: usize,
+    /// auto (shorter-crop, but an image smaller than the input size is upscaled whole),
     /// shorter-crop (resize the shorter side to size/0.875, centre crop), exact (resize to
-    /// size×size) or none (the image must already be size×size) [default: the run's, or
-    /// shorter-crop].
+    /// size×size) or none (the image must already be size×size) [default: the run's, or auto].
     #[arg(long)]
     resize: Option<Resize>,
     /// Square input size [default: the model's].
@@ -128,7 +128,7 @@ pub fn run(a: PredictArgs) -> Result<()> {
         } else {
             (0..a.num_classes).map(|i| format!("class {i}")).collect()
         };
-        let resize = a.resize.unwrap_or(Resize::ShorterCrop);
+        let resize = a.resize.unwrap_or(Resize::Auto);
         (
             model,
             p,
