@@ -698,6 +698,8 @@ fn rank_scores_candidates_from_frozen_features() {
             .arg(models)
             .arg("--cache-dir")
             .arg(fx.root.join("cache"))
+            .arg("--out")
+            .arg(fx.root.join("rank"))
             .output()
             .unwrap()
     };
@@ -724,6 +726,21 @@ fn rank_scores_candidates_from_frozen_features() {
     assert_eq!(
         j["recommended"],
         format!("resnet_tiny@{}", c[best]["weights"].as_str().unwrap())
+    );
+    // rank.json and its report: the table of scores with the recommended row marked.
+    let saved: serde_json::Value =
+        serde_json::from_str(&std::fs::read_to_string(fx.root.join("rank/rank.json")).unwrap())
+            .unwrap();
+    assert_eq!(saved["recommended"], j["recommended"]);
+    assert_eq!(
+        j["report"].as_str().map(Path::new),
+        Some(fx.root.join("rank/report.html").as_path())
+    );
+    let html = std::fs::read_to_string(fx.root.join("rank/report.html")).unwrap();
+    assert!(
+        html.contains("id=\"ranking\"")
+            && html.contains("<tr class=\"best\">")
+            && html.contains("logme")
     );
     let again = json_line(&rank(&models));
     assert_eq!(again["candidates"][0]["feature_cache"], "hit");

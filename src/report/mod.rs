@@ -6,6 +6,7 @@
 //! RUN/metrics.jsonl (+ config.toml, model.json, eval.json)  → RUN/report.html   write_run_report
 //! DIR/compare.json                                          → DIR/report.html   write_compare_report
 //! DIR/cv.json                                               → DIR/report.html   write_cv_report
+//! DIR/rank.json                                             → DIR/report.html   write_rank_report
 //! ```
 //!
 //! Charts sit in elements with stable ids (`loss-curve`, `accuracy-curve`, `lr-curve`,
@@ -15,6 +16,7 @@
 mod compare;
 mod cv;
 mod files;
+mod rank;
 mod run;
 
 use std::path::{Path, PathBuf};
@@ -23,6 +25,7 @@ use crate::error::{Error, Result};
 
 pub use compare::write_compare_report;
 pub use cv::write_cv_report;
+pub use rank::write_rank_report;
 pub use run::write_run_report;
 
 pub use files::REPORT_FILE;
@@ -39,13 +42,15 @@ pub fn write_report(dir: &Path) -> Result<PathBuf> {
         write_compare_report(dir)
     } else if dir.join("cv.json").is_file() {
         write_cv_report(dir)
+    } else if dir.join("rank.json").is_file() {
+        write_rank_report(dir)
     } else if dir.join("metrics.jsonl").is_file() {
         write_run_report(dir)
     } else {
         Err(Error::file(
             dir,
-            "nothing to report: no compare.json (graft compare), cv.json (graft cv) or \
-             metrics.jsonl (graft fit) in this folder",
+            "nothing to report: no compare.json (graft compare), cv.json (graft cv), \
+             rank.json (graft rank) or metrics.jsonl (graft fit) in this folder",
         ))
     }
 }

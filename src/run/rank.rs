@@ -6,7 +6,7 @@
 use std::collections::BTreeMap;
 use std::time::Instant;
 
-use serde::Serialize;
+use serde::{Deserialize, Serialize};
 
 use crate::config::FitConfig;
 use crate::data::{self, Dataset};
@@ -54,7 +54,7 @@ pub fn parse_candidates(spec: &str) -> Result<Vec<Candidate>> {
 }
 
 /// One candidate's scores.
-#[derive(Debug, Clone, Serialize)]
+#[derive(Debug, Clone, Serialize, Deserialize)]
 pub struct Scored {
     pub model: String,
     pub weights: String,
@@ -69,12 +69,88 @@ pub struct Scored {
     pub samples: usize,
 }
 
-/// The ranking: candidates in the given order, and the best by the primary metric.
-#[derive(Debug, Clone, Serialize)]
+/// The ranking: candidates in the given order, and the best by the primary metric
+/// (`rank.json`, read by the report).
+#[derive(Debug, Clone, Serialize, Deserialize)]
 pub struct Ranking {
+    /// The dataset spec.
+    pub data: String,
+    /// Every metric computed, the first ranking.
+    pub metrics: Vec<String>,
     pub metric: String,
     pub candidates: Vec<Scored>,
     pub recommended: Option<String>,
+    /// With `--against DIR`: Kendall's τ between each metric's scores and the test accuracies
+    /// of the probes in `DIR/compare.json` (`graft compare --ranking`), over the candidates
+    /// both have.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub agreement: Option<Agreement>,
+}
+
+/// How a ranking agrees with trained probes.
+#[derive(Debug, Clone, Serialize, Deserialize)]
+pub struct Agreement {
+    pub against: String,
+    /// Per metric: τ (null with fewer than two candidates in common or no spread), and over
+    /// how many candidates.
+    pub kendall_tau: BTreeMap<String, Option<f64>>,
+    pub candidates: BTreeMap<String, usize>,
+    /// The probes' test accuracy per candidate (`model@weights`).
+    pub probe_accuracy: BTreeMap<String, f64>,
+}
+
+/// Kendall's τ of each metric of `ranking` against the cells of a `graft compare` folder whose
+/// grid varies `model` (`model=M@W,...`), matched by `model@weights`.
+pub fn agreement(ranking: &Ranking, compare_dir: &std::path::Path) -> Result<Agreement> {
+    let path = compare_dir.join("compare.json");
+    let text = crate::files::read_file(&path)?;
+    let json: serde_json::Value = serde_json::from_slice(&text)
+        .map_err(|e| Error::file(&path, format!("not a graft compare.json ({e})")))?;
+    let mut probe_accuracy = BTreeMap::new();
+    for cell in json["cells"].as_array().into_iter().flatten() {
+        if let (Some(model), Some(test)) =
+            (cell["settings"]["model"].as_str(), cell["test"].as_f64())
+        {
+            let key = if model.contains('@') {
+                model.to_string()
+            } else {
+                format!("{model}@none")
+            };
+            probe_accuracy.insert(key, test);
+        }
+    }
+    if probe_accuracy.is_empty() {
+        return Err(Error::file(
+            &path,
+            "no cell varies `model`: run graft compare --ranking --grid model=M@W,... with the \
+             same candidates",
+        ));
+    }
+    let mut kendall_tau = BTreeMap::new();
+    let mut candidates = BTreeMap::new();
+    for m in &ranking.metrics {
+        let (mut scores, mut accs) = (Vec::new(), Vec::new());
+        for c in &ranking.candidates {
+            let key = format!("{}@{}", c.model, c.weights);
+            if let (Some(s), Some(a)) =
+                (c.scores.get(m).copied().flatten(), probe_accuracy.get(&key))
+            {
+                scores.push(s);
+                accs.push(*a);
+            }
+        }
+        kendall_tau.insert(
+            m.clone(),
+            crate::transferability::kendall_tau(&scores, &accs),
+        );
+        candidates.insert(m.clone(), scores.len());
+    }
+    Ok(Agreement {
+        against: compare_dir.display().to_string(),
+        kendall_tau,
+        candidates,
+        probe_accuracy,
+    })
 }
 
 /// Scores every candidate on `base`'s data (its `--limit-train`, image size, resize, cache)
@@ -156,10 +232,22 @@ pub fn rank(
         .max_by(|a, b| a.0.total_cmp(&b.0))
         .map(|(_, r)| format!("{}@{}", r.model, r.weights));
     Ok(Ranking {
+        data: base.data.clone(),
+        metrics: metrics.iter().map(ToString::to_string).collect(),
         metric: primary.to_string(),
         candidates: rows,
         recommended,
+        agreement: None,
     })
+}
+
+/// Writes `dir/rank.json` (atomically); `graft report dir` turns it into a page.
+pub fn save(dir: &std::path::Path, ranking: &Ranking) -> Result<std::path::PathBuf> {
+    std::fs::create_dir_all(dir).map_err(|e| Error::io(dir, e))?;
+    let path = dir.join("rank.json");
+    let json = serde_json::to_string_pretty(ranking).unwrap_or_default();
+    crate::files::write_atomic(&path, json.as_bytes())?;
+    Ok(path)
 }
 
 /// The source head's softmax on features `x`: `(n, source classes)`.

@@ -2,7 +2,7 @@
 
 use anyhow::Result;
 use clap::Args;
-use graft::run::rank::{parse_candidates, rank};
+use graft::run::rank::{agreement, parse_candidates, rank, save};
 use graft::transferability::Estimator;
 use serde_json::json;
 
@@ -18,6 +18,10 @@ pub struct RankArgs {
     /// 20-NN accuracy), hscore, leep, nce (these two need the file's ImageNet head), or all.
     #[arg(long, default_value = "logme")]
     metric: String,
+    /// A `graft compare --ranking` folder over the same candidates: print Kendall's τ between
+    /// each metric and the test accuracies of its trained probes.
+    #[arg(long, value_name = "COMPARE_DIR")]
+    against: Option<std::path::PathBuf>,
     #[command(flatten)]
     fit: FitArgs,
 }
@@ -35,14 +39,32 @@ pub fn run(a: RankArgs) -> Result<()> {
     };
     let candidates = parse_candidates(&a.models)?;
     let json_out = a.fit.json_flag();
-    let ranking = rank(&base, &candidates, &metrics, a.fit.options().quiet)?;
+    let quiet = a.fit.options().quiet;
+    let mut ranking = rank(&base, &candidates, &metrics, quiet)?;
+    if let Some(dir) = &a.against {
+        ranking.agreement = Some(agreement(&ranking, dir)?);
+    }
+    let dir = base.out.clone().unwrap_or_else(|| {
+        let secs = std::time::SystemTime::now()
+            .duration_since(std::time::UNIX_EPOCH)
+            .map_or(0, |d| d.as_secs());
+        std::path::PathBuf::from("runs").join(format!("rank-{secs}"))
+    });
+    save(&dir, &ranking)?;
+    let report = crate::report_for(&dir);
+    if !quiet && let Some(p) = &report {
+        eprintln!("report {}", p.display());
+    }
     if json_out {
         println!(
             "{}",
             json!({
+                "data": ranking.data,
                 "metric": ranking.metric,
                 "candidates": ranking.candidates,
                 "recommended": ranking.recommended,
+                "agreement": ranking.agreement,
+                "report": report,
             })
         );
         return Ok(());
@@ -65,6 +87,18 @@ pub fn run(a: RankArgs) -> Result<()> {
             }
         }
         println!(" {:>9.1}", c.seconds);
+    }
+    if let Some(ag) = &ranking.agreement {
+        print!("Kendall's tau vs the probes in {}:", ag.against);
+        for n in &names {
+            let tau = ag.kendall_tau.get(n).copied().flatten();
+            let over = ag.candidates.get(n).copied().unwrap_or(0);
+            print!(
+                " {n} {} (n={over})",
+                tau.map_or("n/a".to_string(), |t| format!("{t:.2}"))
+            );
+        }
+        println!();
     }
     match &ranking.recommended {
         Some(r) => println!("recommended (highest {}): {r}", ranking.metric),

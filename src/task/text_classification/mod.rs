@@ -50,8 +50,9 @@ impl Task for TextClassification {
 
     /// The recipe that works for BERT fine-tuning (AdamW, a small learning rate warmed up
     /// linearly over the first 10% of steps and decaying linearly to 0 at every step, as
-    /// transformers' Trainer does, weight decay 0.01, batches of 32 of similar lengths, 3 epochs); a linear probe on the frozen
-    /// embeddings trains like an image probe (Adam-style at 1e-3, 10 epochs).
+    /// transformers' Trainer does, weight decay 0.01, batches of 32 of similar lengths, 3
+    /// epochs); a linear probe on the frozen embeddings is fitted like an image probe (L-BFGS
+    /// by default; with `--probe sgd`, Adam-style at 1e-3 for 10 epochs).
     fn defaults(cfg: &FitConfig) -> Vec<(&'static str, String)> {
         let probe = cfg.strategy == Strategy::LinearProbe;
         let model = Path::new(&cfg.weights)
