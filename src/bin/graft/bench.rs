@@ -174,8 +174,10 @@ pub fn run(a: BenchArgs) -> Result<()> {
                 } else {
                     Strategy::FineTune
                 },
-                // The reference: probe = Adam 1e-3, batches of 256 on cached features;
+                // The reference: probe = Adam 1e-3, batches of 256 on cached features (graft's
+                // `--probe sgd`: the same work; the default L-BFGS probe is another algorithm);
                 // fine-tune = SGD(lr, momentum 0.9, wd 5e-4), crop+flip; --epochs for both.
+                probe: graft::linear_model::ProbeSolver::Sgd,
                 optimizer: if probe {
                     OptimizerKind::Adam
                 } else {

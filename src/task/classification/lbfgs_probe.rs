@@ -34,6 +34,9 @@ use crate::train::EpochMetrics;
 /// split.
 const PATH: [f64; 8] = [1.0, 1e-1, 1e-2, 1e-3, 1e-4, 1e-5, 1e-6, 1e-7];
 const HOLD_OUT: f64 = 0.1;
+/// λ when there is nothing to choose it on (the value chosen on Fashion-MNIST's 6,000- and
+/// 60,000-image probes was within half a decade of it).
+const FALLBACK_L2: f64 = 1e-2;
 
 /// One fit along the L2 path, as `probe.json` records it.
 #[derive(Debug, Clone, Serialize)]
@@ -85,6 +88,20 @@ pub fn fit(
 ) -> Result<ProbeFit> {
     let started = Instant::now();
     let settings = Settings::default();
+    // Nothing to choose λ on (no validation split, and no class with two training samples to
+    // hold one out): a middle-of-the-road λ, said out loud.
+    let l2 = match l2 {
+        ProbeL2::Auto
+            if val.is_none() && stratified_hold_out(&train.y, HOLD_OUT, seed).1.is_empty() =>
+        {
+            say(format!(
+                "warning: too few training samples to choose the probe's L2 on a hold-out (a \
+                 class needs two); using {FALLBACK_L2:e} (set --probe-l2, or give a validation split)"
+            ));
+            ProbeL2::Fixed(FALLBACK_L2)
+        }
+        other => other,
+    };
     let standardizer = Standardizer::fit(&train.x, dim);
     let xs = standardizer.apply(&train.x);
     let train_data = Data {
@@ -327,4 +344,53 @@ fn stratified_hold_out(y: &[usize], fraction: f64, seed: u64) -> (Vec<usize>, Ve
     keep.sort_unstable();
     held.sort_unstable();
     (keep, held)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn split(x: Vec<f32>, y: Vec<usize>) -> FeatureSplit {
+        let idx = (0..y.len()).collect();
+        FeatureSplit { x, y, idx }
+    }
+
+    #[test]
+    fn hold_out_is_stratified_and_seeded() {
+        let y: Vec<usize> = (0..100).map(|i| i % 4).collect();
+        let (keep, held) = stratified_hold_out(&y, 0.1, 3);
+        assert_eq!(keep.len() + held.len(), 100);
+        for c in 0..4 {
+            assert!(held.iter().filter(|&&i| y[i] == c).count() >= 2);
+        }
+        assert_eq!(stratified_hold_out(&y, 0.1, 3), (keep, held));
+        // One sample per class: nothing can be held out.
+        assert!(stratified_hold_out(&[0, 1, 2], 0.1, 0).1.is_empty());
+    }
+
+    #[test]
+    fn auto_l2_falls_back_when_nothing_can_be_held_out() {
+        let train = split(vec![0.0, 1.0, 1.0, 0.0, 1.0, 1.0], vec![0, 1, 2]);
+        let lines = std::cell::RefCell::new(Vec::new());
+        let fit = fit(
+            &train,
+            None,
+            2,
+            3,
+            None,
+            ProbeL2::Auto,
+            0,
+            &burn::tensor::Device::flex(),
+            &|l| lines.borrow_mut().push(l),
+        )
+        .unwrap();
+        assert_eq!(fit.record.l2, FALLBACK_L2);
+        assert!(fit.record.path.is_empty());
+        assert!(
+            lines
+                .borrow()
+                .iter()
+                .any(|l| l.contains("too few training samples"))
+        );
+    }
 }
