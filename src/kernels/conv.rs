@@ -139,50 +139,6 @@ impl ConvGeometry {
     }
 }
 
-/// [`matmul`] on the calling thread only: for small products inside an outer parallel loop.
-#[allow(clippy::too_many_arguments)]
-pub(crate) fn matmul_serial(
-    m: usize,
-    n: usize,
-    k: usize,
-    dst: &mut [f32],
-    dst_strides: (isize, isize),
-    accumulate: bool,
-    lhs: &[f32],
-    lhs_strides: (isize, isize),
-    rhs: &[f32],
-    rhs_strides: (isize, isize),
-) {
-    if k == 0 || m == 0 || n == 0 {
-        if !accumulate {
-            for i in 0..m {
-                for j in 0..n {
-                    dst[i * dst_strides.0 as usize + j * dst_strides.1 as usize] = 0.0;
-                }
-            }
-        }
-        return;
-    }
-    let (len, ptr) = (dst.len(), dst.as_mut_ptr());
-    // SAFETY: `ptr` is valid for `len` writes and reads of initialised floats.
-    unsafe {
-        gemm_checked(
-            m,
-            n,
-            k,
-            ptr,
-            len,
-            dst_strides,
-            accumulate,
-            lhs,
-            lhs_strides,
-            rhs,
-            rhs_strides,
-            gemm::Parallelism::None,
-        )
-    }
-}
-
 /// `dst := (if accumulate { dst } else { 0 }) + lhs × rhs` for row/column-strided f32 matrices,
 /// `dst` being m×n, `lhs` m×k, `rhs` k×n. Strides are (row, column) in elements.
 #[allow(clippy::too_many_arguments)]
@@ -259,7 +215,7 @@ pub(super) fn matmul_uninit(
 /// runs in parallel (attention, one batch row per task), where splitting each product again
 /// would only add synchronisation.
 #[allow(clippy::too_many_arguments)]
-pub(super) fn serial_matmul(
+pub(crate) fn serial_matmul(
     m: usize,
     n: usize,
     k: usize,

@@ -13,7 +13,7 @@
 use rayon::prelude::*;
 
 use super::lbfgs::{self, Outcome, Settings};
-use crate::kernels::conv::matmul_serial;
+use crate::kernels::conv::serial_matmul;
 use crate::kernels::linear::linear_forward;
 
 /// Rows per block of the objective's pass (a block's gradient share is summed in f32, the
@@ -113,19 +113,7 @@ pub fn fit(
             .map(|(block, rows)| {
                 let rows_n = rows.len() / d;
                 // z = X_blk Wᵀ + b (rows × c), then dz = (softmax - onehot) w_i / Σw in place.
-                let mut z = vec![0f32; rows_n * c];
-                matmul_serial(
-                    rows_n,
-                    c,
-                    d,
-                    &mut z,
-                    (c as isize, 1),
-                    false,
-                    rows,
-                    (d as isize, 1),
-                    &w32,
-                    (1, d as isize),
-                );
+                let mut z = product(rows_n, c, d, rows, (d as isize, 1), &w32, (1, d as isize));
                 let mut gb = vec![0f64; c];
                 let mut loss = 0.0;
                 let mut zr = vec![0f64; c];
@@ -147,19 +135,7 @@ pub fn fit(
                     }
                 }
                 // This block's share of dW = dzᵀ X_blk (c × d).
-                let mut gw = vec![0f32; c * d];
-                matmul_serial(
-                    c,
-                    d,
-                    rows_n,
-                    &mut gw,
-                    (d as isize, 1),
-                    false,
-                    &z,
-                    (1, c as isize),
-                    rows,
-                    (d as isize, 1),
-                );
+                let gw = product(c, d, rows_n, &z, (1, c as isize), rows, (d as isize, 1));
                 (loss, gw, gb)
             })
             .collect();
@@ -184,6 +160,33 @@ pub fn fit(
         loss / total + 0.5 * l2 * penalty
     });
     model.unpack(&theta);
+    out
+}
+
+/// `lhs × rhs` (m × n, row-major) on the calling thread (the caller runs blocks in parallel).
+fn product(
+    m: usize,
+    n: usize,
+    k: usize,
+    lhs: &[f32],
+    lhs_strides: (isize, isize),
+    rhs: &[f32],
+    rhs_strides: (isize, isize),
+) -> Vec<f32> {
+    let mut out: Vec<f32> = Vec::with_capacity(m * n);
+    serial_matmul(
+        m,
+        n,
+        k,
+        &mut out.spare_capacity_mut()[..m * n],
+        (n as isize, 1),
+        lhs,
+        lhs_strides,
+        rhs,
+        rhs_strides,
+    );
+    // SAFETY: the product wrote every entry of the m × n window.
+    unsafe { out.set_len(m * n) };
     out
 }
 

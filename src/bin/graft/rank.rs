@@ -15,7 +15,7 @@ pub struct RankArgs {
     #[arg(long, value_name = "M@W,M@W,...")]
     models: String,
     /// Transferability score(s), comma-separated, the first one ranking: logme, knn (leave-one-out
-    /// 20-NN accuracy), hscore, leep, nce (these two need the file's ImageNet head), or all.
+    /// 20-NN accuracy, on at most 10,000 samples), hscore, leep, nce (these two need the file's ImageNet head), or all.
     #[arg(long, default_value = "logme")]
     metric: String,
     /// A `graft compare --ranking` folder over the same candidates: print Kendall's τ between
