@@ -14,6 +14,7 @@
 //! once. The standardisation is folded into the saved head, so the run is an ordinary
 //! `Linear` on raw features for `eval` and `predict`.
 
+use std::borrow::Cow;
 use std::collections::BTreeMap;
 use std::time::Instant;
 
@@ -37,6 +38,13 @@ const HOLD_OUT: f64 = 0.1;
 /// λ when there is nothing to choose it on (the value chosen on Fashion-MNIST's 6,000- and
 /// 60,000-image probes was within half a decade of it).
 const FALLBACK_L2: f64 = 1e-2;
+
+/// Feature rows and their labels, borrowed where they already exist (the features can be
+/// hundreds of MB) or gathered.
+struct Rows<'a> {
+    x: Cow<'a, [f32]>,
+    y: Cow<'a, [usize]>,
+}
 
 /// One fit along the L2 path, as `probe.json` records it.
 #[derive(Debug, Clone, Serialize)]
@@ -135,41 +143,42 @@ pub fn fit(
             )
         }
         ProbeL2::Auto => {
-            // Where λ is chosen: the validation split, or a hold-out of the training split.
-            let (sel_x, sel_y, fit_x, fit_y, chosen_on) = match val {
+            // Where λ is chosen: the validation split, or a hold-out of the training split
+            // (borrowed where they already exist: the features can be hundreds of MB).
+            let (sel, fit, chosen_on) = match val {
                 Some(v) => (
-                    standardizer.apply(&v.x),
-                    v.y.clone(),
-                    xs.clone(),
-                    train.y.clone(),
-                    "validation".to_string(),
+                    Rows {
+                        x: Cow::Owned(standardizer.apply(&v.x)),
+                        y: Cow::Borrowed(&v.y),
+                    },
+                    Rows {
+                        x: Cow::Borrowed(&xs),
+                        y: Cow::Borrowed(&train.y),
+                    },
+                    "validation",
                 ),
                 None => {
                     let (keep, held) = stratified_hold_out(&train.y, HOLD_OUT, seed);
-                    let rows = |idx: &[usize]| -> Vec<f32> {
-                        idx.iter()
+                    let rows = |idx: &[usize]| Rows {
+                        x: idx
+                            .iter()
                             .flat_map(|&i| xs[i * dim..(i + 1) * dim].iter().copied())
-                            .collect()
+                            .collect(),
+                        y: idx.iter().map(|&i| train.y[i]).collect(),
                     };
-                    let labels =
-                        |idx: &[usize]| -> Vec<usize> { idx.iter().map(|&i| train.y[i]).collect() };
-                    (
-                        rows(&held),
-                        labels(&held),
-                        rows(&keep),
-                        labels(&keep),
-                        "hold-out (10% of train)".to_string(),
-                    )
+                    (rows(&held), rows(&keep), "hold-out (10% of train)")
                 }
             };
+            let (sel_x, sel_y, fit_x, fit_y) = (&sel.x, &sel.y, &fit.x, &fit.y);
+            let chosen_on = chosen_on.to_string();
             let fit_data = Data {
-                x: &fit_x,
-                y: &fit_y,
+                x: fit_x,
+                y: fit_y,
                 d: dim,
             };
             let sel_data = Data {
-                x: &sel_x,
-                y: &sel_y,
+                x: sel_x,
+                y: sel_y,
                 d: dim,
             };
             let mut models: Vec<(f64, Model)> = Vec::new();
@@ -217,34 +226,33 @@ pub fn fit(
             let best = best_index(&path);
             let (lambda, mut m) = models[best].clone();
             let chosen = (path[best].val_loss, path[best].val_accuracy);
-            // Refit at the chosen λ on everything labelled (train + validation, or all of train).
-            let (all_x, all_y, fitted_on) = match val {
-                Some(_) => {
-                    let mut x = fit_x.clone();
-                    x.extend_from_slice(&sel_x);
-                    let mut y = fit_y.clone();
-                    y.extend_from_slice(&sel_y);
-                    (x, y, "train + validation".to_string())
-                }
-                None => (xs.clone(), train.y.clone(), "train".to_string()),
+            // Refit at the chosen λ on everything labelled: train + validation, or all of train
+            // (`train_data`, which the hold-out only split).
+            let joined: Option<(Vec<f32>, Vec<usize>)> = val.map(|_| {
+                let mut x = Vec::with_capacity(fit_x.len() + sel_x.len());
+                x.extend_from_slice(fit_x);
+                x.extend_from_slice(sel_x);
+                let mut y = Vec::with_capacity(fit_y.len() + sel_y.len());
+                y.extend_from_slice(fit_y);
+                y.extend_from_slice(sel_y);
+                (x, y)
+            });
+            let fitted_on = if joined.is_some() {
+                "train + validation"
+            } else {
+                "train"
             };
-            let out = logistic::fit(
-                &mut m,
-                &Data {
-                    x: &all_x,
-                    y: &all_y,
-                    d: dim,
-                },
-                class_weights,
-                lambda,
-                settings,
-            );
+            let all = joined
+                .as_ref()
+                .map_or(train_data, |(x, y)| Data { x, y, d: dim });
+            let out = logistic::fit(&mut m, &all, class_weights, lambda, settings);
+            let (all_x, all_y) = joined.unzip();
             (
                 m,
                 chosen_on,
-                fitted_on,
-                Some(all_x),
-                Some(all_y),
+                fitted_on.to_string(),
+                all_x,
+                all_y,
                 (lambda, Some(chosen), out),
             )
         }
