@@ -502,13 +502,12 @@ fn efficientnet_lite_zoo_matches_the_reference_on_photos() {
             let row = &got[i * 1000..(i + 1) * 1000];
             let mut order: Vec<usize> = (0..1000).collect();
             order.sort_by(|&a, &b| row[b].total_cmp(&row[a]));
-            let want_top: Vec<usize> = top
-                .as_array()
-                .unwrap()
-                .iter()
-                .map(|v| v.as_u64().unwrap() as usize)
-                .collect();
-            assert_eq!(order[..5], want_top[..], "{name}: top-5 of {}", photos[i]);
+            assert_eq!(
+                order[..5],
+                usizes(top)[..],
+                "{name}: top-5 of {}",
+                photos[i]
+            );
         }
     }
 }
@@ -522,12 +521,7 @@ fn logistic_probe_matches_scikit_learn() {
     use graft::linear_model::logistic::{Data, Model, Standardizer, fit};
     let g = golden("probe.json");
     let x = floats(&g["x"]);
-    let y: Vec<usize> = g["y"]
-        .as_array()
-        .unwrap()
-        .iter()
-        .map(|v| v.as_u64().unwrap() as usize)
-        .collect();
+    let y: Vec<usize> = usizes(&g["y"]);
     let (d, classes) = (
         g["d"].as_u64().unwrap() as usize,
         g["classes"].as_u64().unwrap() as usize,
@@ -572,21 +566,18 @@ fn logistic_probe_matches_scikit_learn() {
             let m = b.iter().sum::<f64>() / b.len() as f64;
             b.iter().map(|v| v - m).collect()
         };
-        let want_b: Vec<f32> = {
-            let b = floats(&case["standardised_intercept"]);
-            let m = b.iter().sum::<f32>() / b.len() as f32;
-            b.iter().map(|v| v - m).collect()
+        // The golden's intercepts, centred the same way.
+        let want_centred = |key: &str| -> Vec<f32> {
+            let b: Vec<f64> = floats(&case[key]).iter().map(|&v| v as f64).collect();
+            centred(&b).iter().map(|&v| v as f32).collect()
         };
+        let want_b = want_centred("standardised_intercept");
         let (ew, eb) = (
             rel(&m.w, &flat(&case["standardised_coef"])),
             rel(&centred(&m.b), &want_b),
         );
         let raw = st.fold(&m);
-        let want_raw_b: Vec<f32> = {
-            let b = floats(&case["intercept"]);
-            let m = b.iter().sum::<f32>() / b.len() as f32;
-            b.iter().map(|v| v - m).collect()
-        };
+        let want_raw_b = want_centred("intercept");
         let (rw, rb) = (
             rel(&raw.w, &flat(&case["coef"])),
             rel(&centred(&raw.b), &want_raw_b),
@@ -612,12 +603,7 @@ fn transferability_scores_match_their_references() {
     for case in g["scores"].as_array().unwrap() {
         let name = case["name"].as_str().unwrap();
         let x = floats(&case["x"]);
-        let y: Vec<usize> = case["y"]
-            .as_array()
-            .unwrap()
-            .iter()
-            .map(|v| v.as_u64().unwrap() as usize)
-            .collect();
+        let y: Vec<usize> = usizes(&case["y"]);
         let (d, classes) = (
             case["d"].as_u64().unwrap() as usize,
             case["classes"].as_u64().unwrap() as usize,

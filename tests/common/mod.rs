@@ -119,6 +119,15 @@ pub fn floats(v: &serde_json::Value) -> Vec<f32> {
         .collect()
 }
 
+/// A JSON array of non-negative integers (labels, class indices).
+pub fn usizes(v: &serde_json::Value) -> Vec<usize> {
+    v.as_array()
+        .expect("array")
+        .iter()
+        .map(|x| x.as_u64().expect("integer") as usize)
+        .collect()
+}
+
 /// max |a - b| / max |b|: the relative error the parity criteria use.
 pub fn rel_err(a: &[f32], b: &[f32]) -> f64 {
     assert_eq!(a.len(), b.len(), "length mismatch");
