@@ -11,6 +11,7 @@
 //! - [`loss`], [`metrics`], [`optim`] (PyTorch-exact losses, metrics, update rules);
 //! - [`config`] (every setting, defined once);
 //! - [`render`] (HTML and SVG building blocks);
+//! - [`explain`] (Grad-CAM-family maps on the backbones' stages, their faithfulness, overlays);
 //! - [`train`] (the task seam and everything generic over it: run folder, epoch loop,
 //!   checkpoints, resume, early stopping);
 //! - [`task`] (the tasks — image and text classification — and their registry);
@@ -24,6 +25,7 @@ pub mod choice;
 pub mod config;
 pub mod data;
 pub mod error;
+pub mod explain;
 pub mod files;
 pub mod fuzz;
 pub mod kernels;

@@ -315,6 +315,7 @@ fn the_layers_import_downwards() {
         "transferability",
         "config",
         "render",
+        "explain",
         "train",
         "task",
         "run",

@@ -25,7 +25,10 @@ fn every_backbone_exposes_its_stages() {
         let mut maps: Vec<(usize, [usize; 4])> = Vec::new();
         let last = model
             .backbone
-            .forward_stages(x.clone(), &mut |i, m: &Tensor<4>| maps.push((i, m.dims())));
+            .forward_stages(x.clone(), &mut |i, m: Tensor<4>| {
+                maps.push((i, m.dims()));
+                m
+            });
         assert_eq!(maps.len(), info.len(), "{name}: one map per stage");
         for ((i, dims), (k, stage)) in maps.iter().zip(info.iter().enumerate()) {
             assert_eq!(*i, k, "{name}: stages in order");

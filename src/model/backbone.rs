@@ -37,12 +37,15 @@ impl Backbone {
         }
     }
 
-    /// Runs the backbone on `(n, 3, h, w)`, showing each stage's output map to `tap` (stage
-    /// index and map, in the order of [`Arch::feature_info`]), and returns the last one.
+    /// Runs the backbone on `(n, 3, h, w)`, handing each stage's output map to `tap` (stage
+    /// index and map, in the order of [`Arch::feature_info`]), and returns the last one. `tap`
+    /// returns the map the backbone goes on with: the map itself to observe, or a substitute
+    /// (Grad-CAM continues from a detached copy that requires a gradient, so that the backward
+    /// pass stops there and hands back d(logit)/d(map)).
     pub fn forward_stages(
         &self,
         x: Tensor<4>,
-        tap: &mut dyn FnMut(usize, &Tensor<4>),
+        tap: &mut dyn FnMut(usize, Tensor<4>) -> Tensor<4>,
     ) -> Tensor<4> {
         match self {
             Backbone::ResNet(m) => m.forward_stages(x, tap),
@@ -58,6 +61,7 @@ impl Backbone {
             if wanted.contains(&i) {
                 maps.push((i, map.clone()));
             }
+            map
         });
         wanted
             .iter()
@@ -67,7 +71,7 @@ impl Backbone {
 
     /// `(n, 3, h, w) -> (n, feature_dim)`: the last stage, average-pooled.
     pub fn forward_features(&self, x: Tensor<4>) -> Tensor<2> {
-        self.forward_stages(x, &mut |_, _| {})
+        self.forward_stages(x, &mut |_, map| map)
             .mean_dims(&[2, 3])
             .flatten(1, 3)
     }

@@ -235,12 +235,13 @@ impl EfficientNetLite {
         f(&mut self._conv_head, &mut self._bn1);
     }
 
-    /// Runs the network on `(n, 3, h, w)`, showing each stage's output to `tap` (stage index,
-    /// map; see [`EfficientNetSpec::feature_info`]), and returns the last stage's map.
+    /// Runs the network on `(n, 3, h, w)`, handing each stage's output to `tap` (stage index,
+    /// map; see [`EfficientNetSpec::feature_info`]), which returns the map the network goes on
+    /// with, and returns the last stage's map.
     pub fn forward_stages(
         &self,
         x: Tensor<4>,
-        tap: &mut dyn FnMut(usize, &Tensor<4>),
+        tap: &mut dyn FnMut(usize, Tensor<4>) -> Tensor<4>,
     ) -> Tensor<4> {
         // Channels-last throughout, training included (see `kernels::channels_last`).
         let x = if crate::kernels::train_channels_last() || self._bn0.folded {
@@ -248,17 +249,15 @@ impl EfficientNetLite {
         } else {
             x
         };
-        let mut x = conv_bn_act(&self._conv_stem, &self._bn0, x, Relu6);
-        tap(0, &x);
+        let mut x = tap(0, conv_bn_act(&self._conv_stem, &self._bn0, x, Relu6));
         let mut blocks = self._blocks.iter();
         for (i, &(repeats, ..)) in self.spec.stages.iter().enumerate() {
             for block in blocks.by_ref().take(repeats) {
                 x = block.forward(x);
             }
-            tap(i + 1, &x);
+            x = tap(i + 1, x);
         }
-        x = conv_bn_act(&self._conv_head, &self._bn1, x, Relu6);
-        tap(self.spec.stages.len() + 1, &x);
-        x
+        let x = conv_bn_act(&self._conv_head, &self._bn1, x, Relu6);
+        tap(self.spec.stages.len() + 1, x)
     }
 }

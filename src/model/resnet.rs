@@ -232,12 +232,13 @@ impl ResNet {
         }
     }
 
-    /// Runs the network on `(n, 3, h, w)`, showing each stage's output to `tap` (stage index,
-    /// map; see [`ResNetSpec::feature_info`]), and returns the last stage's map.
+    /// Runs the network on `(n, 3, h, w)`, handing each stage's output to `tap` (stage index,
+    /// map; see [`ResNetSpec::feature_info`]), which returns the map the network goes on
+    /// with, and returns the last stage's map.
     pub fn forward_stages(
         &self,
         x: Tensor<4>,
-        tap: &mut dyn FnMut(usize, &Tensor<4>),
+        tap: &mut dyn FnMut(usize, Tensor<4>) -> Tensor<4>,
     ) -> Tensor<4> {
         // Channels-last throughout, training included: graft's kernels keep the layout, and in
         // NHWC the convolutions skip padding taps (see `kernels::channels_last`).
@@ -246,8 +247,7 @@ impl ResNet {
         } else {
             x
         };
-        let x = conv_bn_act(&self.conv1, &self.bn1, x, Relu);
-        tap(0, &x);
+        let x = tap(0, conv_bn_act(&self.conv1, &self.bn1, x, Relu));
         let mut x = crate::kernels::max_pool2d(x, [3, 3], [2, 2], [1, 1]);
         for (i, stage) in [&self.layer1, &self.layer2, &self.layer3, &self.layer4]
             .into_iter()
@@ -256,7 +256,7 @@ impl ResNet {
             for block in stage {
                 x = block.forward(x);
             }
-            tap(i + 1, &x);
+            x = tap(i + 1, x);
         }
         x
     }

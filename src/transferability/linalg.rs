@@ -11,7 +11,7 @@ pub(super) fn to_mat(x: &[f32], n: usize, d: usize) -> Mat<f64> {
 }
 
 /// Eigenvalues (ascending) and eigenvectors (columns) of the symmetric matrix `a`.
-pub(super) fn symmetric_eigen(a: &Mat<f64>) -> Result<(Vec<f64>, Mat<f64>)> {
+pub(crate) fn symmetric_eigen(a: &Mat<f64>) -> Result<(Vec<f64>, Mat<f64>)> {
     let eig = a
         .self_adjoint_eigen(Side::Lower)
         .map_err(|e| Error::invalid(format!("eigendecomposition did not converge ({e:?})")))?;

@@ -16,7 +16,7 @@ pub mod knn;
 pub mod leep;
 pub mod logme;
 
-mod linalg;
+pub(crate) mod linalg;
 
 use crate::error::{Error, Result};
 

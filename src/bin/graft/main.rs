@@ -5,6 +5,7 @@
 mod bench;
 mod embed;
 mod experiments;
+mod explain;
 mod fit_args;
 mod inspect;
 mod predict;
@@ -46,6 +47,9 @@ enum Command {
     },
     /// Classify images (or texts) with a pretrained model or a fine-tuned run.
     Predict(predict::PredictArgs),
+    /// Heat maps of what an image classifier looked at (Grad-CAM, HiResCAM, Grad-CAM++,
+    /// EigenCAM, Score-CAM), as overlay PNGs or JSON, with a faithfulness score.
+    Explain(explain::ExplainArgs),
     /// Sentence embeddings from a text model folder (as sentence-transformers' encode).
     Embed(embed::EmbedArgs),
     /// Describe a weights file (tensors, dtypes, shapes, matching model) or a dataset spec.
@@ -103,6 +107,7 @@ fn main() {
             device,
         } => eval(run, data, device, json),
         Command::Predict(args) => predict::run(args),
+        Command::Explain(args) => explain::run(args),
         Command::Embed(args) => embed::run(args),
         Command::Inspect { target, all } => inspect::run(&target, all),
         Command::Bench(args) => bench::run(args),

@@ -1,13 +1,14 @@
 //! `graft predict`: classify images with a pretrained model (ImageNet labels) or a fine-tuned
 //! run (the dataset's class names).
 
-use std::path::PathBuf;
+use std::path::{Path, PathBuf};
 
 use anyhow::{Context, Result, bail};
+use burn::tensor::Device;
 use clap::Args;
 use graft::data::{Image, Pipeline, Resize};
 use graft::model::params::{Strictness, load_into};
-use graft::model::{Classifier, preset};
+use graft::model::{Classifier, Preset, preset};
 use graft::task::image_classification::load_run;
 use graft::tensor::{DeviceKind, from_vec, to_vec};
 use graft::weights::load_pretrained;
@@ -23,9 +24,23 @@ pub struct PredictArgs {
     /// For a text run: a file of texts, one a line (after those given as arguments).
     #[arg(long)]
     file: Option<PathBuf>,
+    #[command(flatten)]
+    source: ImageModelArgs,
+    /// How many classes to show per image.
+    #[arg(long, default_value_t = 5)]
+    top: usize,
+    /// One JSON object per image.
+    #[arg(long)]
+    json: bool,
+}
+
+/// Which image classifier to run and how to prepare its input: a run folder, or a zoo model
+/// with a weights file. Shared by `predict` and `explain`.
+#[derive(Args, Debug)]
+pub struct ImageModelArgs {
     /// A run folder from `graft fit` (model, weights, classes and preprocessing come from it).
     #[arg(long, conflicts_with_all = ["model", "weights"])]
-    run: Option<PathBuf>,
+    pub run: Option<PathBuf>,
     /// Backbone from the zoo.
     #[arg(long, requires = "weights")]
     model: Option<String>,
@@ -35,9 +50,6 @@ pub struct PredictArgs {
     /// Width of the head [default: 1000, ImageNet].
     #[arg(long, default_value_t = 1000)]
     num_classes: usize,
-    /// How many classes to show per image.
-    #[arg(long, default_value_t = 5)]
-    top: usize,
     /// auto (shorter-crop, but an image smaller than the input size is upscaled whole),
     /// shorter-crop (resize the shorter side to size/0.875, centre crop), exact (resize to
     /// size×size) or none (the image must already be size×size) [default: the run's, or auto].
@@ -46,16 +58,117 @@ pub struct PredictArgs {
     /// Square input size [default: the model's].
     #[arg(long)]
     image_size: Option<usize>,
-    /// One JSON object per image.
-    #[arg(long)]
-    json: bool,
     /// With `--strict false`, a head whose shape differs from --num-classes is left at a fresh
     /// init instead of being an error (every backbone tensor must still match).
     #[arg(long, default_value_t = true, action = clap::ArgAction::Set)]
     strict: bool,
     /// cpu | vulkan | wgpu | cuda (see the README's GPU section)
     #[arg(long, default_value = "cpu")]
-    device: DeviceKind,
+    pub device: DeviceKind,
+}
+
+/// An image classifier ready to run, with what its inputs and outputs mean.
+pub struct ImageModel {
+    /// Not folded: `explain` differentiates through it.
+    pub model: Classifier,
+    pub preset: &'static Preset,
+    /// One name per class of the head.
+    pub labels: Vec<String>,
+    /// The preprocessing of its inputs, to `size`×`size`.
+    pub pipe: Pipeline,
+    pub size: usize,
+    pub device: Device,
+}
+
+impl ImageModel {
+    /// Decodes and preprocesses the image at `path`: `(3, H, W)` normalised, and its shape.
+    pub fn input(&self, path: &Path) -> Result<(Vec<f32>, [usize; 3])> {
+        // Only regular files are read (a pipe named .jpg would block forever).
+        let bytes = graft::files::read_file(path)?;
+        let image = Image::decode(path, &bytes)?;
+        self.prepare(&image)
+            .with_context(|| format!("{}", path.display()))
+    }
+
+    /// Preprocesses a decoded image: `(3, H, W)` normalised, and its shape.
+    pub fn prepare(&self, image: &Image) -> Result<(Vec<f32>, [usize; 3])> {
+        let mut rng = rand::rngs::mock::StepRng::new(0, 0);
+        Ok(self.pipe.apply(image, &mut rng)?)
+    }
+}
+
+impl ImageModelArgs {
+    /// Loads the classifier the flags name.
+    pub fn load(&self) -> Result<ImageModel> {
+        use graft::config::{MAX_CLASSES, MAX_IMAGE_SIZE};
+        if !(1..=MAX_CLASSES).contains(&self.num_classes) {
+            bail!("--num-classes must be between 1 and {MAX_CLASSES}");
+        }
+        if self
+            .image_size
+            .is_some_and(|s| !(1..=MAX_IMAGE_SIZE).contains(&s))
+        {
+            bail!("--image-size must be between 1 and {MAX_IMAGE_SIZE}");
+        }
+        let device = self.device.device()?;
+        let (model, preset, labels, size, resize) = if let Some(run) = &self.run {
+            let (model, card, p) = load_run(run, &device)?;
+            let resize = self.resize.unwrap_or(card.resize);
+            (
+                model,
+                p,
+                card.class_names,
+                self.image_size.unwrap_or(card.image_size),
+                resize,
+            )
+        } else {
+            let (Some(name), Some(weights)) = (&self.model, &self.weights) else {
+                bail!("give either --run DIR or --model NAME --weights FILE");
+            };
+            let p = preset(name)?;
+            let map = load_pretrained(weights)?;
+            let model = Classifier::new(p, self.num_classes, &device);
+            let strictness = if self.strict {
+                Strictness::Strict
+            } else {
+                Strictness::SkipHead
+            };
+            let (model, report) = load_into(model, &map, p.head_name, strictness).map_err(|e| {
+                let message = graft::model::with_model_hint(e.to_string(), &map, p.name);
+                anyhow::anyhow!("{}: {message}", weights.display())
+            })?;
+            if !report.head_skipped.is_empty() {
+                eprintln!(
+                    "warning: the file's head does not have {} classes; using an untrained head",
+                    self.num_classes
+                );
+            }
+            let labels: Vec<String> = if self.num_classes == 1000 {
+                IMAGENET_CLASSES.lines().map(str::to_string).collect()
+            } else {
+                (0..self.num_classes)
+                    .map(|i| format!("class {i}"))
+                    .collect()
+            };
+            let resize = self.resize.unwrap_or(Resize::Auto);
+            (
+                model,
+                p,
+                labels,
+                self.image_size.unwrap_or(p.input_size),
+                resize,
+            )
+        };
+        let pipe = Pipeline::eval(size, preset.mean, preset.std, resize)?;
+        Ok(ImageModel {
+            model,
+            preset,
+            labels,
+            pipe,
+            size,
+            device,
+        })
+    }
 }
 
 #[derive(Serialize)]
@@ -73,7 +186,7 @@ struct ImageResult {
 }
 
 pub fn run(a: PredictArgs) -> Result<()> {
-    if let Some(run) = &a.run
+    if let Some(run) = &a.source.run
         && graft::train::run_config(run)?.task == "text-classification"
     {
         return predict_texts(&a, run);
@@ -81,76 +194,13 @@ pub fn run(a: PredictArgs) -> Result<()> {
     if a.inputs.is_empty() {
         bail!("no images to classify: give their paths");
     }
-    use graft::config::{MAX_CLASSES, MAX_IMAGE_SIZE};
-    if !(1..=MAX_CLASSES).contains(&a.num_classes) {
-        bail!("--num-classes must be between 1 and {MAX_CLASSES}");
-    }
-    if a.image_size
-        .is_some_and(|s| !(1..=MAX_IMAGE_SIZE).contains(&s))
-    {
-        bail!("--image-size must be between 1 and {MAX_IMAGE_SIZE}");
-    }
-    let device = a.device.device()?;
-    let (model, p, labels, size, resize) = if let Some(run) = &a.run {
-        let (model, card, p) = load_run(run, &device)?;
-        let resize = a.resize.unwrap_or(card.resize);
-        (
-            model,
-            p,
-            card.class_names,
-            a.image_size.unwrap_or(card.image_size),
-            resize,
-        )
-    } else {
-        let (Some(name), Some(weights)) = (&a.model, &a.weights) else {
-            bail!("give either --run DIR or --model NAME --weights FILE");
-        };
-        let p = preset(name)?;
-        let map = load_pretrained(weights)?;
-        let model = Classifier::new(p, a.num_classes, &device);
-        let strictness = if a.strict {
-            Strictness::Strict
-        } else {
-            Strictness::SkipHead
-        };
-        let (model, report) = load_into(model, &map, p.head_name, strictness).map_err(|e| {
-            let message = graft::model::with_model_hint(e.to_string(), &map, p.name);
-            anyhow::anyhow!("{}: {message}", weights.display())
-        })?;
-        if !report.head_skipped.is_empty() {
-            eprintln!(
-                "warning: the file's head does not have {} classes; using an untrained head",
-                a.num_classes
-            );
-        }
-        let labels: Vec<String> = if a.num_classes == 1000 {
-            IMAGENET_CLASSES.lines().map(str::to_string).collect()
-        } else {
-            (0..a.num_classes).map(|i| format!("class {i}")).collect()
-        };
-        let resize = a.resize.unwrap_or(Resize::Auto);
-        (
-            model,
-            p,
-            labels,
-            a.image_size.unwrap_or(p.input_size),
-            resize,
-        )
-    };
+    let m = a.source.load()?;
     // Inference only: fold BatchNorm into the convolutions (same outputs, less work).
-    let model = model.folded_for_inference();
-    let pipe = Pipeline::eval(size, p.mean, p.std, resize)?;
-    let mut rng = rand::rngs::mock::StepRng::new(0, 0);
+    let model = m.model.folded_for_inference();
     for path in a.inputs.iter().map(PathBuf::from) {
-        let path = &path;
-        // Only regular files are read (a pipe named .jpg would block forever).
-        let bytes = graft::files::read_file(path)?;
-        let image = Image::decode(path, &bytes)?;
-        let (pixels, [c, h, w]) = pipe
-            .apply(&image, &mut rng)
-            .with_context(|| format!("{}", path.display()))?;
-        let logits = to_vec(model.forward(from_vec(pixels, [1, c, h, w], &device)));
-        let top = top_k(&logits, a.top, &labels);
+        let (pixels, [c, h, w]) = m.input(&path)?;
+        let logits = to_vec(model.forward(from_vec(pixels, [1, c, h, w], &m.device)));
+        let top = top_k(&logits, a.top, &m.labels);
         if a.json {
             let r = ImageResult {
                 image: path.display().to_string(),
@@ -177,7 +227,7 @@ fn predict_texts(a: &PredictArgs, run: &std::path::Path) -> Result<()> {
     if texts.is_empty() {
         bail!("no texts to classify: give them as arguments or with --file");
     }
-    let device = a.device.device()?;
+    let device = a.source.device.device()?;
     let (model, card, tokenizer) = graft::task::text_classification::load_text_run(run, &device)?;
     for text in &texts {
         let batch = tokenizer.encode_batch(&[text.as_str()])?;

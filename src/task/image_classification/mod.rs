@@ -5,6 +5,7 @@
 //! linear probe on cached features) and its report sections.
 
 mod evaluate;
+mod heatmaps;
 pub mod model_files;
 mod network;
 mod probe;

@@ -15,17 +15,29 @@ use crate::error::{Error, Result};
 use crate::metrics::{Evaluation, Misclassified};
 use crate::render::html::{esc, note};
 use crate::task::classification::report as shared;
-use crate::train::TaskReport;
+use crate::train::{Section, TaskReport};
+
+use super::heatmaps;
 
 /// The task's cards and sections for the run in `run_dir`: the classification ones, and the
 /// misclassified test images.
 pub(super) fn report(run_dir: &Path, cfg: Option<&FitConfig>) -> Result<TaskReport> {
-    shared::report(run_dir, "Misclassified test images", |e| {
+    let mut heat = None;
+    let mut report = shared::report(run_dir, "Misclassified test images", |e| {
         // The images come from the dataset the evaluation names (older evaluations: the
         // run's own).
         let spec = e.data.as_deref().or(cfg.map(|c| c.data.as_str()));
+        heat = Some(heatmaps::section(run_dir, spec, e));
         grid(spec, e)
-    })
+    })?;
+    if let Some(html) = heat {
+        report.sections.push(Section::new(
+            "heatmaps",
+            "Where the model looked (Grad-CAM)",
+            html,
+        ));
+    }
+    Ok(report)
 }
 
 /// Images larger than this (either side) are shrunk for the page.
