@@ -810,3 +810,107 @@ fn lbfgs_probe_chooses_its_l2_without_a_validation_split() {
     assert_eq!(record["l2"], 1e-3);
     assert!(record["path"].as_array().unwrap().is_empty());
 }
+
+#[test]
+fn explain_draws_maps_for_a_run_and_states_what_is_wrong() {
+    let fx = TinyFixture::new();
+    json_line(&fx.fit("ft", &["--strategy", "fine-tune", "--epochs", "2"]));
+    let run = fx.root.join("ft");
+    // The run's report shows Grad-CAM maps over its test images.
+    let html = std::fs::read_to_string(run.join("report.html")).unwrap();
+    let heat = &html[html.find("id=\"heatmaps\"").expect("a heat-map section")..];
+    assert!(heat.contains("Grad-CAM at <code>layer2</code>"), "{}", &heat[..600]);
+    assert!(heat.contains("alt=\"Grad-CAM for the predicted class"));
+    let img = fx.root.join("red.png");
+    image::RgbImage::from_fn(32, 32, |x, _| {
+        image::Rgb(if x < 16 { [200, 40, 40] } else { [0, 0, 0] })
+    })
+    .save(&img)
+    .unwrap();
+    let out_dir = fx.root.join("maps");
+    let out = graft()
+        .args(["explain", "--json", "--top", "2", "--run"])
+        .arg(&run)
+        .arg(&img)
+        .arg("--out")
+        .arg(&out_dir)
+        .output()
+        .unwrap();
+    let stderr = String::from_utf8_lossy(&out.stderr);
+    assert!(out.status.success(), "{stderr}");
+    // 32 px: layer4's map would be 1x1; the default is the last stage with a 4x4 map, said.
+    assert!(stderr.contains("explaining layer2 (4x4)"), "{stderr}");
+    let lines: Vec<serde_json::Value> = String::from_utf8_lossy(&out.stdout)
+        .lines()
+        .map(|l| serde_json::from_str(l).unwrap())
+        .collect();
+    assert_eq!(lines.len(), 2, "one line per class explained");
+    assert_ne!(lines[0]["class"], lines[1]["class"]);
+    for j in &lines {
+        assert_eq!(j["layer"], "layer2");
+        assert_eq!(j["method"], "gradcam");
+        let p = j["probability"].as_f64().unwrap();
+        assert!(p > 0.0 && p <= 1.0, "{j}");
+        let cam = j["cam"].as_array().unwrap();
+        assert_eq!(cam.len(), 4);
+        let values: Vec<f64> = cam
+            .iter()
+            .flat_map(|row| row.as_array().unwrap().iter().map(|v| v.as_f64().unwrap()))
+            .collect();
+        assert_eq!(values.len(), 16);
+        assert!(values.iter().all(|v| (0.0..=1.0).contains(v)), "{j}");
+        let png = image::open(j["overlay"].as_str().unwrap()).unwrap();
+        assert!(png.width() >= 224, "the overlay is enlarged for display");
+    }
+    // Test samples, with a faithfulness score beside a random map's; EigenCAM needs no class.
+    let out = graft()
+        .args([
+            "explain",
+            "--json",
+            "--method",
+            "eigencam",
+            "--test-images",
+            "3",
+            "--faithfulness",
+            "--run",
+        ])
+        .arg(&run)
+        .output()
+        .unwrap();
+    assert!(out.status.success(), "{}", String::from_utf8_lossy(&out.stderr));
+    let stdout = String::from_utf8_lossy(&out.stdout);
+    assert_eq!(stdout.lines().count(), 3);
+    for line in stdout.lines() {
+        let j: serde_json::Value = serde_json::from_str(line).unwrap();
+        assert!(j["truth"].is_u64(), "{j}");
+        for key in ["faithfulness", "random_faithfulness"] {
+            let f = &j[key];
+            assert_eq!(f["deletion"].as_array().unwrap().len(), 21, "{j}");
+            let score = f["score"].as_f64().unwrap();
+            let diff = f["insertion_auc"].as_f64().unwrap() - f["deletion_auc"].as_f64().unwrap();
+            assert!((score - diff).abs() < 1e-6 && (-1.0..=1.0).contains(&score));
+        }
+    }
+    assert!(String::from_utf8_lossy(&out.stderr).contains("faithfulness over 3 maps"));
+    // Errors that say what to do.
+    let fails = |args: &[&str]| {
+        let out = graft()
+            .arg("explain")
+            .args(args)
+            .arg("--run")
+            .arg(&run)
+            .arg(&img)
+            .output()
+            .unwrap();
+        assert!(!out.status.success(), "{args:?} should fail");
+        String::from_utf8_lossy(&out.stderr).into_owned()
+    };
+    let err = fails(&["--json", "--layer", "layer9"]);
+    assert!(err.contains("layer1, layer2, layer3, layer4"), "{err}");
+    let err = fails(&["--json", "--class", "7"]);
+    assert!(err.contains("--class 7 is outside the model's 3 classes"), "{err}");
+    let err = fails(&[]);
+    assert!(err.contains("give --out DIR"), "{err}");
+    let err = fails(&["--json", "--method", "magic"]);
+    assert!(err.contains("gradcam, hirescam"), "{err}");
+}

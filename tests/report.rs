@@ -266,6 +266,9 @@ fn run_report_has_every_chart_and_the_misclassified_images() {
     );
     assert!(grid.contains(&format!("airplane → {ESCAPED_CLASS} (0.")));
 
+    // No model.safetensors in this fixture: the heat-map section says so.
+    assert!(section(&html, "heatmaps").contains("no model.safetensors"));
+
     // The explicit entry point writes the same page.
     let again = write_run_report(&run).unwrap();
     assert_eq!(std::fs::read_to_string(again).unwrap(), html);
