@@ -7,6 +7,7 @@ use std::process::Command;
 
 mod common;
 
+use base64::Engine as _;
 use common::{TinyFixture, json_line, write_cifar};
 
 fn graft() -> Command {
@@ -819,8 +820,44 @@ fn explain_draws_maps_for_a_run_and_states_what_is_wrong() {
     // The run's report shows Grad-CAM maps over its test images.
     let html = std::fs::read_to_string(run.join("report.html")).unwrap();
     let heat = &html[html.find("id=\"heatmaps\"").expect("a heat-map section")..];
-    assert!(heat.contains("Grad-CAM at <code>layer2</code>"), "{}", &heat[..600]);
+    assert!(
+        heat.contains("Grad-CAM at <code>layer2</code>"),
+        "{}",
+        &heat[..600]
+    );
     assert!(heat.contains("alt=\"Grad-CAM for the predicted class"));
+    // The first figure: the input as the model saw it, then its map, the input coloured over.
+    let inline = |k: usize| {
+        let b64 = heat.split("data:image/png;base64,").nth(k).unwrap();
+        let png = base64::engine::general_purpose::STANDARD
+            .decode(&b64[..b64.find('"').unwrap()])
+            .unwrap();
+        image::load_from_memory(&png).unwrap().to_rgb8()
+    };
+    let (input, map) = (inline(1), inline(2));
+    assert_eq!(input.dimensions(), map.dimensions());
+    let changed: f64 = input
+        .pixels()
+        .zip(map.pixels())
+        .map(|(a, b)| {
+            (0..3)
+                .map(|c| (a[c] as f64 - b[c] as f64).abs())
+                .sum::<f64>()
+        })
+        .sum::<f64>()
+        / (3 * input.width() * input.height()) as f64;
+    assert!(
+        changed > 20.0,
+        "the map is the input unchanged (mean |diff| {changed})"
+    );
+    if let Some(bin) = common::chromium() {
+        // Rendered in a real browser: the maps are images that decode and show colour.
+        let page = run.join("report.html").canonicalize().unwrap();
+        let profile = fx.root.join("profile");
+        let dom = common::run_chromium(&bin, &profile, &["--dump-dom".to_string()], &page);
+        let rendered = &dom[dom.find("id=\"heatmaps\"").expect("heat maps rendered")..];
+        assert!(rendered.matches("<img").count() >= 4, "{rendered:.400}");
+    }
     let img = fx.root.join("red.png");
     image::RgbImage::from_fn(32, 32, |x, _| {
         image::Rgb(if x < 16 { [200, 40, 40] } else { [0, 0, 0] })
@@ -877,7 +914,11 @@ fn explain_draws_maps_for_a_run_and_states_what_is_wrong() {
         .arg(&run)
         .output()
         .unwrap();
-    assert!(out.status.success(), "{}", String::from_utf8_lossy(&out.stderr));
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
     let stdout = String::from_utf8_lossy(&out.stdout);
     assert_eq!(stdout.lines().count(), 3);
     for line in stdout.lines() {
@@ -908,7 +949,10 @@ fn explain_draws_maps_for_a_run_and_states_what_is_wrong() {
     let err = fails(&["--json", "--layer", "layer9"]);
     assert!(err.contains("layer1, layer2, layer3, layer4"), "{err}");
     let err = fails(&["--json", "--class", "7"]);
-    assert!(err.contains("--class 7 is outside the model's 3 classes"), "{err}");
+    assert!(
+        err.contains("--class 7 is outside the model's 3 classes"),
+        "{err}"
+    );
     let err = fails(&[]);
     assert!(err.contains("give --out DIR"), "{err}");
     let err = fails(&["--json", "--method", "magic"]);

@@ -3,10 +3,11 @@
 //! page needs nothing from outside, and (when Chromium is installed) a headless browser renders it.
 
 use std::path::{Path, PathBuf};
-use std::process::{Command, Stdio};
-use std::time::{Duration, Instant};
+
+mod common;
 
 use base64::Engine as _;
+use common::{chromium, run_chromium};
 use graft::config::{FitConfig, Strategy};
 use graft::metrics::MetricsAccumulator;
 use graft::optim::Schedule;
@@ -441,59 +442,6 @@ fn cv_report_shows_folds_mean_and_sd() {
 
 // ---------------------------------------------------------------------------------------------
 // in a real browser
-
-fn chromium() -> Option<PathBuf> {
-    let fixed = PathBuf::from("/usr/bin/chromium");
-    if fixed.is_file() {
-        return Some(fixed);
-    }
-    let path = std::env::var_os("PATH")?;
-    std::env::split_paths(&path)
-        .map(|d| d.join("chromium"))
-        .find(|p| p.is_file())
-}
-
-/// Runs headless Chromium with `args` on `page`; its stdout, or a panic after 120 s.
-fn run_chromium(bin: &Path, profile: &Path, args: &[String], page: &Path) -> String {
-    let mut child = Command::new(bin)
-        .args([
-            "--headless",
-            "--no-sandbox",
-            "--disable-gpu",
-            "--disable-quic",
-            "--no-first-run",
-            "--disable-background-networking",
-            "--disable-component-update",
-            "--disable-sync",
-        ])
-        .arg(format!("--user-data-dir={}", profile.display()))
-        .args(args)
-        .arg(format!("file://{}", page.display()))
-        .stdin(Stdio::null())
-        .stdout(Stdio::piped())
-        .stderr(Stdio::null())
-        .spawn()
-        .expect("starting chromium");
-    let mut stdout = child.stdout.take().unwrap();
-    let reader = std::thread::spawn(move || {
-        let mut s = String::new();
-        std::io::Read::read_to_string(&mut stdout, &mut s).ok();
-        s
-    });
-    let started = Instant::now();
-    loop {
-        if child.try_wait().unwrap().is_some() {
-            break;
-        }
-        if started.elapsed() > Duration::from_secs(120) {
-            child.kill().ok();
-            child.wait().ok();
-            panic!("chromium did not finish within 120 s");
-        }
-        std::thread::sleep(Duration::from_millis(100));
-    }
-    reader.join().unwrap()
-}
 
 #[test]
 fn chromium_renders_the_run_report() {

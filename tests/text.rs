@@ -188,6 +188,29 @@ fn every_text_strategy_learns_and_the_run_is_usable() {
     // The report shows the misclassified texts section.
     let html = std::fs::read_to_string(graft::report::write_report(&run).unwrap()).unwrap();
     assert!(html.contains("id=\"misclassified\"") && html.contains("accuracy-curve"));
+    // Misclassified texts come with their tokens shaded by gradient × input.
+    let mut listed = 0;
+    for run in [
+        "run-linear-probe",
+        "run-fine-tune",
+        "run-partial1",
+        "run-scratch",
+    ] {
+        let html =
+            std::fs::read_to_string(graft::report::write_report(&fx.root.join(run)).unwrap())
+                .unwrap();
+        let section = &html[html.find("id=\"misclassified\"").unwrap()..];
+        if section.contains("<table>") {
+            listed += 1;
+            assert!(
+                section.contains("<span class=\"tokens\">"),
+                "{run}: no token saliency"
+            );
+            assert!(section.contains("title=\""), "{run}: token values");
+            assert!(!section.contains("could not be computed"), "{run}");
+        }
+    }
+    assert!(listed > 0, "no run had a misclassified text to show");
 }
 
 #[test]

@@ -6,10 +6,12 @@
 //! of the target logits gives `d(logit)/d(map)` for every image of the batch; the maps
 //! themselves are plain arithmetic on those two arrays ([`cam`]). [`faithfulness`] scores a map
 //! by deleting and inserting the pixels it ranks highest; [`overlay`] draws it over the image.
+//! For text classifiers, [`tokens`] gives each token's gradient × input.
 
 pub mod cam;
 pub mod faithfulness;
 pub mod overlay;
+pub mod tokens;
 
 use burn::module::Module;
 use burn::tensor::Tensor;

@@ -307,13 +307,26 @@ impl Bert {
         token_types: Tensor<2, Int>,
         mask: Tensor<2>,
     ) -> Tensor<3> {
+        self.forward_tapped(ids, token_types, mask, &mut |words| words)
+    }
+
+    /// [`Bert::forward`] with the word embeddings `(b, s, hidden)` handed to `tap`, which
+    /// returns what the encoder goes on with (token saliency continues from a copy that
+    /// requires a gradient).
+    pub fn forward_tapped(
+        &self,
+        ids: Tensor<2, Int>,
+        token_types: Tensor<2, Int>,
+        mask: Tensor<2>,
+        tap: &mut dyn FnMut(Tensor<3>) -> Tensor<3>,
+    ) -> Tensor<3> {
         let [b, s] = ids.dims();
         let device = ids.device();
         let positions = Tensor::<1, Int>::arange(0..s as i64, &device)
             .reshape([1, s])
             .expand([b, s]);
         let e = &self.embeddings;
-        let x = e.word_embeddings.forward(ids)
+        let x = tap(e.word_embeddings.forward(ids))
             + e.token_type_embeddings.forward(token_types)
             + e.position_embeddings.forward(positions);
         let mut x = e.dropout.forward(e.layer_norm.forward(x));

@@ -275,7 +275,20 @@ impl TextClassifier {
         types: Tensor<2, Int>,
         mask: Tensor<2>,
     ) -> Tensor<2> {
-        self.head
-            .forward(self.dropout.forward(self.features(ids, types, mask)))
+        self.forward_tapped(ids, types, mask, &mut |words| words)
+    }
+
+    /// [`TextClassifier::forward`] with the word embeddings handed to `tap` (see
+    /// [`Bert::forward_tapped`]).
+    pub fn forward_tapped(
+        &self,
+        ids: Tensor<2, Int>,
+        types: Tensor<2, Int>,
+        mask: Tensor<2>,
+        tap: &mut dyn FnMut(Tensor<3>) -> Tensor<3>,
+    ) -> Tensor<2> {
+        let hidden = self.backbone.forward_tapped(ids, types, mask.clone(), tap);
+        let features = pool(hidden, mask, self.pooling);
+        self.head.forward(self.dropout.forward(features))
     }
 }

@@ -86,6 +86,13 @@ impl TextTokenizer {
         Ok(enc.get_ids().to_vec())
     }
 
+    /// The tokens of one text as the model sees them (special tokens included, truncated as
+    /// [`TextTokenizer::encode_batch`] truncates): what token saliency is shown on.
+    pub fn tokens(&self, text: &str) -> Result<Vec<String>> {
+        let enc = self.guarded(|t| t.encode(text, true))?;
+        Ok(enc.get_tokens().to_vec())
+    }
+
     /// Tokenizes `texts` into one padded batch.
     pub fn encode_batch(&self, texts: &[&str]) -> Result<TokenBatch> {
         let encodings = self.guarded(|t| t.encode_batch(texts.to_vec(), true))?;

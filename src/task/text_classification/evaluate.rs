@@ -91,7 +91,7 @@ pub(super) fn evaluate_run(
 pub(super) fn report(run_dir: &Path, cfg: Option<&FitConfig>) -> Result<TaskReport> {
     shared::report(run_dir, "Misclassified test texts", |e| {
         let spec = e.data.as_deref().or(cfg.map(|c| c.data.as_str()));
-        misclassified_texts(spec, e)
+        misclassified_texts(run_dir, spec, e)
     })
 }
 
@@ -99,7 +99,7 @@ pub(super) fn report(run_dir: &Path, cfg: Option<&FitConfig>) -> Result<TaskRepo
 const MAX_SHOWN: usize = 40;
 const MAX_CHARS: usize = 400;
 
-fn misclassified_texts(spec: Option<&str>, eval: &Evaluation) -> String {
+fn misclassified_texts(run_dir: &Path, spec: Option<&str>, eval: &Evaluation) -> String {
     let wrong = &eval.misclassified[..eval.misclassified.len().min(MAX_SHOWN)];
     if wrong.is_empty() {
         return note(if eval.samples > 0 && eval.accuracy >= 1.0 {
@@ -123,22 +123,39 @@ fn misclassified_texts(spec: Option<&str>, eval: &Evaluation) -> String {
             .cloned()
             .unwrap_or_else(|| i.to_string())
     };
+    let texts: Vec<&str> = wrong
+        .iter()
+        .map(|m| ds.texts.get(m.index).map_or("", String::as_str))
+        .collect();
+    let predicted: Vec<usize> = wrong.iter().map(|m| m.predicted).collect();
+    let (salient, saliency_note) = match saliency_html(run_dir, &texts, &predicted) {
+        Ok(rows) => (rows, String::new()),
+        Err(e) => (
+            Vec::new(),
+            note(&format!("Token saliency could not be computed: {e}")),
+        ),
+    };
     let mut html = format!(
         "<p class=\"caption\">The first {} misclassified test texts: true → predicted \
-         (probability of the prediction), and where the text comes from.</p>\n<table>\n\
-         <tr><th>true → predicted</th><th>text</th></tr>\n",
+         (probability of the prediction), and where the text comes from. Below each text, its \
+         tokens as the model sees them, shaded by gradient × input for the predicted class: \
+         <span style=\"background:rgba(220,40,40,.6)\">red</span> raised it, \
+         <span style=\"background:rgba(40,90,220,.6)\">blue</span> lowered it.</p>\n\
+         {saliency_note}<table>\n<tr><th>true → predicted</th><th>text</th></tr>\n",
         wrong.len()
     );
-    for m in wrong {
+    for (k, m) in wrong.iter().enumerate() {
         let text = ds.texts.get(m.index).map_or("", String::as_str);
         let mut shown: String = text.chars().take(MAX_CHARS).collect();
         if text.chars().count() > MAX_CHARS {
             shown.push('…');
         }
         let origin = ds.origins.get(m.index).map_or("", String::as_str);
+        let tokens = salient.get(k).map_or("", String::as_str);
         let _ = writeln!(
             html,
-            "<tr><td>{} → {} ({:.2})</td><td>{}<br><span class=\"caption\">{}</span></td></tr>",
+            "<tr><td>{} → {} ({:.2})</td><td>{}<br>{tokens}<span class=\"caption\">{}</span>\
+             </td></tr>",
             esc(&name(m.label)),
             esc(&name(m.predicted)),
             m.probability,
@@ -148,4 +165,44 @@ fn misclassified_texts(spec: Option<&str>, eval: &Evaluation) -> String {
     }
     html.push_str("</table>");
     html
+}
+
+/// Each text's tokens as HTML spans shaded by their gradient × input for `classes[i]` (see
+/// [`crate::explain::tokens`]), from the run's saved model; no rows for a run without one.
+fn saliency_html(run_dir: &Path, texts: &[&str], classes: &[usize]) -> Result<Vec<String>> {
+    if !run_dir.join("model.safetensors").is_file() {
+        return Ok(Vec::new());
+    }
+    let device = burn::tensor::Device::flex();
+    let (model, _, tokenizer) = load_text_run(run_dir, &device)?;
+    let mut rows = Vec::with_capacity(texts.len());
+    // Small batches: each one's backward pass keeps every layer's activations.
+    for (chunk, targets) in texts.chunks(8).zip(classes.chunks(8)) {
+        let batch = tokenizer.encode_batch(chunk)?;
+        let values = crate::explain::tokens::token_saliency(&model, &batch, targets, &device)?;
+        for (text, v) in chunk.iter().zip(values) {
+            let tokens = tokenizer.tokens(text)?;
+            let max = v
+                .iter()
+                .fold(0f32, |m, x| m.max(x.abs()))
+                .max(f32::MIN_POSITIVE);
+            let mut row = String::from("<span class=\"tokens\">");
+            for (token, value) in tokens.iter().zip(&v) {
+                let alpha = (value.abs() / max * 0.8).min(0.8);
+                let colour = if *value >= 0.0 {
+                    "220,40,40"
+                } else {
+                    "40,90,220"
+                };
+                let _ = write!(
+                    row,
+                    "<span style=\"background:rgba({colour},{alpha:.2})\" title=\"{value:.3}\">{}</span> ",
+                    esc(token)
+                );
+            }
+            row.push_str("</span><br>");
+            rows.push(row);
+        }
+    }
+    Ok(rows)
 }
