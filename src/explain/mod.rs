@@ -283,6 +283,8 @@ pub fn explain(
     };
     let [n, channels, h, w] = c.dims;
     let per_image = channels * h * w;
+    // Score-CAM's many forward passes run the BatchNorm-folded copy (same outputs, faster).
+    let folded = (method == Method::ScoreCam).then(|| model.folded_for_inference());
     let mut out = Vec::with_capacity(n);
     for (i, &class) in chosen.iter().enumerate() {
         let acts = Maps {
@@ -304,7 +306,11 @@ pub fn explain(
             (Method::EigenCam, _) => cam::eigen_cam(acts),
             (Method::ScoreCam, _) => {
                 let image = x.clone().narrow(0, i, 1);
-                cam::weighted_sum(acts, &score_cam_weights(model, image, acts, (h, w), class)?)
+                let folded = folded.as_ref().unwrap_or(model);
+                cam::weighted_sum(
+                    acts,
+                    &score_cam_weights(folded, image, acts, (h, w), class)?,
+                )
             }
             (Method::Random, _) => cam::weighted_sum(acts, &random_weights(channels, seed, i)),
             (_, None) => unreachable!("gradient methods capture gradients"),
@@ -321,7 +327,8 @@ pub fn explain(
     Ok(out)
 }
 
-/// Score-CAM's channel weights for one image `(1, 3, H, W)`: each channel of its map,
+/// Score-CAM's channel weights for one image `(1, 3, H, W)` under `model` (an inference
+/// copy): each channel of its map,
 /// upsampled to the input (corners aligned) and min-max scaled, masks the input; the weights
 /// are the softmax over channels of the target logit on those inputs (pytorch-grad-cam's
 /// `ScoreCAM.get_cam_weights`).
@@ -336,7 +343,6 @@ fn score_cam_weights(
     let [_, ch, big_h, big_w] = image.dims();
     let device = image.device();
     let pixels = to_vec(image);
-    let folded = model.folded_for_inference();
     let mut scores = Vec::with_capacity(acts.channels);
     for start in (0..acts.channels).step_by(BATCH) {
         let end = (start + BATCH).min(acts.channels);
@@ -357,7 +363,7 @@ fn score_cam_weights(
             }
         }
         let logits =
-            to_vec(folded.forward(from_vec(batch, [end - start, ch, big_h, big_w], &device)));
+            to_vec(model.forward(from_vec(batch, [end - start, ch, big_h, big_w], &device)));
         let classes = logits.len() / (end - start);
         scores.extend((0..end - start).map(|j| logits[j * classes + class]));
     }

@@ -128,6 +128,15 @@ pub fn usizes(v: &serde_json::Value) -> Vec<usize> {
         .collect()
 }
 
+/// A JSON array of strings (photo names).
+pub fn strs(v: &serde_json::Value) -> Vec<&str> {
+    v.as_array()
+        .expect("array")
+        .iter()
+        .map(|x| x.as_str().expect("string"))
+        .collect()
+}
+
 /// max |a - b| / max |b|: the relative error the parity criteria use.
 pub fn rel_err(a: &[f32], b: &[f32]) -> f64 {
     assert_eq!(a.len(), b.len(), "length mismatch");
