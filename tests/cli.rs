@@ -955,6 +955,8 @@ fn explain_draws_maps_for_a_run_and_states_what_is_wrong() {
     );
     let err = fails(&[]);
     assert!(err.contains("give --out DIR"), "{err}");
+    let err = fails(&["--json", "--test-images", "0"]);
+    assert!(err.contains("--test-images must be at least 1"), "{err}");
     let err = fails(&["--json", "--method", "magic"]);
     assert!(err.contains("gradcam, hirescam"), "{err}");
 }

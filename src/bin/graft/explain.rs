@@ -96,6 +96,9 @@ pub fn run(a: ExplainArgs) -> Result<()> {
             run.display()
         );
     }
+    if a.test_images == Some(0) {
+        bail!("--test-images must be at least 1");
+    }
     if a.images.is_empty() && a.test_images.is_none() {
         bail!("no images to explain: give their paths (or --test-images N with --run)");
     }
