@@ -719,3 +719,79 @@ fn class_activation_maps_match_pytorch_grad_cam() {
     }
     assert!(checked >= 18, "only {checked} maps checked");
 }
+
+/// Segmentation losses equal segmentation_models_pytorch's DiceLoss / JaccardLoss (multiclass
+/// and binary, ignore_index, log_loss, smooth, absent classes) and PyTorch's cross_entropy on
+/// maps (class weights, ignore_index), values and gradients (goldens: tools/seg_loss_goldens.py).
+#[test]
+fn dense_losses_match_smp_and_pytorch() {
+    use burn::tensor::Int;
+    use graft::loss::dense::{DenseMode, OverlapOptions, cross_entropy, dice_loss, jaccard_loss};
+    let g = golden("seg_losses.json");
+    let weights = floats(&g["weights"]);
+    let dev = device().autodiff();
+    for case in g["cases"].as_array().unwrap() {
+        let name = case["name"].as_str().unwrap();
+        let shape = usizes(&case["shape"]);
+        let [n, c, h, w] = [shape[0], shape[1], shape[2], shape[3]];
+        let logits =
+            Tensor::<4>::from_data(TensorData::new(floats(&case["logits"]), [n, c, h, w]), &dev)
+                .require_grad();
+        let target: Vec<i64> = case["target"]
+            .as_array()
+            .unwrap()
+            .iter()
+            .map(|v| v.as_i64().unwrap())
+            .collect();
+        let target = Tensor::<3, Int>::from_data(TensorData::new(target, [n, h, w]), &dev);
+        let mode = if c == 1 {
+            DenseMode::Binary
+        } else {
+            DenseMode::Multiclass
+        };
+        let ignore = name.contains("ignore").then_some(255);
+        let o = OverlapOptions {
+            mode,
+            ignore_index: ignore,
+            ..OverlapOptions::default()
+        };
+        let loss = match name {
+            "dice" | "dice_ignore" | "dice_binary_ignore" => dice_loss(logits.clone(), target, o),
+            "dice_log_smooth" => dice_loss(
+                logits.clone(),
+                target,
+                OverlapOptions {
+                    log_loss: true,
+                    smooth: 1.0,
+                    ignore_index: Some(255),
+                    ..o
+                },
+            ),
+            "jaccard_ignore" | "jaccard_binary" => jaccard_loss(logits.clone(), target, o),
+            "ce_weighted_ignore" => {
+                cross_entropy(logits.clone(), target, Some(&weights), Some(255))
+            }
+            "ce" => cross_entropy(logits.clone(), target, None, None),
+            other => panic!("unknown case {other}"),
+        };
+        let grads = loss.backward();
+        let got = values(loss);
+        let grad = values(logits.grad(&grads).expect("a gradient"));
+        let want_grad = floats(&case["grad"]);
+        let loss_err = (got[0] - case["loss"].as_f64().unwrap() as f32).abs();
+        let grad_err = grad
+            .iter()
+            .zip(&want_grad)
+            .map(|(a, b)| (a - b).abs())
+            .fold(0f32, f32::max);
+        println!("{name}: |loss diff| {loss_err:.1e}, max |grad diff| {grad_err:.1e}");
+        let tol = 2e-6 * device_tolerance_factor() as f32;
+        assert!(
+            loss_err <= tol,
+            "{name}: loss {} vs {}",
+            got[0],
+            case["loss"]
+        );
+        assert!(grad_err <= tol, "{name}: gradient max |diff| {grad_err}");
+    }
+}

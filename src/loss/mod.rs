@@ -1,6 +1,10 @@
 //! Losses on logits: `(n, classes)` logits and `(n,)` integer targets -> a scalar `(1,)` tensor.
 //!
 //! Each formula matches PyTorch (see `tools/goldens.py`, which generates the test values).
+//! [`dense`] holds the per-pixel losses of segmentation (smp's Dice and Jaccard, cross-entropy
+//! with `ignore_index`).
+
+pub mod dense;
 
 use burn::tensor::activation::log_softmax;
 use burn::tensor::{Int, Tensor, TensorData};
