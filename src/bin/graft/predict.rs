@@ -47,7 +47,7 @@ pub struct ImageModelArgs {
     /// Weights file (.pth or .safetensors).
     #[arg(long)]
     weights: Option<PathBuf>,
-    /// Width of the head [default: 1000, ImageNet].
+    /// Width of the head (1000: an ImageNet head).
     #[arg(long, default_value_t = 1000)]
     num_classes: usize,
     /// auto (shorter-crop, but an image smaller than the input size is upscaled whole),
