@@ -705,12 +705,7 @@ fn class_activation_maps_match_pytorch_grad_cam() {
                 "{what}: map shape"
             );
             let want = floats(&case["cams"][i]);
-            let err = e
-                .cam
-                .iter()
-                .zip(&want)
-                .map(|(a, b)| (a - b).abs())
-                .fold(0f32, f32::max);
+            let err = max_abs_diff(&e.cam, &want);
             println!("{what}: max |diff| {err:.1e}");
             let limit = 1e-4 * device_tolerance_factor() as f32;
             assert!(err <= limit, "{what}: max |diff| {err}");
@@ -779,11 +774,7 @@ fn dense_losses_match_smp_and_pytorch() {
         let grad = values(logits.grad(&grads).expect("a gradient"));
         let want_grad = floats(&case["grad"]);
         let loss_err = (got[0] - case["loss"].as_f64().unwrap() as f32).abs();
-        let grad_err = grad
-            .iter()
-            .zip(&want_grad)
-            .map(|(a, b)| (a - b).abs())
-            .fold(0f32, f32::max);
+        let grad_err = max_abs_diff(&grad, &want_grad);
         println!("{name}: |loss diff| {loss_err:.1e}, max |grad diff| {grad_err:.1e}");
         let tol = 2e-6 * device_tolerance_factor() as f32;
         assert!(

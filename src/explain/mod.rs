@@ -17,7 +17,7 @@ use burn::module::Module;
 use burn::tensor::Tensor;
 
 use crate::error::{Error, Result};
-use crate::model::{Arch, Classifier};
+use crate::model::{Arch, Backbone, Classifier};
 use crate::tensor::{from_vec, to_vec};
 use cam::{Corners, Maps};
 
@@ -160,16 +160,18 @@ struct Captured {
     classes: usize,
 }
 
-/// Runs `model` on `x` reading stage `layer`; with `targets` (one class per image, `None` for
-/// the predicted one), also the gradient of those logits with respect to the stage's map.
+/// Runs `model` on `x` reading stage `layer`, and each image's class (`targets[i]`, or its
+/// predicted one where `None` or missing); `with_gradients`: also the gradient of those classes'
+/// logits with respect to the stage's map.
 fn capture(
     model: &Classifier,
     x: Tensor<4>,
     layer: usize,
-    targets: Option<&[Option<usize>]>,
+    targets: &[Option<usize>],
+    with_gradients: bool,
 ) -> Result<(Captured, Vec<usize>)> {
     let plain = x.device();
-    let (model, x) = if targets.is_some() {
+    let (model, x) = if with_gradients {
         // The backward pass needs autodiff; `freeze` keeps the model in inference mode on it
         // (BatchNorm uses its running statistics, no dropout) and its parameters out of the
         // backward pass: only the map's gradient is computed.
@@ -183,7 +185,7 @@ fn capture(
         if i != layer {
             return map;
         }
-        let map = if targets.is_some() {
+        let map = if with_gradients {
             // The backward pass stops here and keeps the map's gradient.
             map.detach().require_grad()
         } else {
@@ -192,15 +194,15 @@ fn capture(
         leaf = Some(map.clone());
         map
     });
-    let logits = model.forward_head(features.mean_dims(&[2, 3]).flatten(1, 3));
+    let logits = model.forward_head(Backbone::pool(features));
     let leaf = leaf.ok_or_else(|| Error::invalid(format!("the model has no stage {layer}")))?;
     let dims = leaf.dims();
     let [n, classes] = logits.dims();
     let logit_values = to_vec(logits.clone().detach());
-    let chosen = choose_targets(&logit_values, classes, n, targets.unwrap_or(&[]))?;
-    let grads = match targets {
-        None => None,
-        Some(_) => {
+    let chosen = choose_targets(&logit_values, classes, n, targets)?;
+    let grads = match with_gradients {
+        false => None,
+        true => {
             // Σ_i logit_i[target_i]: each image's gradient is its own target's.
             let mut mask = vec![0f32; n * classes];
             for (i, &t) in chosen.iter().enumerate() {
@@ -269,18 +271,7 @@ pub fn explain(
     targets: &[Option<usize>],
     seed: u64,
 ) -> Result<Vec<Explanation>> {
-    let (c, chosen) = capture(
-        model,
-        x.clone(),
-        layer,
-        method.uses_gradients().then_some(targets),
-    )?;
-    // Without a backward pass the targets were not needed to run: choose them now.
-    let chosen = if method.uses_gradients() {
-        chosen
-    } else {
-        choose_targets(&c.logits, c.classes, c.dims[0], targets)?
-    };
+    let (c, chosen) = capture(model, x.clone(), layer, targets, method.uses_gradients())?;
     let [n, channels, h, w] = c.dims;
     let per_image = channels * h * w;
     // Score-CAM's many forward passes run the BatchNorm-folded copy (same outputs, faster).

@@ -71,8 +71,11 @@ impl Backbone {
 
     /// `(n, 3, h, w) -> (n, feature_dim)`: the last stage, average-pooled.
     pub fn forward_features(&self, x: Tensor<4>) -> Tensor<2> {
-        self.forward_stages(x, &mut |_, map| map)
-            .mean_dims(&[2, 3])
-            .flatten(1, 3)
+        Self::pool(self.forward_stages(x, &mut |_, map| map))
+    }
+
+    /// The last stage's map `(n, c, h, w)` to features `(n, c)`: global average pooling.
+    pub fn pool(last: Tensor<4>) -> Tensor<2> {
+        last.mean_dims(&[2, 3]).flatten(1, 3)
     }
 }

@@ -264,7 +264,19 @@ impl TextClassifier {
         types: Tensor<2, Int>,
         mask: Tensor<2>,
     ) -> Tensor<2> {
-        let hidden = self.backbone.forward(ids, types, mask.clone());
+        self.features_tapped(ids, types, mask, &mut |words| words)
+    }
+
+    /// [`TextClassifier::features`] with the word embeddings handed to `tap` (see
+    /// [`Bert::forward_tapped`]).
+    fn features_tapped(
+        &self,
+        ids: Tensor<2, Int>,
+        types: Tensor<2, Int>,
+        mask: Tensor<2>,
+        tap: &mut dyn FnMut(Tensor<3>) -> Tensor<3>,
+    ) -> Tensor<2> {
+        let hidden = self.backbone.forward_tapped(ids, types, mask.clone(), tap);
         pool(hidden, mask, self.pooling)
     }
 
@@ -287,8 +299,7 @@ impl TextClassifier {
         mask: Tensor<2>,
         tap: &mut dyn FnMut(Tensor<3>) -> Tensor<3>,
     ) -> Tensor<2> {
-        let hidden = self.backbone.forward_tapped(ids, types, mask.clone(), tap);
-        let features = pool(hidden, mask, self.pooling);
+        let features = self.features_tapped(ids, types, mask, tap);
         self.head.forward(self.dropout.forward(features))
     }
 }

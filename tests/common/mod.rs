@@ -137,6 +137,14 @@ pub fn strs(v: &serde_json::Value) -> Vec<&str> {
         .collect()
 }
 
+/// max |a - b| over pairs of elements.
+pub fn max_abs_diff(a: &[f32], b: &[f32]) -> f32 {
+    a.iter()
+        .zip(b)
+        .map(|(x, y)| (x - y).abs())
+        .fold(0f32, f32::max)
+}
+
 /// max |a - b| / max |b|: the relative error the parity criteria use.
 pub fn rel_err(a: &[f32], b: &[f32]) -> f64 {
     assert_eq!(a.len(), b.len(), "length mismatch");
