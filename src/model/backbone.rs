@@ -10,11 +10,15 @@ use super::resnet::{self, ResNet};
 /// Every family's renames, for [`super::params`]' key paths.
 pub(crate) fn key_rename(container: &str, field: &str) -> Option<&'static str> {
     let container = container.strip_prefix("Struct:").unwrap_or(container);
-    [resnet::KEY_RENAMES, super::bert::KEY_RENAMES]
-        .into_iter()
-        .flatten()
-        .find(|r| r.container == container && r.field == field)
-        .map(|r| r.key)
+    [
+        resnet::KEY_RENAMES,
+        super::bert::KEY_RENAMES,
+        super::fpn::KEY_RENAMES,
+    ]
+    .into_iter()
+    .flatten()
+    .find(|r| r.container == container && r.field == field)
+    .map(|r| r.key)
 }
 
 /// The feature extractor of one of the zoo's families.
@@ -72,6 +76,18 @@ impl Backbone {
     /// `(n, 3, h, w) -> (n, feature_dim)`: the last stage, average-pooled.
     pub fn forward_features(&self, x: Tensor<4>) -> Tensor<2> {
         Self::pool(self.forward_stages(x, &mut |_, map| map))
+    }
+
+    /// Calls `f` on every convolution followed by a BatchNorm (every BatchNorm of the zoo
+    /// follows one): momentum changes, folding for inference.
+    pub(crate) fn for_each_conv_bn(
+        &mut self,
+        f: &mut dyn FnMut(&mut super::layers::Conv2d, &mut super::layers::BatchNorm2d),
+    ) {
+        match self {
+            Backbone::ResNet(r) => r.for_each_conv_bn(f),
+            Backbone::EfficientNetLite(e) => e.for_each_conv_bn(f),
+        }
     }
 
     /// The last stage's map `(n, c, h, w)` to features `(n, c)`: global average pooling.

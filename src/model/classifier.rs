@@ -67,10 +67,7 @@ impl Classifier {
         &mut self,
         f: &mut dyn FnMut(&mut layers::Conv2d, &mut layers::BatchNorm2d),
     ) {
-        match &mut self.backbone {
-            Backbone::ResNet(r) => r.for_each_conv_bn(f),
-            Backbone::EfficientNetLite(e) => e.for_each_conv_bn(f),
-        }
+        self.backbone.for_each_conv_bn(f)
     }
 
     /// Number of classes the head predicts.

@@ -358,3 +358,96 @@ impl Dropout {
 pub fn relu6(x: Tensor<4>) -> Tensor<4> {
     crate::kernels::relu6(x)
 }
+
+/// `torch.nn.GroupNorm`: the channels split into `groups` groups, each normalised over its
+/// channels and pixels with the biased variance, then a per-channel affine.
+#[derive(Module, Debug)]
+pub struct GroupNorm {
+    pub weight: Param<Tensor<1>>,
+    pub bias: Param<Tensor<1>>,
+    #[module(skip)]
+    pub groups: usize,
+    #[module(skip)]
+    pub eps: f64,
+}
+
+impl GroupNorm {
+    /// Weight 1, bias 0, eps 1e-5, as PyTorch initialises it.
+    pub fn new(groups: usize, channels: usize, device: &Device) -> Self {
+        debug_assert!(
+            channels % groups == 0,
+            "GroupNorm: {channels} % {groups} != 0"
+        );
+        Self {
+            weight: Param::from_tensor(Tensor::ones([channels], device)),
+            bias: Param::from_tensor(Tensor::zeros([channels], device)),
+            groups,
+            eps: 1e-5,
+        }
+    }
+
+    pub fn forward(&self, x: Tensor<4>) -> Tensor<4> {
+        let [n, c, h, w] = x.dims();
+        let g = self.groups;
+        let grouped = x.reshape([n, g, c / g * h * w]);
+        let mean = grouped.clone().mean_dim(2);
+        let centred = grouped - mean;
+        let var = centred.clone().square().mean_dim(2);
+        let normed = (centred / (var + self.eps).sqrt()).reshape([n, c, h, w]);
+        normed * self.weight.val().reshape([1, c, 1, 1]) + self.bias.val().reshape([1, c, 1, 1])
+    }
+}
+
+/// `torch.nn.Dropout2d`: while its module trains (as [`Dropout`]), zeroes whole channels of a
+/// `(n, c, h, w)` map with probability `prob` and scales the rest by `1 / (1 - prob)`.
+#[derive(Module, Debug)]
+pub struct Dropout2d {
+    pub training: Param<Flag>,
+    #[module(skip)]
+    pub prob: f64,
+}
+
+impl Dropout2d {
+    pub fn new(prob: f64) -> Self {
+        Self {
+            training: Param::from_bool(true),
+            prob,
+        }
+    }
+
+    pub fn forward(&self, x: Tensor<4>) -> Tensor<4> {
+        let device = x.device();
+        if !(self.prob > 0.0 && device.is_autodiff() && self.training.is_enabled()) {
+            return x;
+        }
+        let [n, c, _, _] = x.dims();
+        let keep = 1.0 - self.prob;
+        let mask = Tensor::<4>::random([n, c, 1, 1], Distribution::Bernoulli(keep), &device);
+        x * (mask / keep)
+    }
+}
+
+/// Nearest-neighbour ×2 upsampling (`F.interpolate(scale_factor=2, mode="nearest")`): each
+/// pixel repeated into a 2×2 block, by a broadcast (cheap, and exact in both directions).
+pub fn upsample_nearest2(x: Tensor<4>) -> Tensor<4> {
+    let [n, c, h, w] = x.dims();
+    x.reshape([n, c, h, 1, w, 1])
+        .expand([n, c, h, 2, w, 2])
+        .reshape([n, c, 2 * h, 2 * w])
+}
+
+/// Bilinear resize with aligned corners (`F.interpolate(mode="bilinear", align_corners=True)`,
+/// `nn.UpsamplingBilinear2d`) to `[h, w]`.
+pub fn resize_bilinear_aligned(x: Tensor<4>, size: [usize; 2]) -> Tensor<4> {
+    use burn::tensor::ops::{InterpolateMode, InterpolateOptions};
+    let [_, _, h, w] = x.dims();
+    if [h, w] == size {
+        return x;
+    }
+    burn::tensor::module::interpolate(
+        x,
+        InterpolateOptions::new(InterpolateMode::Bilinear)
+            .with_align_corners(true)
+            .with_output_size(size),
+    )
+}
