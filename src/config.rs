@@ -39,6 +39,9 @@ pub enum Strategy {
     Partial(usize),
     /// Same network, random init: the baseline that measures the transfer gain.
     Scratch,
+    /// Segmentation: the pretrained backbone stays as it is (BatchNorm statistics included);
+    /// the decoder and the head train.
+    Frozen,
 }
 
 impl std::str::FromStr for Strategy {
@@ -50,10 +53,12 @@ impl std::str::FromStr for Strategy {
             "linear-probe" => Ok(Self::LinearProbe),
             "fine-tune" => Ok(Self::FineTune),
             "scratch" => Ok(Self::Scratch),
+            "frozen" => Ok(Self::Frozen),
             _ => match s.strip_prefix("partial:").map(str::parse::<usize>) {
                 Some(Ok(k)) if k > 0 => Ok(Self::Partial(k)),
                 _ => Err(Error::invalid(format!(
-                    "unknown strategy `{s}` (use linear-probe, fine-tune, partial:K with K >= 1, or scratch)"
+                    "unknown strategy `{s}` (use linear-probe, fine-tune, partial:K with K >= 1, \
+                     scratch, or for segmentation frozen)"
                 ))),
             },
         }
@@ -67,6 +72,7 @@ impl std::fmt::Display for Strategy {
             Self::FineTune => f.write_str("fine-tune"),
             Self::Partial(k) => write!(f, "partial:{k}"),
             Self::Scratch => f.write_str("scratch"),
+            Self::Frozen => f.write_str("frozen"),
         }
     }
 }
@@ -256,7 +262,8 @@ settings! {
     data: String = String::new(),
     /// Output classes [default: the dataset's].
     num_classes: Option<usize> = None,
-    /// linear-probe | fine-tune | partial:K | scratch.
+    /// linear-probe | fine-tune | partial:K | scratch | frozen (segmentation: the decoder
+    /// trains on the pretrained backbone as it is).
     strategy: Strategy = Strategy::FineTune,
     /// Linear probe: lbfgs (logistic regression on standardised features to convergence, L2
     /// chosen on the validation split) or sgd (the head trained by --optimizer for --epochs).
@@ -272,7 +279,7 @@ settings! {
     bn_momentum: f64 = 0.1,
     /// Learning-rate multiplier of the backbone (discriminative rates; the head uses --lr).
     backbone_lr_mult: f64 = 1.0,
-    /// ce | focal | mse.
+    /// ce | focal | mse; for segmentation also dice | jaccard | ce+dice.
     loss: LossChoice = LossChoice::CrossEntropy,
     /// Per-class loss weights: none | auto (inverse frequency) | w1,w2,...
     class_weights: ClassWeights = ClassWeights::None,

@@ -716,13 +716,23 @@ fn class_activation_maps_match_pytorch_grad_cam() {
 }
 
 /// Segmentation losses equal segmentation_models_pytorch's DiceLoss / JaccardLoss (multiclass
-/// and binary, ignore_index, log_loss, smooth, absent classes) and PyTorch's cross_entropy on
-/// maps (class weights, ignore_index), values and gradients (goldens: tools/seg_loss_goldens.py).
+/// and binary, ignore_index, log_loss, smooth, absent classes), its FocalLoss (multiclass and
+/// binary, alpha, gamma, ignore_index, large logits) and PyTorch's cross_entropy on maps (class
+/// weights, ignore_index), values and gradients (goldens: tools/seg_loss_goldens.py).
 #[test]
 fn dense_losses_match_smp_and_pytorch() {
     use burn::tensor::Int;
-    use graft::loss::dense::{DenseMode, OverlapOptions, cross_entropy, dice_loss, jaccard_loss};
+    use graft::loss::dense::{
+        DenseMode, FocalOptions, OverlapOptions, cross_entropy, dice_loss, focal_loss, jaccard_loss,
+    };
     let g = golden("seg_losses.json");
+    // `focal_binary_ignore_alpha0.25` → the number after `alpha`, if any.
+    let param = |name: &str, key: &str| -> Option<f64> {
+        let rest = &name[name.find(key)? + key.len()..];
+        let end = rest.find('_').unwrap_or(rest.len());
+        Some(rest[..end].parse().expect("a number in the case name"))
+    };
+    let mut focal_cases = 0;
     let weights = floats(&g["weights"]);
     let dev = device().autodiff();
     for case in g["cases"].as_array().unwrap() {
@@ -767,6 +777,16 @@ fn dense_losses_match_smp_and_pytorch() {
                 cross_entropy(logits.clone(), target, Some(&weights), Some(255))
             }
             "ce" => cross_entropy(logits.clone(), target, None, None),
+            focal if focal.starts_with("focal") => {
+                focal_cases += 1;
+                let f = FocalOptions {
+                    mode,
+                    gamma: param(focal, "gamma").unwrap_or(2.0),
+                    alpha: param(focal, "alpha"),
+                    ignore_index: ignore,
+                };
+                focal_loss(logits.clone(), target, f)
+            }
             other => panic!("unknown case {other}"),
         };
         let grads = loss.backward();
@@ -785,4 +805,158 @@ fn dense_losses_match_smp_and_pytorch() {
         );
         assert!(grad_err <= tol, "{name}: gradient max |diff| {grad_err}");
     }
+    assert!(focal_cases >= 7, "only {focal_cases} focal cases checked");
+}
+
+/// Segmentation metrics equal segmentation_models_pytorch's: `get_stats(mode="multiclass",
+/// ignore_index=255)` summed over the split (exactly), then `iou_score` / `f1_score` with
+/// reductions none, macro and micro (`zero_division="warn"`: absent classes score 0), `recall`
+/// micro (pixel accuracy) and `accuracy` micro, from logits (argmax ties) or predictions fed in
+/// several batches (goldens: tools/seg_metric_goldens.py).
+#[test]
+fn segmentation_metrics_match_smp() {
+    use graft::metrics::{Confusion, SegTally, Tally};
+    let g = golden("seg_metrics.json");
+    let ints = |v: &serde_json::Value| -> Vec<u64> {
+        v.as_array()
+            .unwrap()
+            .iter()
+            .map(|x| x.as_u64().unwrap())
+            .collect()
+    };
+    let close = |what: &str, got: f64, want: f64, worst: &mut f64| {
+        let err = (got - want).abs() / want.abs().max(1.0);
+        *worst = worst.max(err);
+        assert!(err <= 1e-12, "{what}: {got} vs smp {want}");
+    };
+    let mut worst = 0f64;
+    let cases = g["cases"].as_array().unwrap();
+    for case in cases {
+        let name = case["name"].as_str().unwrap();
+        let classes = case["classes"].as_u64().unwrap() as usize;
+        let shape = usizes(&case["shape"]);
+        let truth: Vec<u8> = ints(&case["truth"]).iter().map(|&t| t as u8).collect();
+        let (n, hw) = (shape[0], shape[shape.len() - 2] * shape[shape.len() - 1]);
+        let batches = usizes(&case["batches"]);
+        assert_eq!(batches.iter().sum::<usize>(), n, "{name}: batches");
+        // Each batch into its own matrix, merged, and all batches into one tally: both sums.
+        let mut merged = Confusion::new(classes);
+        let mut tally = SegTally::new(classes);
+        let mut first = 0;
+        for &b in &batches {
+            let t = &truth[first * hw..(first + b) * hw];
+            let mut one = Confusion::new(classes);
+            if case.get("logits").is_some() {
+                let c = shape[1];
+                let logits = floats(&case["logits"]);
+                let l = &logits[first * c * hw..(first + b) * c * hw];
+                let batch_shape = [b, c, shape[2], shape[3]];
+                one.add_logits(l, batch_shape, t);
+                tally.add(l, batch_shape, t, 1.0);
+            } else {
+                let predicted: Vec<u32> = ints(&case["predicted"])[first * hw..(first + b) * hw]
+                    .iter()
+                    .map(|&p| p as u32)
+                    .collect();
+                one.add(&predicted, t);
+                tally.confusion.add(&predicted, t);
+            }
+            merged.merge(&one);
+            first += b;
+        }
+        let m = &tally.confusion;
+        assert_eq!(&merged, m, "{name}: merged batches differ from one pass");
+        let stats = m.stats();
+        for (key, got) in [
+            ("tp", stats.iter().map(|s| s.tp).collect::<Vec<_>>()),
+            ("fp", stats.iter().map(|s| s.fp).collect()),
+            ("fn", stats.iter().map(|s| s.fn_).collect()),
+            ("tn", stats.iter().map(|s| s.tn).collect()),
+        ] {
+            assert_eq!(got, ints(&case[key]), "{name}: {key}");
+        }
+        let per_class = |what: &str, got: Vec<f64>, key: &str, worst: &mut f64| {
+            let want: Vec<f64> = case[key]
+                .as_array()
+                .unwrap()
+                .iter()
+                .map(|v| v.as_f64().unwrap())
+                .collect();
+            assert_eq!(got.len(), want.len(), "{name}: {what} classes");
+            for (k, (g, w)) in got.iter().zip(&want).enumerate() {
+                close(&format!("{name}: {what}[{k}]"), *g, *w, worst);
+            }
+        };
+        per_class("iou", m.iou_per_class(), "iou_none", &mut worst);
+        per_class("dice", m.dice_per_class(), "f1_none", &mut worst);
+        let f = |key: &str| case[key].as_f64().unwrap();
+        close(
+            &format!("{name}: miou"),
+            m.miou(),
+            f("iou_macro"),
+            &mut worst,
+        );
+        close(
+            &format!("{name}: iou micro"),
+            m.iou_micro(),
+            f("iou_micro"),
+            &mut worst,
+        );
+        close(
+            &format!("{name}: dice"),
+            m.dice(),
+            f("f1_macro"),
+            &mut worst,
+        );
+        let acc = m.pixel_accuracy();
+        close(
+            &format!("{name}: pixel accuracy"),
+            acc,
+            f("recall_micro"),
+            &mut worst,
+        );
+        // smp's `accuracy` (micro) counts every class's true negatives too: (Σtp + Σtn) / (c · pixels).
+        let (tp, tn) = stats.iter().fold((0, 0), |(a, b), s| (a + s.tp, b + s.tn));
+        let smp_accuracy = (tp + tn) as f64 / (classes as u64 * m.pixels()) as f64;
+        close(
+            &format!("{name}: smp accuracy"),
+            smp_accuracy,
+            f("accuracy_micro"),
+            &mut worst,
+        );
+        // smp's default zero_division=1.0 differs only on the absent classes.
+        let absent = m.absent_classes();
+        let with_ones = |v: Vec<f64>| -> f64 {
+            let v: Vec<f64> = (0..classes)
+                .map(|k| if absent.contains(&k) { 1.0 } else { v[k] })
+                .collect();
+            v.iter().sum::<f64>() / classes as f64
+        };
+        close(
+            &format!("{name}: miou (smp default)"),
+            with_ones(m.iou_per_class()),
+            f("iou_macro_default"),
+            &mut worst,
+        );
+        close(
+            &format!("{name}: dice (smp default)"),
+            with_ones(m.dice_per_class()),
+            f("f1_macro_default"),
+            &mut worst,
+        );
+        assert!(!absent.is_empty(), "{name}: every case has an absent class");
+        let scores = tally.scores();
+        assert_eq!(scores.get("miou"), Some(m.miou()), "{name}: tally miou");
+        assert_eq!(
+            scores.get("pixel_accuracy"),
+            Some(acc),
+            "{name}: tally accuracy"
+        );
+        println!(
+            "{name}: miou {:.6} pixel accuracy {acc:.6} absent {absent:?}",
+            m.miou()
+        );
+    }
+    assert!(cases.len() >= 4, "only {} cases", cases.len());
+    println!("max relative |diff| {worst:.1e}");
 }

@@ -93,3 +93,176 @@ fn fpn_matches_smp() {
         }
     }
 }
+
+// ---------------------------------------------------------------- the task, end to end
+
+use std::path::{Path, PathBuf};
+use std::process::Command;
+
+fn graft() -> Command {
+    Command::new(env!("CARGO_BIN_EXE_graft"))
+}
+
+/// Side of the generated scenes.
+const SIDE: u32 = 32;
+
+/// A scene on noise: a reddish square (class 1) and a greenish disc (class 2), at positions
+/// drawn from `seed`; background 0. Returns (RGB pixels, mask).
+fn scene(seed: u64) -> (Vec<u8>, Vec<u8>) {
+    let mut state = seed
+        .wrapping_mul(6364136223846793005)
+        .wrapping_add(1442695040888963407);
+    let mut next = move |n: u32| {
+        state = state
+            .wrapping_mul(6364136223846793005)
+            .wrapping_add(1442695040888963407);
+        ((state >> 33) % n as u64) as u32
+    };
+    let (sx, sy, s) = (next(14), next(14), 10 + next(6));
+    let (cx, cy, r) = (6 + next(20), 6 + next(20), 5 + next(3));
+    let mut rgb = Vec::new();
+    let mut mask = Vec::new();
+    for y in 0..SIDE {
+        for x in 0..SIDE {
+            let noise = next(60) as u8;
+            let in_disc =
+                (x as i32 - cx as i32).pow(2) + (y as i32 - cy as i32).pow(2) <= (r * r) as i32;
+            let in_square = x >= sx && x < sx + s && y >= sy && y < sy + s;
+            let (px, class) = if in_disc {
+                ([40 + noise / 2, 200 + noise / 2, 40], 2)
+            } else if in_square {
+                ([200 + noise / 2, 40 + noise / 2, 40], 1)
+            } else {
+                ([noise + 40, noise + 40, noise + 40], 0)
+            };
+            rgb.extend(px);
+            mask.push(class);
+        }
+    }
+    (rgb, mask)
+}
+
+/// `DIR/{train,test}/{images,masks}` of generated scenes and `classes.txt`.
+fn write_scenes(dir: &Path, train: usize, test: usize) {
+    for (split, n, offset) in [("train", train, 0), ("test", test, 10_000)] {
+        std::fs::create_dir_all(dir.join(split).join("images")).unwrap();
+        std::fs::create_dir_all(dir.join(split).join("masks")).unwrap();
+        for i in 0..n {
+            let (rgb, mask) = scene((offset + i) as u64);
+            let name = format!("{i:04}.png");
+            image::RgbImage::from_raw(SIDE, SIDE, rgb)
+                .unwrap()
+                .save(dir.join(split).join("images").join(&name))
+                .unwrap();
+            image::GrayImage::from_raw(SIDE, SIDE, mask)
+                .unwrap()
+                .save(dir.join(split).join("masks").join(&name))
+                .unwrap();
+        }
+    }
+    std::fs::write(dir.join("classes.txt"), "background\nsquare\ndisc\n").unwrap();
+}
+
+struct Scenes {
+    _tmp: tempfile::TempDir,
+    root: PathBuf,
+}
+
+impl Scenes {
+    fn new() -> Scenes {
+        let tmp = tempfile::tempdir().unwrap();
+        let root = tmp.path().to_path_buf();
+        write_scenes(&root.join("scenes"), 48, 16);
+        write_weights(&root.join("tiny.safetensors"));
+        Scenes { _tmp: tmp, root }
+    }
+
+    fn data(&self) -> String {
+        format!("seg:{}", self.root.join("scenes").display())
+    }
+
+    fn fit(&self, run: &str, extra: &[&str]) -> std::process::Output {
+        graft()
+            .args([
+                "fit",
+                "--json",
+                "--quiet",
+                "--model",
+                "resnet_tiny",
+                "--data",
+            ])
+            .arg(self.data())
+            .arg("--weights")
+            .arg(self.root.join("tiny.safetensors"))
+            .arg("--out")
+            .arg(self.root.join(run))
+            .args(["--batch-size", "8", "--lr", "0.003", "--seed", "1"])
+            .args(extra)
+            .output()
+            .unwrap()
+    }
+}
+
+/// Test mIoU of predicting background everywhere, the floor a model must beat.
+fn all_background_miou(eval: &serde_json::Value) -> f64 {
+    let confusion: Vec<Vec<f64>> = eval["confusion"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|r| {
+            r.as_array()
+                .unwrap()
+                .iter()
+                .map(|v| v.as_f64().unwrap())
+                .collect()
+        })
+        .collect();
+    let total: f64 = confusion.iter().flatten().sum();
+    let background: f64 = confusion[0].iter().sum();
+    (background / total) / confusion.len() as f64
+}
+
+#[test]
+fn every_strategy_beats_chance_and_eval_reports_the_metrics() {
+    let s = Scenes::new();
+    for strategy in ["frozen", "fine-tune", "partial:2", "scratch"] {
+        let run = format!("run-{strategy}").replace(':', "-");
+        let out = s.fit(&run, &["--strategy", strategy, "--epochs", "6"]);
+        let j = json_line(&out);
+        let eval: serde_json::Value = serde_json::from_str(
+            &std::fs::read_to_string(s.root.join(&run).join("eval.json")).unwrap(),
+        )
+        .unwrap();
+        let floor = all_background_miou(&eval);
+        let miou = eval["miou"].as_f64().unwrap();
+        eprintln!("{strategy}: test mIoU {miou:.3} (all-background {floor:.3}), {j}");
+        assert!(
+            miou > floor + 0.1,
+            "{strategy}: mIoU {miou} vs floor {floor}"
+        );
+        assert_eq!(j["test_miou"].as_f64().unwrap(), miou, "{strategy}");
+    }
+    // `graft eval --run R --json`: the documented fields, consistent with each other.
+    let out = graft()
+        .args(["eval", "--json", "--run"])
+        .arg(s.root.join("run-fine-tune"))
+        .output()
+        .unwrap();
+    let j = json_line(&out);
+    let per_class: Vec<f64> = j["iou_per_class"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|v| v.as_f64().unwrap())
+        .collect();
+    assert_eq!(per_class.len(), 3);
+    let mean = per_class.iter().sum::<f64>() / 3.0;
+    assert!((j["miou"].as_f64().unwrap() - mean).abs() < 1e-12, "{j}");
+    for key in ["pixel_accuracy", "dice"] {
+        let v = j[key].as_f64().unwrap();
+        assert!((0.0..=1.0).contains(&v), "{key} {v}");
+    }
+    // The report has the task's cards and the per-class section.
+    let report = std::fs::read_to_string(s.root.join("run-fine-tune/report.html")).unwrap();
+    assert!(report.contains("test mIoU") && report.contains("id=\"per-class-iou\""));
+}

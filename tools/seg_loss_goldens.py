@@ -1,13 +1,14 @@
 #!/usr/bin/env python3
-"""Goldens for graft's dense (segmentation) losses: segmentation_models_pytorch's DiceLoss and
-JaccardLoss (PyPI `segmentation-models-pytorch`, 0.6.0) and PyTorch's F.cross_entropy on maps,
-each value with its gradient with respect to the logits.
+"""Goldens for graft's dense (segmentation) losses: segmentation_models_pytorch's DiceLoss,
+JaccardLoss and FocalLoss (PyPI `segmentation-models-pytorch`, 0.6.0) and PyTorch's
+F.cross_entropy on maps, each value with its gradient with respect to the logits.
 
     /tmp/pytorch-ref/bin/pip install segmentation-models-pytorch==0.6.0
     /tmp/pytorch-ref/bin/python tools/seg_loss_goldens.py
 
 Inputs are seeded random logits (2, 4, 5, 6) and targets with some pixels 255 (ignored) and class
-3 absent (smp masks absent classes out); binary cases use one channel and 0/1/255 targets.
+3 absent (smp masks absent classes out); binary cases use one channel and 0/1/255 targets. Focal cases are named
+focal[_binary][_ignore][_alpha<a>][_gamma<g>] (defaults: multiclass, alpha None, gamma 2).
 Writes tests/fixtures/goldens/seg_losses.json.
 """
 import json, os
@@ -15,7 +16,7 @@ import json, os
 import torch
 import torch.nn.functional as F
 import segmentation_models_pytorch as smp
-from segmentation_models_pytorch.losses import DiceLoss, JaccardLoss
+from segmentation_models_pytorch.losses import DiceLoss, FocalLoss, JaccardLoss
 
 ROOT = os.path.join(os.path.dirname(os.path.abspath(__file__)), "..")
 torch.manual_seed(0)
@@ -48,6 +49,14 @@ def main():
         case("jaccard_binary", JaccardLoss("binary"), binary_logits, binary_target.clamp_max(1)),
         case("ce_weighted_ignore", lambda x, t: F.cross_entropy(x, t, weight=torch.tensor(weights), ignore_index=255), logits, target),
         case("ce", lambda x, t: F.cross_entropy(x, t), logits, target.clamp_max(2)),
+        case("focal", FocalLoss("multiclass"), logits, target.clamp_max(2)),
+        case("focal_ignore", FocalLoss("multiclass", ignore_index=255), logits, target),
+        case("focal_ignore_alpha0.25", FocalLoss("multiclass", alpha=0.25, ignore_index=255), logits, target),
+        case("focal_ignore_gamma0.5", FocalLoss("multiclass", gamma=0.5, ignore_index=255), logits, target),
+        case("focal_binary", FocalLoss("binary"), binary_logits, binary_target.clamp_max(1)),
+        case("focal_binary_ignore_alpha0.25", FocalLoss("binary", alpha=0.25, ignore_index=255), binary_logits, binary_target),
+        # Large logits: the log-sigmoid form must neither overflow nor lose the gradient.
+        case("focal_binary_ignore_gamma0", FocalLoss("binary", gamma=0.0, ignore_index=255), binary_logits * 20, binary_target),
     ]
     for c in cases:
         print(c["name"], c["loss"])

@@ -9,10 +9,12 @@
 //!   `ignore_index` are left out of both sums.
 //! - [`cross_entropy`]: `torch.nn.functional.cross_entropy` on maps, with class weights and
 //!   `ignore_index` (the mean over the kept pixels, weighted as PyTorch weighs it).
+//! - [`focal_loss`]: smp's `FocalLoss` (sigmoid focal loss per class, `alpha`, `gamma`,
+//!   `ignore_index`; `reduction="mean"`, not normalized, no reduced threshold).
 //!
 //! Checked with their gradients against smp and PyTorch (`tools/seg_loss_goldens.py`).
 
-use burn::tensor::activation::{log_softmax, sigmoid, softmax};
+use burn::tensor::activation::{log_sigmoid, log_softmax, sigmoid, softmax};
 use burn::tensor::{Int, Tensor};
 
 /// smp's `mode`: how logits become probabilities.
@@ -135,4 +137,124 @@ pub fn cross_entropy(
         None => Tensor::<3>::ones([n, 1, h * w], &device),
     } * keep;
     (picked * weight.clone()).sum().neg() / weight.sum()
+}
+
+/// The options smp's `FocalLoss` takes (those graft supports: `reduction="mean"`,
+/// `normalized=False`, `reduced_threshold=None`, no class weights, from logits).
+#[derive(Debug, Clone, Copy, PartialEq)]
+pub struct FocalOptions {
+    pub mode: DenseMode,
+    /// The focusing exponent: `(1 − p_t)^γ` down-weights pixels already well classified; 0 is
+    /// plain binary cross-entropy.
+    pub gamma: f64,
+    /// Weight `α` of positive targets and `1 − α` of negative ones (smp's `FocalLoss` default:
+    /// none, both weigh 1).
+    pub alpha: Option<f64>,
+    /// Target value of pixels left out (smp: `None` by default; VOC masks use 255).
+    pub ignore_index: Option<i64>,
+}
+
+impl Default for FocalOptions {
+    fn default() -> Self {
+        FocalOptions {
+            mode: DenseMode::Multiclass,
+            gamma: 2.0,
+            alpha: None,
+            ignore_index: None,
+        }
+    }
+}
+
+/// smp 0.6.0's `FocalLoss(mode, alpha, gamma, ignore_index)`: per channel a *sigmoid* (binary)
+/// focal loss `(1 − p_t)^γ · BCE` (times `α·t + (1 − α)(1 − t)` with `alpha`), where
+/// `BCE = −ln p_t` is PyTorch's `binary_cross_entropy_with_logits` and `p_t = exp(−BCE)`.
+///
+/// - Multiclass: channel `k` is scored against `target == k` (one-vs-rest, not a softmax), each
+///   class's loss is the mean over the pixels not ignored, and the loss is the *mean* of the
+///   class losses (smp's `class_losses.mean()` without class weights).
+/// - Binary: the one channel against the 0/1 target, mean over the pixels not ignored.
+///
+/// The BCE is written as `(1 − t)·x − ln σ(x)` with a stable log-sigmoid, so large logits
+/// neither overflow nor lose the gradient `σ(x) − t`. Ignored pixels are multiplied out (no
+/// gathers or boolean indexing), so the loss is differentiable on any device. One deviation:
+/// when every pixel is ignored smp returns NaN (a mean over nothing); this returns 0 (with a
+/// zero gradient), so such a batch cannot poison training.
+pub fn focal_loss(logits: Tensor<4>, target: Tensor<3, Int>, o: FocalOptions) -> Tensor<1> {
+    let [n, c, h, w] = logits.dims();
+    let device = logits.device();
+    let target = target.reshape([n, 1, h * w]);
+    let keep = match o.ignore_index {
+        Some(ignore) => target.clone().not_equal_elem(ignore).float(),
+        None => Tensor::<3>::ones([n, 1, h * w], &device),
+    };
+    let kept_target = target * keep.clone().int();
+    let truth = match o.mode {
+        DenseMode::Multiclass => {
+            let classes = Tensor::<1, Int>::arange(0..c as i64, &device)
+                .reshape([1, c, 1])
+                .expand([n, c, h * w]);
+            kept_target.expand([n, c, h * w]).equal(classes).float()
+        }
+        DenseMode::Binary => kept_target.float(),
+    };
+    let x = logits.reshape([n, c, h * w]);
+    // −ln p_t = BCE-with-logits = (1 − t)·x − ln σ(x).
+    let bce = truth.clone().neg().add_scalar(1.0) * x.clone() - log_sigmoid(x);
+    let mut loss = if o.gamma == 0.0 {
+        // (1 − p_t)^0 = 1; skipping it also avoids 0 · 0^(−1) = NaN in its gradient where
+        // p_t = 1 (PyTorch special-cases a zero exponent the same way).
+        bce
+    } else {
+        let p_t = bce.clone().neg().exp();
+        p_t.neg().add_scalar(1.0).powf_scalar(o.gamma) * bce
+    };
+    if let Some(alpha) = o.alpha {
+        // α·t + (1 − α)(1 − t) = (2α − 1)·t + (1 − α)
+        loss = loss * truth.mul_scalar(2.0 * alpha - 1.0).add_scalar(1.0 - alpha);
+    }
+    // Mean over kept pixels per class, then over classes: one sum over (kept count · c).
+    let kept = keep.clone().sum().clamp_min(1.0).mul_scalar(c as f64);
+    (loss * keep).sum() / kept
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::tensor::{from_vec, to_vec};
+    use burn::tensor::{Device, TensorData};
+
+    /// A batch whose every pixel is ignored scores 0 with a zero gradient (smp: NaN), and
+    /// saturated logits (±200, right and wrong) keep the loss and gradient finite.
+    #[test]
+    fn focal_is_finite_on_edge_batches() {
+        let dev = Device::flex().autodiff();
+        let logits =
+            from_vec(vec![200.0, -200.0, -200.0, 200.0], [1, 2, 1, 2], &dev).require_grad();
+        let target =
+            |t: [i64; 2]| Tensor::<3, Int>::from_data(TensorData::new(t.to_vec(), [1, 1, 2]), &dev);
+        let o = FocalOptions {
+            ignore_index: Some(255),
+            ..FocalOptions::default()
+        };
+        let loss = focal_loss(logits.clone(), target([255, 255]), o);
+        let grads = loss.clone().backward();
+        assert_eq!(to_vec(loss), vec![0.0]);
+        assert!(
+            to_vec(logits.grad(&grads).unwrap())
+                .iter()
+                .all(|&g| g == 0.0)
+        );
+
+        // Both pixels are class 0: pixel 0 is right (p_t = 1 in f32), pixel 1 wrong by 400.
+        let loss = focal_loss(logits.clone(), target([0, 0]), o);
+        let grads = loss.clone().backward();
+        let value = to_vec(loss)[0];
+        // Each class: (0 + 200) / 2 pixels (BCE of a logit 200 the wrong side is 200).
+        assert!((value - 100.0).abs() < 1e-3, "{value}");
+        assert!(
+            to_vec(logits.grad(&grads).unwrap())
+                .iter()
+                .all(|g| g.is_finite())
+        );
+    }
 }

@@ -11,28 +11,39 @@ use burn::tensor::{Int, Tensor, TensorData};
 
 use crate::error::{Error, Result};
 
-/// The `loss` setting: which classification loss (its parameters are settings of their own).
+/// The `loss` setting: which loss (its parameters are settings of their own). `dice`,
+/// `jaccard` and `ce+dice` compare whole masks: segmentation only.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum LossChoice {
     /// `ce`: cross-entropy.
     CrossEntropy,
     /// `focal`.
     Focal,
-    /// `mse`: squared error of the logits against one-hot targets.
+    /// `mse`: squared error of the logits against one-hot targets (classification).
     Mse,
+    /// `dice`: smp's soft Dice loss (segmentation).
+    Dice,
+    /// `jaccard`: smp's soft Jaccard (IoU) loss (segmentation).
+    Jaccard,
+    /// `ce+dice`: the sum of cross-entropy and Dice (segmentation).
+    CeDice,
 }
 
 impl std::str::FromStr for LossChoice {
     type Err = Error;
 
-    /// Parses `ce` (or `cross-entropy`), `focal`, `mse`.
+    /// Parses `ce` (or `cross-entropy`), `focal`, `mse`, `dice`, `jaccard`, `ce+dice`.
     fn from_str(name: &str) -> Result<Self> {
         match name {
             "ce" | "cross-entropy" => Ok(Self::CrossEntropy),
             "focal" => Ok(Self::Focal),
             "mse" => Ok(Self::Mse),
+            "dice" => Ok(Self::Dice),
+            "jaccard" => Ok(Self::Jaccard),
+            "ce+dice" | "dice+ce" => Ok(Self::CeDice),
             other => Err(Error::invalid(format!(
-                "unknown loss `{other}` (known: ce, focal, mse)"
+                "unknown loss `{other}` (known: ce, focal, mse; for segmentation also dice, \
+                 jaccard, ce+dice)"
             ))),
         }
     }
@@ -44,6 +55,9 @@ impl std::fmt::Display for LossChoice {
             Self::CrossEntropy => "ce",
             Self::Focal => "focal",
             Self::Mse => "mse",
+            Self::Dice => "dice",
+            Self::Jaccard => "jaccard",
+            Self::CeDice => "ce+dice",
         })
     }
 }
@@ -51,13 +65,18 @@ impl std::fmt::Display for LossChoice {
 crate::text_setting!(LossChoice);
 
 impl LossChoice {
-    /// The loss with its parameters (`label_smoothing` for cross-entropy, `focal_gamma` for
-    /// focal; checked by the config).
-    pub fn kind(self, label_smoothing: f64, focal_gamma: f64) -> LossKind {
+    /// The classification loss with its parameters (`label_smoothing` for cross-entropy,
+    /// `focal_gamma` for focal; checked by the config); an error for the segmentation-only
+    /// losses.
+    pub fn kind(self, label_smoothing: f64, focal_gamma: f64) -> Result<LossKind> {
         match self {
-            Self::CrossEntropy => LossKind::CrossEntropy { label_smoothing },
-            Self::Focal => LossKind::Focal { gamma: focal_gamma },
-            Self::Mse => LossKind::Mse,
+            Self::CrossEntropy => Ok(LossKind::CrossEntropy { label_smoothing }),
+            Self::Focal => Ok(LossKind::Focal { gamma: focal_gamma }),
+            Self::Mse => Ok(LossKind::Mse),
+            Self::Dice | Self::Jaccard | Self::CeDice => Err(Error::invalid(format!(
+                "--loss {self} compares masks: it is a segmentation loss (for classification use \
+                 ce, focal or mse)"
+            ))),
         }
     }
 }

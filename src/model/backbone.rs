@@ -14,6 +14,7 @@ pub(crate) fn key_rename(container: &str, field: &str) -> Option<&'static str> {
         resnet::KEY_RENAMES,
         super::bert::KEY_RENAMES,
         super::fpn::KEY_RENAMES,
+        super::unet::KEY_RENAMES,
     ]
     .into_iter()
     .flatten()

@@ -375,7 +375,7 @@ impl GroupNorm {
     /// Weight 1, bias 0, eps 1e-5, as PyTorch initialises it.
     pub fn new(groups: usize, channels: usize, device: &Device) -> Self {
         debug_assert!(
-            channels % groups == 0,
+            channels.is_multiple_of(groups),
             "GroupNorm: {channels} % {groups} != 0"
         );
         Self {

@@ -23,6 +23,7 @@ pub mod segmenter;
 mod stages;
 pub mod text_encoder;
 pub mod tokenizer;
+pub mod unet;
 
 pub use backbone::Backbone;
 pub use classifier::{Classifier, with_model_hint, zoo_model_fitting};

@@ -6,6 +6,7 @@
 
 pub mod classification;
 pub mod image_classification;
+pub mod segmentation;
 pub mod text_classification;
 
 use crate::error::{Error, Result};
@@ -54,6 +55,7 @@ macro_rules! registry {
 registry!(
     image_classification::ImageClassification,
     text_classification::TextClassification,
+    segmentation::Segmentation,
 );
 
 /// The test metric that sums up a run of task `name` (its first metric: `accuracy`).

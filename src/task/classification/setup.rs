@@ -45,7 +45,7 @@ pub fn head_width(
 /// The run's loss, its class weights resolved against the training split's `train_counts`.
 pub fn run_loss(cfg: &FitConfig, train_counts: &[usize], classes: usize) -> Result<Loss> {
     Ok(Loss {
-        kind: cfg.loss.kind(cfg.label_smoothing, cfg.focal_gamma),
+        kind: cfg.loss.kind(cfg.label_smoothing, cfg.focal_gamma)?,
         class_weights: match &cfg.class_weights {
             ClassWeights::None => None,
             ClassWeights::Auto => Some(crate::data::class_weights_auto(train_counts)),
@@ -58,4 +58,17 @@ pub fn run_loss(cfg: &FitConfig, train_counts: &[usize], classes: usize) -> Resu
             }
         },
     })
+}
+
+/// What both classification tasks reject: segmentation's strategy and losses.
+pub fn check_classification(cfg: &FitConfig) -> Result<()> {
+    if cfg.strategy == crate::config::Strategy::Frozen {
+        return Err(Error::invalid(
+            "--strategy frozen is segmentation's (the decoder trains on a fixed backbone); for \
+             classification a frozen backbone is --strategy linear-probe",
+        ));
+    }
+    cfg.loss
+        .kind(cfg.label_smoothing, cfg.focal_gamma)
+        .map(|_| ())
 }

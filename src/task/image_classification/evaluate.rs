@@ -62,7 +62,7 @@ pub fn evaluate_run(
     }
     let pipe = Pipeline::eval(card.image_size, p.mean, p.std, card.resize)?;
     let loss = Loss {
-        kind: cfg.loss.kind(cfg.label_smoothing, cfg.focal_gamma),
+        kind: cfg.loss.kind(cfg.label_smoothing, cfg.focal_gamma)?,
         class_weights: None,
     };
     let acc = evaluate_network(

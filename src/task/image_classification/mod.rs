@@ -45,6 +45,7 @@ impl Task for ImageClassification {
 
     fn check(cfg: &FitConfig) -> Result<()> {
         let p = preset(&cfg.model)?;
+        crate::task::classification::setup::check_classification(cfg)?;
         if cfg.group_by_length {
             return Err(Error::invalid(
                 "--group-by-length batches texts by length; an image dataset has none (drop it)",

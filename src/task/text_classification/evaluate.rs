@@ -64,7 +64,7 @@ pub(super) fn evaluate_run(
         ds = ds.limit_test(n, cfg.seed);
     }
     let loss = Loss {
-        kind: cfg.loss.kind(cfg.label_smoothing, cfg.focal_gamma),
+        kind: cfg.loss.kind(cfg.label_smoothing, cfg.focal_gamma)?,
         class_weights: None,
     };
     let acc = evaluate_texts(

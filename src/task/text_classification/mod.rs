@@ -73,6 +73,7 @@ impl Task for TextClassification {
     }
 
     fn check(cfg: &FitConfig) -> Result<()> {
+        crate::task::classification::setup::check_classification(cfg)?;
         if cfg.weights == "none" {
             return Err(Error::invalid(
                 "text classification needs --weights MODEL_DIR: a Hugging Face or \
