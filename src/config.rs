@@ -15,6 +15,7 @@ use crate::error::{Error, Result};
 use crate::kernels::{KernelChoice, TrainLayout};
 use crate::linear_model::{ProbeL2, ProbeSolver};
 use crate::loss::{ClassWeights, LossChoice};
+use crate::model::segmenter::DecoderKind;
 use crate::model::text_encoder::Pooling;
 use crate::optim::{Betas, OptimizerConfig, OptimizerKind, Schedule, ScheduleUnit};
 use crate::tensor::DeviceKind;
@@ -159,7 +160,8 @@ plain_flag_values!(
     DeviceKind,
     KernelChoice,
     TrainLayout,
-    Pooling
+    Pooling,
+    DecoderKind
 );
 
 impl FlagValue for f64 {
@@ -262,6 +264,8 @@ settings! {
     data: String = String::new(),
     /// Output classes [default: the dataset's].
     num_classes: Option<usize> = None,
+    /// Segmentation decoder: fpn | unet (smp's designs).
+    decoder: DecoderKind = DecoderKind::Fpn,
     /// linear-probe | fine-tune | partial:K | scratch | frozen (segmentation: the decoder
     /// trains on the pretrained backbone as it is).
     strategy: Strategy = Strategy::FineTune,

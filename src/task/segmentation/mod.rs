@@ -9,6 +9,7 @@ mod evaluate;
 pub mod loss;
 pub mod model_files;
 mod network;
+pub mod predict;
 mod report;
 
 use std::path::Path;
@@ -43,7 +44,7 @@ const MAX_AUTO_SIZE: usize = 512;
 impl Task for Segmentation {
     const NAME: &'static str = "segmentation";
     const SUMMARY: &'static str = "images with masks of class indices (seg:DIR) → a backbone with \
-                                   smp's FPN decoder, per-pixel classes (mIoU)";
+                                   smp's FPN or U-Net decoder, per-pixel classes (mIoU)";
     const METRICS: &'static [Metric] = &[MIOU, PIXEL_ACCURACY];
 
     type Data = SegDataset;
@@ -150,9 +151,10 @@ impl Task for Segmentation {
         };
         let loss = SegLoss::new(cfg, classes, class_pixels.as_deref())?;
         run.say(format!(
-            "graft fit: {} + FPN on {} ({classes} classes; train {}, val {}, test {}), \
+            "graft fit: {} + {} on {} ({classes} classes; train {}, val {}, test {}), \
              strategy {}, loss {}, {size}px, run {}",
             preset.name,
+            cfg.decoder,
             ds.name,
             ds.train.len(),
             ds.val.as_ref().map_or(0, Vec::len),
@@ -166,7 +168,7 @@ impl Task for Segmentation {
         let card = SegCard {
             task: Self::NAME.into(),
             model: preset.name.into(),
-            decoder: "fpn".into(),
+            decoder: cfg.decoder,
             num_classes: classes,
             class_names: ds.class_names.clone(),
             image_size: size,
@@ -258,7 +260,7 @@ fn build_model(run: &Run<'_>, preset: &Preset, classes: usize) -> Result<Segment
                  transferred",
             );
         }
-        return Ok(Segmenter::new(preset, classes, run.device));
+        return Ok(Segmenter::new(preset, cfg.decoder, classes, run.device));
     }
     // The backbone loads as a classifier's would (same keys, same hints for a wrong file);
     // the file's classification head is not used.
@@ -276,12 +278,13 @@ fn build_model(run: &Run<'_>, preset: &Preset, classes: usize) -> Result<Segment
         )
     })?;
     run.say(format!(
-        "loaded {} backbone tensors from {}; new FPN decoder and {classes}-class head",
-        report.loaded, cfg.weights
+        "loaded {} backbone tensors from {}; new {} decoder and {classes}-class head",
+        report.loaded, cfg.weights, cfg.decoder
     ));
     Ok(Segmenter::with_backbone(
         classifier.backbone,
         preset.arch,
+        cfg.decoder,
         classes,
         run.device,
     ))

@@ -10,7 +10,7 @@ use super::data::PairTransform;
 use crate::error::{Error, Result};
 use crate::files::write_atomic;
 use crate::model::params::{Strictness, load_into, named_tensors};
-use crate::model::segmenter::{SEGMENTATION_HEAD, SIZE_MULTIPLE};
+use crate::model::segmenter::{DecoderKind, SEGMENTATION_HEAD, SIZE_MULTIPLE};
 use crate::model::{Preset, Segmenter, preset};
 use crate::weights::{load_weights, save_safetensors};
 
@@ -19,7 +19,7 @@ use crate::weights::{load_weights, save_safetensors};
 pub struct SegCard {
     pub task: String,
     pub model: String,
-    pub decoder: String,
+    pub decoder: DecoderKind,
     pub num_classes: usize,
     pub class_names: Vec<String>,
     pub image_size: usize,
@@ -53,9 +53,6 @@ impl SegCard {
                 "image_size {} is not a multiple of {SIZE_MULTIPLE} up to {MAX_IMAGE_SIZE}",
                 self.image_size
             ));
-        }
-        if self.decoder != "fpn" {
-            return Err(format!("unknown decoder `{}` (known: fpn)", self.decoder));
         }
         Ok(())
     }
@@ -101,7 +98,7 @@ pub fn load_seg_run(
     card.check().map_err(|msg| Error::file(&card_path, msg))?;
     let p = preset(&card.model)?;
     let weights = load_weights(&run_dir.join("model.safetensors"))?;
-    let model = Segmenter::new(p, card.num_classes, device);
+    let model = Segmenter::new(p, card.decoder, card.num_classes, device);
     let (model, _) = load_into(model, &weights, SEGMENTATION_HEAD, Strictness::Strict)
         .map_err(|e| Error::file(run_dir.join("model.safetensors"), e.to_string()))?;
     Ok((model, card, p))
