@@ -355,3 +355,166 @@ fn every_strategy_beats_chance_and_eval_reports_the_metrics() {
     let report = std::fs::read_to_string(s.root.join("run-fine-tune/report.html")).unwrap();
     assert!(report.contains("test mIoU") && report.contains("id=\"per-class-iou\""));
 }
+
+/// Metrics lines without their timings.
+fn metrics_without_time(run: &Path) -> Vec<serde_json::Value> {
+    std::fs::read_to_string(run.join("metrics.jsonl"))
+        .unwrap()
+        .lines()
+        .map(|l| {
+            let mut v: serde_json::Value = serde_json::from_str(l).unwrap();
+            let o = v.as_object_mut().unwrap();
+            o.retain(|k, _| !k.contains("seconds") && !k.contains("time"));
+            v
+        })
+        .collect()
+}
+
+/// Two epochs, stopped, resumed to four (U-Net, whose decoder has BatchNorms, and FPN, whose
+/// dropout draws random masks): the same numbers as four epochs in one go.
+#[test]
+fn resumed_run_equals_the_uninterrupted_one() {
+    let s = Scenes::new();
+    for decoder in ["unet", "fpn"] {
+        let whole = format!("whole-{decoder}");
+        let parts = format!("parts-{decoder}");
+        let args = [
+            "--decoder",
+            decoder,
+            "--limit-train",
+            "24",
+            "--limit-test",
+            "8",
+        ];
+        let all = [&args[..], &["--epochs", "4"]].concat();
+        json_line(&s.fit(&whole, &all));
+        let first = [&args[..], &["--epochs", "2"]].concat();
+        json_line(&s.fit(&parts, &first));
+        let out = graft()
+            .args(["fit", "--json", "--quiet", "--epochs", "4", "--resume"])
+            .arg(s.root.join(&parts))
+            .output()
+            .unwrap();
+        let j = json_line(&out);
+        assert_eq!(j["epochs"], 4, "{decoder}");
+        assert_eq!(
+            metrics_without_time(&s.root.join(&whole)),
+            metrics_without_time(&s.root.join(&parts)),
+            "{decoder}: resumed metrics differ"
+        );
+        let eval = |run: &str| std::fs::read_to_string(s.root.join(run).join("eval.json")).unwrap();
+        assert_eq!(
+            eval(&whole),
+            eval(&parts),
+            "{decoder}: resumed test evaluation differs"
+        );
+    }
+}
+
+/// What is wrong with a dataset is said before training, naming the file and the fix.
+#[test]
+fn malformed_masks_are_named() {
+    let tmp = tempfile::tempdir().unwrap();
+    let fresh = |name: &str| -> PathBuf {
+        let dir = tmp.path().join(name);
+        write_scenes(&dir, 4, 2);
+        dir
+    };
+    let fit_error = |dir: &Path, extra: &[&str]| -> String {
+        let out = graft()
+            .args([
+                "fit",
+                "--quiet",
+                "--model",
+                "resnet_tiny",
+                "--epochs",
+                "1",
+                "--data",
+            ])
+            .arg(format!("seg:{}", dir.display()))
+            .arg("--out")
+            .arg(tmp.path().join("run"))
+            .args(extra)
+            .output()
+            .unwrap();
+        assert!(!out.status.success(), "must fail: {}", dir.display());
+        let err = String::from_utf8_lossy(&out.stderr).to_string();
+        assert!(!err.contains("panicked"), "{err}");
+        err
+    };
+    let masks = |dir: &Path| dir.join("train/masks");
+
+    // A mask missing.
+    let d = fresh("missing");
+    std::fs::remove_file(masks(&d).join("0002.png")).unwrap();
+    let err = fit_error(&d, &[]);
+    assert!(
+        err.contains("0002.png") && err.contains("has no mask"),
+        "{err}"
+    );
+
+    // A mask of another size than its image.
+    let d = fresh("size");
+    image::GrayImage::new(16, 16)
+        .save(masks(&d).join("0001.png"))
+        .unwrap();
+    let err = fit_error(&d, &[]);
+    assert!(
+        err.contains("0001.png") && err.contains("16x16") && err.contains("32x32"),
+        "{err}"
+    );
+
+    // A class index beyond classes.txt (3 names: 0..2).
+    let d = fresh("class");
+    let mut m = image::GrayImage::new(SIDE, SIDE);
+    m.put_pixel(5, 7, image::Luma([9]));
+    m.save(masks(&d).join("0003.png")).unwrap();
+    let err = fit_error(&d, &[]);
+    assert!(
+        err.contains("0003.png") && err.contains("(5, 7)") && err.contains("class 9"),
+        "{err}"
+    );
+
+    // A colour-coded mask (RGB), the usual mistake.
+    let d = fresh("rgb");
+    image::RgbImage::new(SIDE, SIDE)
+        .save(masks(&d).join("0000.png"))
+        .unwrap();
+    let err = fit_error(&d, &[]);
+    assert!(
+        err.contains("0000.png") && err.contains("8-bit gray"),
+        "{err}"
+    );
+
+    // A mask that is not a PNG at all, and one without its image.
+    let d = fresh("garbage");
+    std::fs::write(masks(&d).join("0000.png"), b"not a png").unwrap();
+    let err = fit_error(&d, &[]);
+    assert!(
+        err.contains("0000.png") && err.contains("not a readable PNG mask"),
+        "{err}"
+    );
+    let d = fresh("orphan");
+    image::GrayImage::new(SIDE, SIDE)
+        .save(masks(&d).join("extra.png"))
+        .unwrap();
+    let err = fit_error(&d, &[]);
+    assert!(
+        err.contains("extra.png") && err.contains("has no image"),
+        "{err}"
+    );
+
+    // Settings that do not apply to segmentation say what does.
+    let d = fresh("settings");
+    let err = fit_error(&d, &["--image-size", "40"]);
+    assert!(
+        err.contains("multiple of 32") && err.contains("try 64"),
+        "{err}"
+    );
+    let err = fit_error(&d, &["--strategy", "linear-probe"]);
+    assert!(err.contains("frozen"), "{err}");
+    let err = fit_error(&d, &["--strategy", "frozen"]);
+    assert!(err.contains("--weights"), "{err}");
+    let err = fit_error(&d, &["--loss", "mse"]);
+    assert!(err.contains("dice"), "{err}");
+}

@@ -25,8 +25,10 @@ pub struct FitOptions {
 
 /// Checks `cfg` for task `T` before anything is opened or written.
 pub fn check<T: Task>(cfg: &FitConfig) -> Result<()> {
-    cfg.check()?;
+    // The task's checks first: they know which settings apply to it at all (segmentation has
+    // no linear probe, so the probe's own checks would only mislead).
     T::check(cfg)?;
+    cfg.check()?;
     early_stopping(cfg, T::METRICS)?;
     Ok(())
 }
