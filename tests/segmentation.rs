@@ -518,3 +518,69 @@ fn malformed_masks_are_named() {
     let err = fit_error(&d, &["--loss", "mse"]);
     assert!(err.contains("dice"), "{err}");
 }
+
+/// A palette PNG (as VOC's SegmentationClass files are) whose indices are `values`; the palette
+/// maps index 15 (person) to VOC's colour (192, 128, 128), which must not be what is read.
+fn write_palette_mask(path: &Path, values: &[u8]) {
+    let file = std::fs::File::create(path).unwrap();
+    let mut enc = png::Encoder::new(std::io::BufWriter::new(file), SIDE, SIDE);
+    enc.set_color(png::ColorType::Indexed);
+    enc.set_depth(png::BitDepth::Eight);
+    let mut palette = vec![0u8; 256 * 3];
+    palette[15 * 3..15 * 3 + 3].copy_from_slice(&[192, 128, 128]);
+    palette[255 * 3..].copy_from_slice(&[224, 224, 192]);
+    enc.set_palette(palette);
+    enc.write_header()
+        .unwrap()
+        .write_image_data(values)
+        .unwrap();
+}
+
+#[test]
+fn voc_layout_reads_palette_indices() {
+    use graft::task::segmentation::data::{SegDataset, read_mask};
+    let tmp = tempfile::tempdir().unwrap();
+    let voc = tmp.path().join("VOC2012");
+    for d in ["JPEGImages", "SegmentationClass", "ImageSets/Segmentation"] {
+        std::fs::create_dir_all(voc.join(d)).unwrap();
+    }
+    let mut lists = (String::new(), String::new());
+    for i in 0..6 {
+        let (rgb, mask) = scene(i);
+        let name = format!("2007_{i:06}");
+        image::RgbImage::from_raw(SIDE, SIDE, rgb)
+            .unwrap()
+            .save(voc.join("JPEGImages").join(format!("{name}.jpg")))
+            .unwrap();
+        // Squares are people (15), discs' borders 255 (ignored), as VOC marks object borders.
+        let values: Vec<u8> = mask.iter().map(|&c| [0, 15, 255][c as usize]).collect();
+        write_palette_mask(
+            &voc.join("SegmentationClass").join(format!("{name}.png")),
+            &values,
+        );
+        let list = if i < 4 { &mut lists.0 } else { &mut lists.1 };
+        list.push_str(&format!("{name}\n"));
+    }
+    std::fs::write(voc.join("ImageSets/Segmentation/train.txt"), &lists.0).unwrap();
+    std::fs::write(voc.join("ImageSets/Segmentation/val.txt"), &lists.1).unwrap();
+    let spec = format!("voc:{}", voc.display());
+    let ds = SegDataset::open(&spec).unwrap();
+    assert_eq!(ds.class_names.len(), 21);
+    assert_eq!(ds.class_names[15], "person");
+    assert_eq!((ds.train.len(), ds.test.len()), (4, 2));
+    let m = read_mask(&ds.train[0].mask).unwrap();
+    let (_, truth) = scene(0);
+    let want: Vec<u8> = truth.iter().map(|&c| [0, 15, 255][c as usize]).collect();
+    assert_eq!(m.values, want, "palette indices, not colours");
+    // A list naming an image that is not there is an error naming the list and the file.
+    std::fs::write(
+        voc.join("ImageSets/Segmentation/val.txt"),
+        "2007_000004\nnope\n",
+    )
+    .unwrap();
+    let err = SegDataset::open(&spec).unwrap_err().to_string();
+    assert!(
+        err.contains("val.txt") && err.contains("line 2") && err.contains("nope.jpg"),
+        "{err}"
+    );
+}

@@ -8,6 +8,11 @@
 //! optionally `DIR/classes.txt` (one class name per line, class 0 first). Without `test/`, a
 //! fixed-seed 20% of `train/` is the test split. Every mask is read and checked when the dataset
 //! opens, so a bad file stops the run before training, by name.
+//!
+//! `voc:DIR` reads the Pascal VOC layout: `DIR/JPEGImages/NAME.jpg`,
+//! `DIR/SegmentationClass/NAME.png` (palette PNGs whose indices are the 21 classes, 255 on
+//! object borders = ignored) and the lists `DIR/ImageSets/Segmentation/{train,val}.txt`; `val`
+//! is the test split (VOC's test masks are not public), validation comes from `--val-split`.
 
 use std::path::{Path, PathBuf};
 
@@ -63,12 +68,103 @@ pub struct Mask {
 
 /// Whether `spec` names segmentation data.
 pub fn is_seg_spec(spec: &str) -> bool {
-    spec.starts_with("seg:")
+    spec.starts_with("seg:") || spec.starts_with("voc:")
+}
+
+/// Pascal VOC's classes, index order.
+pub const VOC_CLASSES: [&str; 21] = [
+    "background",
+    "aeroplane",
+    "bicycle",
+    "bird",
+    "boat",
+    "bottle",
+    "bus",
+    "car",
+    "cat",
+    "chair",
+    "cow",
+    "diningtable",
+    "dog",
+    "horse",
+    "motorbike",
+    "person",
+    "pottedplant",
+    "sheep",
+    "sofa",
+    "train",
+    "tvmonitor",
+];
+
+/// Most names a VOC image list may hold.
+const MAX_LIST_LINES: usize = 1_000_000;
+
+/// The pairs a VOC image list names (`ImageSets/Segmentation/{split}.txt`).
+fn voc_pairs(dir: &Path, split: &str) -> Result<Vec<SegSample>> {
+    let list = dir
+        .join("ImageSets/Segmentation")
+        .join(format!("{split}.txt"));
+    if !list.is_file() {
+        return Err(Error::file(
+            &list,
+            "missing: voc:DIR wants the Pascal VOC layout (JPEGImages/, SegmentationClass/, \
+             ImageSets/Segmentation/train.txt and val.txt)",
+        ));
+    }
+    let text = crate::files::read_text(&list)?;
+    let mut out = Vec::new();
+    for (i, name) in text
+        .lines()
+        .map(str::trim)
+        .filter(|l| !l.is_empty())
+        .enumerate()
+    {
+        if i >= MAX_LIST_LINES || name.contains(['/', '\\']) || name.starts_with('.') {
+            return Err(Error::file(
+                &list,
+                format!(
+                    "line {}: `{name}` is not an image name (or the list is too long)",
+                    i + 1
+                ),
+            ));
+        }
+        let image = dir.join("JPEGImages").join(format!("{name}.jpg"));
+        let mask = dir.join("SegmentationClass").join(format!("{name}.png"));
+        for (path, what) in [(&image, "image"), (&mask, "mask")] {
+            if !path.is_file() {
+                return Err(Error::file(
+                    &list,
+                    format!("line {}: the {what} {} is missing", i + 1, path.display()),
+                ));
+            }
+        }
+        out.push(SegSample { image, mask });
+    }
+    Ok(out)
 }
 
 impl SegDataset {
-    /// Opens `seg:DIR`, checking every pair (see the module's documentation).
+    /// Opens `seg:DIR` or `voc:DIR`, checking every pair (see the module's documentation).
     pub fn open(spec: &str) -> Result<SegDataset> {
+        if let Some(dir) = spec.strip_prefix("voc:") {
+            let dir = Path::new(dir);
+            if !dir.is_dir() {
+                return Err(Error::file(
+                    dir,
+                    "no such folder (voc:DIR wants VOC2012's layout)",
+                ));
+            }
+            let names = VOC_CLASSES.iter().map(|s| s.to_string()).collect();
+            let (train, test) = (voc_pairs(dir, "train")?, voc_pairs(dir, "val")?);
+            return Self::checked(
+                spec,
+                dir,
+                train,
+                None,
+                test,
+                Some((dir.to_path_buf(), names)),
+            );
+        }
         let dir = spec.strip_prefix("seg:").ok_or_else(|| {
             Error::invalid(format!(
                 "`{spec}` is not segmentation data: use seg:DIR (DIR/train/images, \
@@ -97,6 +193,19 @@ impl SegDataset {
             train = keep.iter().map(|&i| train[i].clone()).collect();
             test
         };
+        Self::checked(spec, dir, train, val, test, class_names)
+    }
+
+    /// The dataset of these splits once every pair is checked: sizes, mask format, classes
+    /// within `class_names` (`(where they come from, names)`; `None`: from the masks).
+    fn checked(
+        spec: &str,
+        dir: &Path,
+        train: Vec<SegSample>,
+        val: Option<Vec<SegSample>>,
+        test: Vec<SegSample>,
+        class_names: Option<(PathBuf, Vec<String>)>,
+    ) -> Result<SegDataset> {
         if train.is_empty() || test.is_empty() {
             return Err(Error::file(
                 dir,
