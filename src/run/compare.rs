@@ -36,13 +36,14 @@ pub fn parse_axis(s: &str) -> Result<Axis> {
     Ok((k.trim().replace('-', "_"), values))
 }
 
-/// The named grids: `transfer` (the transfer gain) and `seeds` (the seeds' losses × optimizers).
-pub fn preset_grid(name: &str) -> Result<Vec<Axis>> {
+/// The named grids for task `task`: `transfer` (the transfer gain: the task's frozen,
+/// fine-tune and scratch strategies) and `seeds` (the seeds' losses × optimizers).
+pub fn preset_grid(name: &str, task: &str) -> Result<Vec<Axis>> {
     let axis = |k: &str, v: &[&str]| (k.to_string(), v.iter().map(|s| s.to_string()).collect());
     match name {
         "transfer" => Ok(vec![axis(
             "strategy",
-            &["linear-probe", "fine-tune", "scratch"],
+            crate::task::transfer_strategies(task)?,
         )]),
         "seeds" => Ok(vec![
             axis("loss", &["ce", "mse", "focal"]),

@@ -70,6 +70,18 @@ pub fn headline_metric(name: &str) -> Result<&'static str> {
     with_task(name, Headline)
 }
 
+/// The strategies of task `name` that measure the transfer gain (`compare --preset transfer`).
+pub fn transfer_strategies(name: &str) -> Result<&'static [&'static str]> {
+    struct Strategies;
+    impl TaskFn for Strategies {
+        type Output = &'static [&'static str];
+        fn call<T: Task>(self) -> Result<Self::Output> {
+            Ok(T::TRANSFER_STRATEGIES)
+        }
+    }
+    with_task(name, Strategies)
+}
+
 /// The defaults of task `name` (see [`Task::defaults`]) for `cfg`.
 pub fn task_defaults(
     name: &str,

@@ -28,6 +28,10 @@ pub trait Task: 'static {
     /// test score `cv` averages and `compare` tabulates.
     const METRICS: &'static [Metric];
 
+    /// The strategies `graft compare --preset transfer` sets side by side: the pretrained
+    /// backbone frozen, fine-tuned, and the from-scratch baseline.
+    const TRANSFER_STRATEGIES: &'static [&'static str] = &["linear-probe", "fine-tune", "scratch"];
+
     /// An opened dataset with its splits.
     type Data: TaskData;
 

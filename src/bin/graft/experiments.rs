@@ -63,7 +63,7 @@ pub fn run_compare(a: CompareArgs) -> Result<()> {
         base.strategy = Strategy::LinearProbe;
     }
     let mut axes = match &a.preset {
-        Some(p) => preset_grid(p)?,
+        Some(p) => preset_grid(p, &base.task)?,
         None => Vec::new(),
     };
     for g in &a.grid {

@@ -46,6 +46,7 @@ impl Task for Segmentation {
     const SUMMARY: &'static str = "images with masks of class indices (seg:DIR) → a backbone with \
                                    smp's FPN or U-Net decoder, per-pixel classes (mIoU)";
     const METRICS: &'static [Metric] = &[MIOU, PIXEL_ACCURACY];
+    const TRANSFER_STRATEGIES: &'static [&'static str] = &["frozen", "fine-tune", "scratch"];
 
     type Data = SegDataset;
 
