@@ -45,7 +45,8 @@ enum Command {
         #[arg(long)]
         device: Option<graft::tensor::DeviceKind>,
     },
-    /// Classify images (or texts) with a pretrained model or a fine-tuned run.
+    /// Classify images (or texts) with a pretrained model or a fine-tuned run, or write masks
+    /// and colour overlays of images with a segmentation run.
     Predict(predict::PredictArgs),
     /// Heat maps of what an image classifier looked at (Grad-CAM, HiResCAM, Grad-CAM++,
     /// EigenCAM, Score-CAM), as overlay PNGs or JSON, with a faithfulness score.

@@ -1,5 +1,6 @@
 //! `graft predict`: classify images with a pretrained model (ImageNet labels) or a fine-tuned
-//! run (the dataset's class names).
+//! run (the dataset's class names); with a segmentation run, write each image's predicted mask
+//! and a colour overlay.
 
 use std::path::{Path, PathBuf};
 
@@ -18,8 +19,16 @@ use serde::Serialize;
 const IMAGENET_CLASSES: &str = include_str!("../../../assets/imagenet_classes.txt");
 
 #[derive(Args, Debug)]
+#[command(
+    after_help = "With a segmentation run (--run of `graft fit --task segmentation`), \
+    each IMAGE's mask is predicted at the run's image size and resized back to the image's \
+    (nearest); --out DIR receives DIR/STEM.mask.png (8-bit gray class indices, the image's \
+    size: a valid graft mask) and DIR/STEM.overlay.png (the image with each class but class 0 \
+    blended 50/50 in a fixed colour). Without --out, --json prints each image's class pixel \
+    counts only (mask and overlay null); without either, it is an error."
+)]
 pub struct PredictArgs {
-    /// Images to classify (JPEG or PNG), or texts for a text run.
+    /// Images to classify or segment (JPEG or PNG), or texts for a text run.
     inputs: Vec<String>,
     /// For a text run: a file of texts, one a line (after those given as arguments).
     #[arg(long)]
@@ -29,9 +38,14 @@ pub struct PredictArgs {
     /// How many classes to show per image.
     #[arg(long, default_value_t = 5)]
     top: usize,
-    /// One JSON object per image.
+    /// One JSON object per image (segmentation: {"image", "mask", "overlay", "size": [w, h],
+    /// "class_pixels": {class: pixels}}).
     #[arg(long)]
     json: bool,
+    /// Segmentation runs: the folder to write STEM.mask.png and STEM.overlay.png into
+    /// (created if missing). Required unless --json.
+    #[arg(long, value_name = "DIR")]
+    out: Option<PathBuf>,
 }
 
 /// Which image classifier to run and how to prepare its input: a run folder, or a zoo model
@@ -186,10 +200,19 @@ struct ImageResult {
 }
 
 pub fn run(a: PredictArgs) -> Result<()> {
-    if let Some(run) = &a.source.run
-        && graft::train::run_config(run)?.task == "text-classification"
-    {
-        return predict_texts(&a, run);
+    if let Some(run) = &a.source.run {
+        match run_task(run)?.as_str() {
+            "text-classification" => return predict_texts(&a, run),
+            "segmentation" => return predict_masks(&a, run),
+            _ => {}
+        }
+    }
+    if let Some(out) = &a.out {
+        bail!(
+            "--out {}: only a segmentation run writes files (masks); an image classifier \
+             prints its classes (drop --out, or use --json > FILE)",
+            out.display()
+        );
     }
     if a.inputs.is_empty() {
         bail!("no images to classify: give their paths");
@@ -211,6 +234,143 @@ pub fn run(a: PredictArgs) -> Result<()> {
             println!("{}", path.display());
             for t in top {
                 println!("  {:>6.2}%  {:>4}  {}", t.prob * 100.0, t.index, t.label);
+            }
+        }
+    }
+    Ok(())
+}
+
+/// The task of a run folder: its config.toml's `task`, else its model.json's (a finished
+/// run copied without its settings), else image classification (folders that predate tasks).
+fn run_task(run: &Path) -> Result<String> {
+    if run.join("config.toml").is_file() {
+        return Ok(graft::train::run_config(run)?.task);
+    }
+    let card = run.join("model.json");
+    if card.is_file() {
+        let json: serde_json::Value = serde_json::from_str(&graft::files::read_text(&card)?)
+            .with_context(|| format!("{}: not valid JSON", card.display()))?;
+        if let Some(task) = json.get("task").and_then(|t| t.as_str()) {
+            return Ok(task.to_string());
+        }
+    }
+    Ok("image-classification".to_string())
+}
+
+/// One image's line of `predict --json` for a segmentation run.
+#[derive(Serialize)]
+struct MaskResult {
+    image: String,
+    mask: Option<String>,
+    overlay: Option<String>,
+    size: [u32; 2],
+    class_pixels: serde_json::Map<String, serde_json::Value>,
+}
+
+/// Images decoded and predicted at once (bounds the memory of many large images).
+const SEG_CHUNK: usize = 8;
+
+/// `predict --run SEGMENTATION_RUN IMAGE... --out DIR`: each image's mask and overlay.
+fn predict_masks(a: &PredictArgs, run: &Path) -> Result<()> {
+    use graft::task::segmentation::predict::{colour_overlay, mask_png, predict_masks, read_image};
+    if a.inputs.is_empty() {
+        bail!("no images to segment: give their paths");
+    }
+    if a.out.is_none() && !a.json {
+        bail!(
+            "a segmentation run predicts masks: give --out DIR to write DIR/STEM.mask.png and \
+             DIR/STEM.overlay.png (or --json alone for each image's class pixel counts)"
+        );
+    }
+    if a.file.is_some() {
+        bail!("--file is for text runs; give the images as arguments");
+    }
+    if a.source.image_size.is_some() || a.source.resize.is_some() {
+        bail!(
+            "--image-size and --resize are for image classifiers: a segmentation run predicts \
+             at its own image size (its model.json's image_size)"
+        );
+    }
+    let inputs: Vec<PathBuf> = a.inputs.iter().map(PathBuf::from).collect();
+    // Every file checked, and every output name distinct, before anything is computed.
+    let mut stems = std::collections::HashMap::new();
+    for path in &inputs {
+        graft::files::open_regular(path)?;
+        let stem = path
+            .file_stem()
+            .map(|s| s.to_string_lossy().into_owned())
+            .filter(|s| !s.is_empty())
+            .with_context(|| format!("{}: no file name to name its mask after", path.display()))?;
+        if let Some(first) = stems.insert(stem.clone(), path) {
+            bail!(
+                "{} and {} would both write {stem}.mask.png: predict them in separate runs \
+                 (or rename one)",
+                first.display(),
+                path.display()
+            );
+        }
+    }
+    let device = a.source.device.device()?;
+    let (model, card, _) = graft::task::segmentation::load_seg_run(run, &device)?;
+    // Inference only: BatchNorm folded into the convolutions (same outputs, less work).
+    let model = model.folded_for_inference();
+    if let Some(out) = &a.out {
+        std::fs::create_dir_all(out)
+            .with_context(|| format!("{}: can't create the output folder", out.display()))?;
+    }
+    for chunk in inputs.chunks(SEG_CHUNK) {
+        let images = chunk
+            .iter()
+            .map(|p| read_image(p))
+            .collect::<graft::error::Result<Vec<_>>>()?;
+        let predicted = predict_masks(&model, &card, &images)?;
+        for ((path, image), p) in chunk.iter().zip(&images).zip(&predicted) {
+            let (mut mask_path, mut overlay_path) = (None, None);
+            if let Some(out) = &a.out {
+                let stem = path.file_stem().unwrap_or_default().to_string_lossy();
+                let m = out.join(format!("{stem}.mask.png"));
+                let o = out.join(format!("{stem}.overlay.png"));
+                graft::files::write_atomic(&m, &mask_png(&p.mask)?)?;
+                let overlay = colour_overlay(image, &p.mask)?;
+                graft::files::write_atomic(&o, &graft::explain::overlay::png_bytes(&overlay)?)?;
+                mask_path = Some(m);
+                overlay_path = Some(o);
+            }
+            let total = (image.width as u64 * image.height as u64).max(1);
+            if a.json {
+                let r = MaskResult {
+                    image: path.display().to_string(),
+                    mask: mask_path.map(|m| m.display().to_string()),
+                    overlay: overlay_path.map(|o| o.display().to_string()),
+                    size: [image.width, image.height],
+                    class_pixels: card
+                        .class_names
+                        .iter()
+                        .zip(&p.class_pixels)
+                        .map(|(name, &n)| (name.clone(), n.into()))
+                        .collect(),
+                };
+                println!("{}", serde_json::to_string(&r)?);
+            } else {
+                println!("{} ({}x{})", path.display(), image.width, image.height);
+                if let (Some(m), Some(o)) = (&mask_path, &overlay_path) {
+                    println!("  mask     {}", m.display());
+                    println!("  overlay  {}", o.display());
+                }
+                for (k, (name, &n)) in card.class_names.iter().zip(&p.class_pixels).enumerate() {
+                    if n == 0 {
+                        continue;
+                    }
+                    let colour = graft::task::segmentation::predict::class_colour(k as u8)
+                        .map_or_else(
+                            || "uncoloured".to_string(),
+                            |[r, g, b]| format!("#{r:02x}{g:02x}{b:02x}"),
+                        );
+                    println!(
+                        "  {:>6.2}%  {k:>3}  {name}  ({colour})",
+                        n as f64 / total as f64 * 100.0
+                    );
+                }
             }
         }
     }
