@@ -8,6 +8,7 @@ use super::scores::{Metric, Scores, Tally};
 /// The share of samples whose highest logit is the true class.
 pub const ACCURACY: Metric = Metric {
     name: "accuracy",
+    label: "Accuracy",
     higher_is_better: true,
 };
 

@@ -7,12 +7,15 @@
 pub struct Metric {
     /// The name in `metrics.jsonl` after its split prefix (`accuracy` → `val_accuracy`).
     pub name: &'static str,
+    /// How the report titles it (`Accuracy`, `mIoU`).
+    pub label: &'static str,
     pub higher_is_better: bool,
 }
 
 /// Every epoch's training loss: what no task can do without.
 pub const LOSS: Metric = Metric {
     name: "loss",
+    label: "Loss",
     higher_is_better: false,
 };
 

@@ -22,12 +22,14 @@ use super::scores::{Metric, Scores, Tally};
 /// Mean intersection-over-union over classes (smp `iou_score`, `reduction="macro"`).
 pub const MIOU: Metric = Metric {
     name: "miou",
+    label: "mIoU",
     higher_is_better: true,
 };
 
 /// The share of counted pixels predicted right (smp `recall`, `reduction="micro"`).
 pub const PIXEL_ACCURACY: Metric = Metric {
     name: "pixel_accuracy",
+    label: "Pixel accuracy",
     higher_is_better: true,
 };
 

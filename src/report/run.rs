@@ -173,11 +173,9 @@ fn curves(page: &mut Page, epochs: &[EpochRow], metrics: &[Metric]) {
         split_series(epochs, "loss"),
     )];
     for m in metrics {
-        let mut heading = m.name.to_string();
-        heading[..1].make_ascii_uppercase();
         charts.push((
             format!("{}-curve", m.name),
-            heading,
+            m.label.to_string(),
             m.name.to_string(),
             YAxis::Fraction,
             split_series(epochs, m.name),
