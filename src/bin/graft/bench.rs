@@ -19,10 +19,13 @@ use graft::train::{FitOptions, fit_on};
 use graft::weights::load_pretrained;
 use serde_json::json;
 
+mod seg;
+
 #[derive(Args, Debug)]
 pub struct BenchArgs {
     /// train-step | infer | linear-probe | fine-tune | loader (decode + augment only) |
-    /// text-infer | text-step (a text model folder as --weights)
+    /// text-infer | text-step (a text model folder as --weights) | seg-step (one training step of
+    /// a segmenter, FPN by default; tools/seg_reference_bench.py is its PyTorch reference)
     bench: String,
     #[arg(long, default_value = "resnet18")]
     model: String,
@@ -52,6 +55,23 @@ pub struct BenchArgs {
     /// Tokens per text (text-infer, text-step).
     #[arg(long, default_value_t = 128)]
     seq_len: usize,
+    /// Classes per pixel (seg-step).
+    #[arg(long, default_value_t = 11)]
+    classes: usize,
+    /// The segmentation decoder (seg-step): fpn | unet.
+    #[arg(long, default_value = "fpn")]
+    decoder: graft::model::segmenter::DecoderKind,
+    /// The segmentation loss (seg-step): ce | dice | ce+dice.
+    #[arg(long, default_value = "ce+dice")]
+    loss: graft::loss::LossChoice,
+    /// seg-step: also time the model's parts alone, forward and backward (backbone, decoder,
+    /// head with the upsampling, loss), as the reference's `--parts` does.
+    #[arg(long)]
+    parts: bool,
+    /// seg-step (FPN): also time every operation of the decoder, head and loss alone, summed
+    /// per kind (conv3x3, groupnorm, bilinear x2, ...), as the reference's `--ops` does.
+    #[arg(long)]
+    ops: bool,
     /// cpu | vulkan | wgpu | cuda (see the README's GPU section).
     #[arg(long, default_value = "cpu")]
     device: graft::tensor::DeviceKind,
@@ -236,8 +256,12 @@ pub fn run(a: BenchArgs) -> Result<()> {
         }
         "loader" => loader(&a)?,
         "text-infer" | "text-step" => text(&a, threads)?,
+        "seg-step" => seg::seg_step(&a, threads)?,
         other => {
-            bail!("unknown bench `{other}` (train-step, infer, linear-probe, fine-tune, loader)")
+            bail!(
+                "unknown bench `{other}` (train-step, infer, linear-probe, fine-tune, loader, \
+                 text-infer, text-step, seg-step)"
+            )
         }
     }
     Ok(())
