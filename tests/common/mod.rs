@@ -2,6 +2,8 @@
 //! and the golden files it writes.
 #![allow(dead_code)]
 
+pub mod scenes;
+
 use std::collections::BTreeMap;
 use std::path::{Path, PathBuf};
 
