@@ -66,6 +66,18 @@ impl std::str::FromStr for Strategy {
     }
 }
 
+impl Strategy {
+    /// Whether a backbone parameter of stage `stage` (of `stages`, as `stage_of` numbers them)
+    /// trains under this strategy; the new head or decoder always trains.
+    pub fn trains_stage(self, stage: usize, stages: usize) -> bool {
+        match self {
+            Self::LinearProbe | Self::Frozen => false,
+            Self::Partial(k) => stage + k >= stages,
+            Self::FineTune | Self::Scratch => true,
+        }
+    }
+}
+
 impl std::fmt::Display for Strategy {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
         match self {

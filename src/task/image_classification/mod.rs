@@ -223,13 +223,8 @@ fn train_network(s: &Setup<'_>, model: Classifier) -> Result<Outcome> {
         if is_head(key) {
             return true;
         }
-        match cfg.strategy {
-            Strategy::Partial(k) => {
-                let (stage, n) = preset.arch.stage_of(key);
-                stage + k >= n
-            }
-            _ => true,
-        }
+        let (stage, n) = preset.arch.stage_of(key);
+        cfg.strategy.trains_stage(stage, n)
     };
     let bn_trains = |key: &str| cfg.bn == BnPolicy::Train && trains(&format!("{key}.weight"));
     let ad = s.run.device.clone().autodiff();

@@ -464,18 +464,8 @@ fn pairs(split: &Path) -> Result<Vec<SegSample>> {
 
 /// The files of `dir` (not hidden, not folders), sorted.
 fn list(dir: &Path) -> Result<Vec<PathBuf>> {
-    let mut files: Vec<PathBuf> = std::fs::read_dir(dir)
-        .map_err(|e| Error::io(dir, e))?
-        .filter_map(|e| e.ok().map(|e| e.path()))
-        .filter(|p| {
-            p.is_file()
-                && !p
-                    .file_name()
-                    .and_then(|n| n.to_str())
-                    .is_some_and(|n| n.starts_with('.'))
-        })
-        .collect();
-    files.sort();
+    let mut files = crate::data::folder::entries(dir)?;
+    files.retain(|p| p.is_file() && !crate::data::folder::is_hidden(p));
     Ok(files)
 }
 

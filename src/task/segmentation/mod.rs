@@ -307,14 +307,8 @@ fn train(
         if is_new(key) {
             return true;
         }
-        match cfg.strategy {
-            Strategy::Frozen => false,
-            Strategy::Partial(k) => {
-                let (stage, n) = preset.arch.stage_of(key);
-                stage + k >= n
-            }
-            _ => true,
-        }
+        let (stage, n) = preset.arch.stage_of(key);
+        cfg.strategy.trains_stage(stage, n)
     };
     // Flags: every BatchNorm by the policy; the decoder's dropout is always on while training.
     let bn_trains = |key: &str| {

@@ -289,13 +289,8 @@ fn train_network(s: &Setup<'_>, model: TextClassifier) -> Result<Outcome> {
         if key.starts_with(&format!("{head}.")) {
             return true;
         }
-        match cfg.strategy {
-            Strategy::Partial(k) => {
-                let (stage, n) = config.stage_of(key);
-                stage + k >= n
-            }
-            _ => true,
-        }
+        let (stage, n) = config.stage_of(key);
+        cfg.strategy.trains_stage(stage, n)
     };
     // Dropout (a `training` flag like BatchNorm's) is active where the weights train.
     let dropout_trains = |key: &str| {
