@@ -10,17 +10,29 @@ use std::path::{Path, PathBuf};
 pub enum Error {
     /// A problem with a specific file: its path and what is wrong with it.
     #[error("{}: {msg}", path.display())]
-    File { path: PathBuf, msg: String },
+    File {
+        /// The file the problem is about.
+        path: PathBuf,
+        /// What is wrong with it (without the path, which the message prefixes).
+        msg: String,
+    },
     /// An I/O failure while touching a file. The OS error is part of the message, not a
     /// `source` (a source is printed again after the message by `{:#}`: the OS text twice).
     #[error("{}: {}", path.display(), io_text(cause))]
     Io {
+        /// The file being read, written, created or removed.
         path: PathBuf,
+        /// The operating system's error.
         cause: std::io::Error,
     },
     /// A tensor that is missing, unexpected or of the wrong shape.
     #[error("tensor `{name}`: {msg}")]
-    Tensor { name: String, msg: String },
+    Tensor {
+        /// The tensor's name (its checkpoint key or module path).
+        name: String,
+        /// What is wrong with it.
+        msg: String,
+    },
     /// An invalid setting (flag, config key, spec string).
     #[error("{0}")]
     Invalid(String),

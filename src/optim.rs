@@ -93,11 +93,17 @@ impl std::fmt::Display for Betas {
 /// Hyper-parameters of the update rule (the learning rate comes with each step).
 #[derive(Debug, Clone, Copy, PartialEq)]
 pub struct OptimizerConfig {
+    /// The update rule.
     pub kind: OptimizerKind,
+    /// SGD's momentum factor (0: none).
     pub momentum: f64,
+    /// SGD: Nesterov momentum.
     pub nesterov: bool,
+    /// Adam/AdamW's decay rates of the first and second moment estimates.
     pub betas: (f64, f64),
+    /// Adam/AdamW: added to the square root of the second moment (PyTorch's default 1e-8).
     pub eps: f64,
+    /// L2 penalty (SGD, Adam) or decoupled decay (AdamW); 0 for none.
     pub weight_decay: f64,
 }
 
@@ -220,6 +226,7 @@ impl State {
 
 /// An optimizer: configuration plus state.
 pub struct Optimizer {
+    /// The update rule's hyper-parameters.
     pub config: OptimizerConfig,
     state: BTreeMap<String, State>,
 }
@@ -405,10 +412,13 @@ impl Optimizer {
 /// The learning-rate schedule, evaluated per epoch or per step ([`ScheduleUnit`]).
 #[derive(Debug, Clone, Copy, PartialEq)]
 pub enum Schedule {
+    /// The base rate throughout (after any warm-up).
     Constant,
     /// Multiply by `gamma` every `every` epochs (`StepLR`).
     Step {
+        /// The interval, in epochs (in steps with the step unit).
         every: usize,
+        /// The factor applied at each interval.
         gamma: f64,
     },
     /// Cosine annealing to 0 over the epochs after warm-up (`CosineAnnealingLR`, eta_min 0).
@@ -501,11 +511,15 @@ crate::text_setting!(ScheduleUnit);
 /// The learning rate of every optimizer step of one epoch.
 #[derive(Debug, Clone, Copy, PartialEq)]
 pub struct EpochRates {
+    /// The base learning rate (the `lr` setting).
     pub base: f64,
+    /// How the rate changes over the run.
     pub schedule: Schedule,
+    /// Whether the schedule advances per epoch or per optimizer step.
     pub unit: ScheduleUnit,
     /// 0-based.
     pub epoch: usize,
+    /// Epochs in the whole run.
     pub epochs: usize,
     /// Optimizer steps in an epoch (1 for full-batch `gd`).
     pub steps_per_epoch: usize,

@@ -14,8 +14,9 @@ use crate::data::split::{Dataset, Subset};
 use crate::error::{Error, Result};
 use crate::files::read_file;
 
-/// Where the `fashion-mnist` and `mnist` shorthands look.
+/// Where the `fashion-mnist` shorthand looks.
 pub const FASHION_MNIST_DIR: &str = "/usr/share/datasets/fashion-mnist";
+/// Where the `mnist` shorthand looks.
 pub const MNIST_DIR: &str = "/usr/share/datasets/mnist";
 
 /// The Fashion-MNIST class names, in label order.

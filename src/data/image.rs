@@ -10,7 +10,9 @@ use crate::error::{Error, Result};
 /// converts to `f32` exactly once (see [`crate::data::transform`]).
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct Image {
+    /// Width in pixels (columns).
     pub width: u32,
+    /// Height in pixels (rows).
     pub height: u32,
     /// 1 (gray) or 3 (RGB).
     pub channels: u8,

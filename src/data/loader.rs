@@ -36,17 +36,23 @@ pub enum Sampler {
 /// source index, as in `Subset::indices`) belong to image `j`.
 #[derive(Debug, Clone, PartialEq)]
 pub struct Batch {
+    /// The transformed images, `[n, c, h, w]` row-major (`n * c * h * w` values).
     pub images: Vec<f32>,
+    /// `[n, c, h, w]`: images, channels, height, width.
     pub shape: [usize; 4],
+    /// The class of each image.
     pub labels: Vec<usize>,
+    /// The source index of each image (as in `Subset::indices`).
     pub indices: Vec<usize>,
 }
 
 impl Batch {
+    /// The number of images in the batch (`n`).
     pub fn len(&self) -> usize {
         self.labels.len()
     }
 
+    /// Whether the batch holds no image.
     pub fn is_empty(&self) -> bool {
         self.labels.is_empty()
     }

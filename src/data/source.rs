@@ -41,7 +41,9 @@ pub trait Source: Send + Sync {
 pub struct InMemory {
     /// Used in `describe` (`"NAME sample 3"`).
     pub name: String,
+    /// The samples, in index order.
     pub images: Vec<Image>,
+    /// The class of each image (`labels[i]` is `images[i]`'s).
     pub labels: Vec<usize>,
 }
 
@@ -113,6 +115,7 @@ impl Source for InMemory {
 pub struct ContentHash(Sha256);
 
 impl ContentHash {
+    /// An empty hash.
     pub fn new() -> Self {
         ContentHash(Sha256::new())
     }
@@ -123,6 +126,7 @@ impl ContentHash {
         self.0.update(bytes);
     }
 
+    /// The SHA-256 of everything added, as 64 lowercase hex digits.
     pub fn finish(self) -> String {
         format!("{:x}", self.0.finalize())
     }

@@ -18,7 +18,9 @@ use crate::error::{Error, Result};
 /// is source sample `indices[k]`.
 #[derive(Clone)]
 pub struct Subset {
+    /// The source the samples come from (shared between subsets).
     pub source: Arc<dyn Source>,
+    /// Source indices, in subset order.
     pub indices: Vec<usize>,
 }
 
@@ -38,10 +40,12 @@ impl Subset {
         Subset { source, indices }
     }
 
+    /// The number of samples in the subset.
     pub fn len(&self) -> usize {
         self.indices.len()
     }
 
+    /// Whether the subset holds no sample.
     pub fn is_empty(&self) -> bool {
         self.indices.is_empty()
     }
@@ -83,9 +87,14 @@ impl Subset {
 pub struct Dataset {
     /// The spec or a short name, used in messages.
     pub name: String,
+    /// Class names in label order: label `k` is `class_names[k]`.
     pub class_names: Vec<String>,
+    /// The training split.
     pub train: Subset,
+    /// The validation split, when the dataset has one or one was held out
+    /// (see [`Dataset::with_val_split`]).
     pub val: Option<Subset>,
+    /// The test split: evaluated once, after training.
     pub test: Subset,
 }
 

@@ -61,13 +61,20 @@ pub fn group_by_length<S: AsRef<str>>(
 pub struct TextDataset {
     /// The spec, for messages.
     pub name: String,
+    /// Class names in label order (the labels' values, sorted).
     pub class_names: Vec<String>,
+    /// Every text of every split, in file order.
     pub texts: Arc<Vec<String>>,
+    /// The class of each text (`labels[i]` is `texts[i]`'s).
     pub labels: Arc<Vec<usize>>,
     /// Where each text comes from (`file:line`), for messages and reports.
     pub origins: Arc<Vec<String>>,
+    /// The training split: positions into `texts`.
     pub train: Vec<usize>,
+    /// The validation split (positions into `texts`), when the dataset has one or one was held
+    /// out (see [`TextDataset::with_val_split`]).
     pub val: Option<Vec<usize>>,
+    /// The test split: positions into `texts`.
     pub test: Vec<usize>,
 }
 

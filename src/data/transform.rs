@@ -24,26 +24,52 @@ pub enum Step {
     ToRgb,
     /// Bilinear resize to `w`×`h`, as `F.interpolate(mode="bilinear", align_corners=False,
     /// antialias=False)` on the float image.
-    Resize { w: usize, h: usize },
+    Resize {
+        /// Output width in pixels.
+        w: usize,
+        /// Output height in pixels.
+        h: usize,
+    },
     /// Bilinear resize so the shorter side is `size`; the longer is `size * long / short`
     /// truncated (torchvision `Resize(int)`).
     ResizeShorter(usize),
     /// `auto` resize: the shorter side to `size` when the image is smaller than `size` (an
     /// upscaled small image, e.g. 28 px Fashion-MNIST at 64: all of it is object, and the
     /// training transform sees it whole), else to `shorter` (the ImageNet convention).
-    ResizeShorterAuto { size: usize, shorter: usize },
+    ResizeShorterAuto {
+        /// The training resolution (the crop's side).
+        size: usize,
+        /// The shorter side for images at least `size` (`size / 0.875`, see
+        /// [`SHORTER_CROP_RATIO`]).
+        shorter: usize,
+    },
     /// Central `size`×`size` window (torchvision `CenterCrop`: offsets rounded half to even,
     /// zero padding when the image is smaller).
     CenterCrop(usize),
     /// torchvision `RandomCrop(size, padding)`: pad every side with `padding` zeros, then take a
     /// `size`×`size` window at offsets drawn uniformly (top first, then left).
-    RandomCrop { size: usize, padding: usize },
+    RandomCrop {
+        /// The window's side in pixels.
+        size: usize,
+        /// Zeros added on every side before cropping.
+        padding: usize,
+    },
     /// Mirror left-right with probability 0.5.
     RandomHorizontalFlip,
     /// `(x - mean[c]) / std[c]` per channel (a one-channel image uses index 0).
-    Normalize { mean: [f32; 3], std: [f32; 3] },
+    Normalize {
+        /// Per-channel mean, on the `[0, 1]` scale.
+        mean: [f32; 3],
+        /// Per-channel standard deviation, on the `[0, 1]` scale.
+        std: [f32; 3],
+    },
     /// Fails unless the image is exactly `w`×`h` (resize mode `none`).
-    RequireSize { w: usize, h: usize },
+    RequireSize {
+        /// Required width in pixels.
+        w: usize,
+        /// Required height in pixels.
+        h: usize,
+    },
 }
 
 impl Step {

@@ -10,8 +10,11 @@ use crate::transferability::linalg::symmetric_eigen;
 /// One image's activations (or gradients) at a layer: `channels × (height·width)`, row-major.
 #[derive(Debug, Clone, Copy)]
 pub struct Maps<'a> {
+    /// `channels * pixels` values: channel `k`'s map is `values[k * pixels..(k + 1) * pixels]`.
     pub values: &'a [f32],
+    /// The number of channels (`c`).
     pub channels: usize,
+    /// Positions per channel: the layer's `height * width`.
     pub pixels: usize,
 }
 

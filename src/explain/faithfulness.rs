@@ -26,8 +26,9 @@ pub struct Faithfulness {
     pub deletion: Vec<f32>,
     /// Class probability with 0, 1/STEPS, ... 1 of the pixels inserted into the baseline.
     pub insertion: Vec<f32>,
-    /// Area under each curve (trapezoids over the fraction 0…1).
+    /// Area under the deletion curve (trapezoids over the fraction 0…1): lower is better.
     pub deletion_auc: f32,
+    /// Area under the insertion curve (trapezoids over the fraction 0…1): higher is better.
     pub insertion_auc: f32,
     /// `insertion_auc - deletion_auc`.
     pub score: f32,

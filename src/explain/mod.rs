@@ -144,7 +144,9 @@ pub struct Explanation {
     /// The map at the stage's resolution, row-major `height × width`: ReLU'd and scaled to
     /// [0, 1] as pytorch-grad-cam scales it (before its resize to the input).
     pub cam: Vec<f32>,
+    /// Rows of `cam`: the stage's feature-map height.
     pub height: usize,
+    /// Columns of `cam`: the stage's feature-map width.
     pub width: usize,
 }
 

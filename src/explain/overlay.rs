@@ -85,7 +85,7 @@ pub fn heat_image(
     })
 }
 
-/// [`heat_image`] at least [`MIN_SIDE`] pixels a side, with a colour bar on the right and
+/// [`heat_image`] at least `MIN_SIDE` (224) pixels a side, with a colour bar on the right and
 /// `caption` below: what `graft explain --out` writes.
 pub fn overlay(image: &RgbImage, cam: &[f32], hw: (usize, usize), caption: &str) -> RgbImage {
     let heat = heat_image(image, cam, hw, MIN_SIDE);

@@ -3,8 +3,11 @@
 /// The activation a convolution can apply to its output in the same pass (inference).
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum Activation {
+    /// No activation: the output as computed.
     Identity,
+    /// `max(x, 0)` (`nn.ReLU`).
     Relu,
+    /// `min(max(x, 0), 6)` (`nn.ReLU6`, as in MobileNet and EfficientNet-Lite).
     Relu6,
 }
 

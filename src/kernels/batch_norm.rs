@@ -13,8 +13,11 @@ use rayon::prelude::*;
 /// Shapes of one batch normalisation: `batch` images of `channels` planes of `plane` values.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub struct NormGeometry {
+    /// Images in the batch (`N`).
     pub batch: usize,
+    /// Channels (`C`): one mean and variance each.
     pub channels: usize,
+    /// Values per channel per image (`H * W`).
     pub plane: usize,
 }
 

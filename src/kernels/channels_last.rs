@@ -37,7 +37,7 @@ pub(super) const COL_BUDGET: usize = 4 << 20;
 /// `(ky, kx, c_in)` like the weight's rows. A plain 1×1 convolution skips the unfolding: `x` is
 /// the matrix, and the output buffer is written first by the GEMM (no zeroing), then bias and
 /// activation are applied in one pass. Anything else goes by tap classes
-/// ([`conv2d_by_tap_class`]).
+/// (`conv2d_by_tap_class`).
 pub fn conv2d_forward(
     g: &ConvGeometry,
     x: &[f32],

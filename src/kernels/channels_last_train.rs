@@ -72,7 +72,9 @@ fn permute_rows(src: &[f32], len: usize, from: impl Fn(usize) -> usize + Sync) -
 /// What [`conv2d_backward`] is asked for.
 #[derive(Debug, Clone, Copy)]
 pub struct Wanted {
+    /// Compute the gradient with respect to the input `x`.
     pub input: bool,
+    /// Compute the gradient with respect to the weight.
     pub weight: bool,
 }
 

@@ -25,16 +25,25 @@ use super::transpose::transpose_strided;
 /// Shapes and options of one convolution (NCHW input, OIHW weight).
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub struct ConvGeometry {
+    /// Images in the batch (`N`).
     pub batch: usize,
+    /// Input channels.
     pub c_in: usize,
+    /// Input height in pixels.
     pub h: usize,
+    /// Input width in pixels.
     pub w: usize,
+    /// Output channels (the weight's first dimension).
     pub c_out: usize,
+    /// Kernel height.
     pub kh: usize,
+    /// Kernel width.
     pub kw: usize,
+    /// Stride along the height and the width.
     pub stride: [usize; 2],
     /// (before, after) zero padding for the height and the width axes.
     pub padding: [(usize, usize); 2],
+    /// Spacing between kernel taps along the height and the width (1: adjacent).
     pub dilation: [usize; 2],
 }
 

@@ -129,8 +129,11 @@ pub fn add<const D: usize>(a: Tensor<D>, b: Tensor<D>) -> Tensor<D> {
 /// What [`batch_norm_train`] returns: the normalised input and the batch statistics it used
 /// (mean and biased variance per channel, for the running averages).
 pub struct TrainNorm {
+    /// The normalised, scaled and shifted input, `[N, C, H, W]`.
     pub output: Tensor<4>,
+    /// The batch mean per channel, `[C]`.
     pub mean: Tensor<1>,
+    /// The biased (divided by `N * H * W`) batch variance per channel, `[C]`.
     pub variance: Tensor<1>,
 }
 
@@ -181,7 +184,8 @@ pub fn relu<const D: usize>(x: Tensor<D>) -> Tensor<D> {
 /// convolution, pooling, normalisation and activation kernels keep the order they are given, so
 /// a network fed a channels-last input runs channels-last throughout: no layout changes inside
 /// the depthwise kernels, one GEMM per pointwise convolution (see `channels_last.rs`). Every
-/// network calls it on its input (see [`train_channels_last`]).
+/// network calls it on its input (see
+/// [`train_channels_last`](crate::kernels::train_channels_last)).
 pub fn to_channels_last(x: Tensor<4>) -> Tensor<4> {
     if !enabled() || !is_flex(&x) {
         return x;

@@ -12,9 +12,13 @@ use rayon::prelude::*;
 /// `torch.optim.SGD`'s hyper-parameters for one step.
 #[derive(Debug, Clone, Copy, PartialEq)]
 pub struct SgdStep {
+    /// Learning rate.
     pub lr: f32,
+    /// Momentum factor `μ` (0: plain SGD, no buffer); dampening is 0.
     pub momentum: f32,
+    /// L2 penalty added to the gradient (`g + weight_decay · p`).
     pub weight_decay: f32,
+    /// Nesterov momentum: step along `g + μ·buf` rather than `buf`.
     pub nesterov: bool,
 }
 

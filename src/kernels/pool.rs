@@ -11,10 +11,15 @@ use rayon::prelude::*;
 pub struct PoolGeometry {
     /// Number of (image, channel) planes.
     pub planes: usize,
+    /// Input height in pixels.
     pub h: usize,
+    /// Input width in pixels.
     pub w: usize,
+    /// Window height and width.
     pub kernel: [usize; 2],
+    /// Stride along the height and the width.
     pub stride: [usize; 2],
+    /// Implicit −∞ padding on both sides of the height and the width axes.
     pub padding: [usize; 2],
 }
 

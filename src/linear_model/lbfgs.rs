@@ -15,6 +15,7 @@ use std::collections::VecDeque;
 pub struct Settings {
     /// Curvature pairs kept.
     pub memory: usize,
+    /// Iteration limit (scikit-learn's `max_iter`); reaching it is not convergence.
     pub max_iter: usize,
     /// Stop when `max |g_i| <= gtol`.
     pub gtol: f64,
@@ -41,6 +42,7 @@ impl Default for Settings {
 pub struct Outcome {
     /// Final objective.
     pub value: f64,
+    /// Iterations taken.
     pub iterations: usize,
     /// Objective + gradient evaluations (line-search trials included).
     pub evaluations: usize,

@@ -23,12 +23,16 @@ const ROWS: usize = 256;
 /// Row-major `(n, d)` features and their labels.
 #[derive(Debug, Clone, Copy)]
 pub struct Data<'a> {
+    /// The features, `n * d` values, row `i` is sample `i`.
     pub x: &'a [f32],
+    /// The class of each row, in `0..classes`.
     pub y: &'a [usize],
+    /// Features per row.
     pub d: usize,
 }
 
 impl Data<'_> {
+    /// The number of rows (samples).
     pub fn n(&self) -> usize {
         self.y.len()
     }
@@ -37,12 +41,16 @@ impl Data<'_> {
 /// The parameters: `w` is `(classes, d)` row-major (PyTorch's `Linear.weight`), `b` `(classes)`.
 #[derive(Debug, Clone, PartialEq)]
 pub struct Model {
+    /// Weights, `classes * d` values, row-major `(classes, d)`.
     pub w: Vec<f64>,
+    /// Intercepts, one per class.
     pub b: Vec<f64>,
+    /// The number of classes (rows of `w`).
     pub classes: usize,
 }
 
 impl Model {
+    /// All-zero parameters: the solver's starting point (as scikit-learn's).
     pub fn zeros(classes: usize, d: usize) -> Self {
         Model {
             w: vec![0.0; classes * d],
@@ -212,11 +220,14 @@ fn log_sum_exp(row: &[f32]) -> (f64, usize) {
 /// scikit-learn's `StandardScaler`; a constant feature keeps scale 1).
 #[derive(Debug, Clone, PartialEq)]
 pub struct Standardizer {
+    /// Per-feature mean.
     pub mean: Vec<f64>,
+    /// Per-feature population standard deviation (1 for a constant feature).
     pub scale: Vec<f64>,
 }
 
 impl Standardizer {
+    /// The statistics of `x`, row-major with `d` features per row.
     pub fn fit(x: &[f32], d: usize) -> Self {
         let n = (x.len() / d.max(1)).max(1) as f64;
         let mut mean = vec![0.0; d];

@@ -29,9 +29,13 @@ pub enum DenseMode {
 /// The options smp's `DiceLoss` / `JaccardLoss` take.
 #[derive(Debug, Clone, Copy, PartialEq)]
 pub struct OverlapOptions {
+    /// How logits become probabilities.
     pub mode: DenseMode,
+    /// Added to the numerator and the denominator of each class's score (smp default 0).
     pub smooth: f64,
+    /// Lower bound of each class's score, so that `−ln` stays finite (smp default 1e-7).
     pub eps: f64,
+    /// `−ln score` instead of `1 − score`.
     pub log_loss: bool,
     /// Target value of pixels left out (smp: `None` by default; VOC masks use 255).
     pub ignore_index: Option<i64>,
@@ -143,6 +147,7 @@ pub fn cross_entropy(
 /// `normalized=False`, `reduced_threshold=None`, no class weights, from logits).
 #[derive(Debug, Clone, Copy, PartialEq)]
 pub struct FocalOptions {
+    /// How logits become probabilities.
     pub mode: DenseMode,
     /// The focusing exponent: `(1 − p_t)^γ` down-weights pixels already well classified; 0 is
     /// plain binary cross-entropy.

@@ -137,9 +137,17 @@ crate::text_setting!(ClassWeights);
 #[derive(Debug, Clone, PartialEq)]
 pub enum LossKind {
     /// Cross-entropy, optionally class-weighted and label-smoothed (`F.cross_entropy`).
-    CrossEntropy { label_smoothing: f64 },
+    CrossEntropy {
+        /// `F.cross_entropy`'s `label_smoothing`: the share of the target mass spread evenly
+        /// over all classes, in `[0, 1)`.
+        label_smoothing: f64,
+    },
     /// Multi-class focal loss: `-w_y (1 - p_y)^gamma log p_y`, mean over samples.
-    Focal { gamma: f64 },
+    Focal {
+        /// The focusing exponent: 0 is plain cross-entropy; larger values down-weight the
+        /// samples already classified with confidence.
+        gamma: f64,
+    },
     /// Mean squared error between the logits and the one-hot targets (`F.mse_loss`).
     Mse,
 }
@@ -147,7 +155,10 @@ pub enum LossKind {
 /// A loss with its optional per-class weights.
 #[derive(Debug, Clone)]
 pub struct Loss {
+    /// Which loss.
     pub kind: LossKind,
+    /// One weight per class (`weight=` of PyTorch's losses), resolved from
+    /// [`ClassWeights`]; `None` weighs every class 1.
     pub class_weights: Option<Vec<f32>>,
 }
 

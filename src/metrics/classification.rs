@@ -15,15 +15,21 @@ pub const ACCURACY: Metric = Metric {
 /// Metrics of one evaluation, serialisable into `eval.json`.
 #[derive(Debug, Clone, Serialize, Deserialize)]
 pub struct Evaluation {
+    /// The number of samples evaluated.
     pub samples: usize,
+    /// The share of samples whose highest logit is the true class.
     pub accuracy: f64,
     /// Top-k accuracy for the k in `top_k` (the true label among the k highest logits).
     pub top_k: Vec<(usize, f64)>,
+    /// The loss averaged over samples.
     pub mean_loss: f64,
+    /// Class names in label order (the rows and columns of `confusion`).
     pub class_names: Vec<String>,
     /// `confusion[true][predicted]` counts.
     pub confusion: Vec<Vec<usize>>,
+    /// Precision, recall, F1 and support of each class, in label order.
     pub per_class: Vec<ClassMetrics>,
+    /// The unweighted mean of the classes' F1 (scikit-learn's `average="macro"`).
     pub macro_f1: f64,
     /// The misclassified samples of lowest index (at most [`MAX_MISCLASSIFIED`]), for the
     /// report's grid.
@@ -50,7 +56,9 @@ fn keep_first(m: &mut Vec<Misclassified>) {
 pub struct Misclassified {
     /// Index of the sample in its dataset source (`Source::load(index)`).
     pub index: usize,
+    /// The true class.
     pub label: usize,
+    /// The class with the highest logit.
     pub predicted: usize,
     /// Softmax probability of the predicted class.
     pub probability: f32,
@@ -59,10 +67,15 @@ pub struct Misclassified {
 /// One class's row of the report.
 #[derive(Debug, Clone, Serialize, Deserialize)]
 pub struct ClassMetrics {
+    /// The class name.
     pub name: String,
+    /// Of the samples predicted as this class, the share that are (0 when none is).
     pub precision: f64,
+    /// Of the samples of this class, the share predicted as it (0 when there are none).
     pub recall: f64,
+    /// The harmonic mean of precision and recall (0 when both are 0).
     pub f1: f64,
+    /// The number of samples of this class.
     pub support: usize,
 }
 

@@ -9,6 +9,8 @@ pub struct Metric {
     pub name: &'static str,
     /// How the report titles it (`Accuracy`, `mIoU`).
     pub label: &'static str,
+    /// Whether a larger value is better (accuracy) or worse (loss): what early stopping
+    /// and the best epoch compare by.
     pub higher_is_better: bool,
 }
 
@@ -22,6 +24,7 @@ pub const LOSS: Metric = Metric {
 /// One split's numbers for an epoch: the mean loss and each of the task's metrics.
 #[derive(Debug, Clone, PartialEq)]
 pub struct Scores {
+    /// The mean loss over the split's samples.
     pub loss: f64,
     /// `(metric name, value)` in the task's order.
     pub metrics: Vec<(&'static str, f64)>,

@@ -66,6 +66,7 @@ impl Confusion {
         }
     }
 
+    /// The number of classes (the matrix is `classes × classes`).
     pub fn classes(&self) -> usize {
         self.classes
     }
@@ -241,12 +242,14 @@ fn mean(v: &[f64]) -> f64 {
 /// weighted by its images, as the classification tally weighs by samples) and the confusion.
 #[derive(Debug, Clone, PartialEq)]
 pub struct SegTally {
+    /// The pixel confusion matrix accumulated so far.
     pub confusion: Confusion,
     loss_sum: f64,
     samples: usize,
 }
 
 impl SegTally {
+    /// An empty tally for `classes` classes.
     pub fn new(classes: usize) -> SegTally {
         SegTally {
             confusion: Confusion::new(classes),

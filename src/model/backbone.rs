@@ -27,7 +27,9 @@ pub(crate) fn key_rename(container: &str, field: &str) -> Option<&'static str> {
 #[allow(clippy::large_enum_variant)]
 #[derive(Module, Debug)]
 pub enum Backbone {
+    /// A torchvision-style ResNet (`resnet18`, `resnet34`, `resnet50`, `resnet_tiny`).
     ResNet(ResNet),
+    /// An EfficientNet-Lite (`efficientnet_lite0` to `efficientnet_lite2`, and a narrow Lite0).
     EfficientNetLite(EfficientNetLite),
 }
 

@@ -22,21 +22,32 @@ use crate::kernels;
 /// The fields of an HF `config.json` a BERT encoder needs.
 #[derive(Debug, Clone, Copy, PartialEq, Deserialize)]
 pub struct BertConfig {
+    /// Rows of the word embedding table (token ids are below it).
     pub vocab_size: usize,
+    /// Width of every token's hidden state (384 for all-MiniLM-L6-v2, 768 for BERT-base).
     pub hidden_size: usize,
+    /// Transformer layers.
     pub num_hidden_layers: usize,
+    /// Attention heads per layer; `hidden_size` is a multiple of it.
     pub num_attention_heads: usize,
+    /// Width of each layer's feed-forward block (usually `4 * hidden_size`).
     pub intermediate_size: usize,
+    /// The longest sequence the position table covers, in tokens (default 512).
     #[serde(default = "default_positions")]
     pub max_position_embeddings: usize,
+    /// Rows of the token-type (segment) embedding table (default 2).
     #[serde(default = "default_type_vocab")]
     pub type_vocab_size: usize,
+    /// `eps` of every LayerNorm (default 1e-12).
     #[serde(default = "default_eps")]
     pub layer_norm_eps: f64,
+    /// Dropout after the embeddings and each dense output (default 0.1).
     #[serde(default = "default_dropout")]
     pub hidden_dropout_prob: f64,
+    /// Dropout on the attention probabilities (default 0.1).
     #[serde(default = "default_dropout")]
     pub attention_probs_dropout_prob: f64,
+    /// The id of the padding token (default 0).
     #[serde(default)]
     pub pad_token_id: usize,
 }
@@ -189,53 +200,84 @@ fn linear(d_in: usize, d_out: usize, device: &Device) -> Linear {
     }
 }
 
+/// HF's `BertEmbeddings`: word + position + token-type embeddings, then LayerNorm and
+/// dropout (`embeddings.*`).
 #[derive(Module, Debug)]
 pub struct BertEmbeddings {
+    /// `[vocab_size, hidden]`: one vector per token id.
     pub word_embeddings: Embedding,
+    /// `[max_position_embeddings, hidden]`: one vector per absolute position.
     pub position_embeddings: Embedding,
+    /// `[type_vocab_size, hidden]`: one vector per segment (sentence A / B).
     pub token_type_embeddings: Embedding,
+    /// Over the sum of the three embeddings (`embeddings.LayerNorm`).
     pub layer_norm: LayerNorm,
+    /// `hidden_dropout_prob`, after the LayerNorm.
     pub dropout: Dropout,
 }
 
+/// HF's `BertSelfAttention`: multi-head scaled dot-product attention over the layer's
+/// input (`attention.self.*`).
 #[derive(Module, Debug)]
 pub struct BertSelfAttention {
+    /// Query projection, `hidden → hidden`.
     pub query: Linear,
+    /// Key projection, `hidden → hidden`.
     pub key: Linear,
+    /// Value projection, `hidden → hidden`.
     pub value: Linear,
+    /// `attention_probs_dropout_prob`, on the attention probabilities.
     pub dropout: Dropout,
+    /// The number of heads (`num_attention_heads`); not a parameter.
     #[module(skip)]
     pub heads: usize,
 }
 
+/// `LayerNorm(dropout(dense(x)) + residual)`: HF's `BertSelfOutput` (after attention) and
+/// `BertOutput` (after the feed-forward block), which have the same parameters.
 #[derive(Module, Debug)]
 pub struct BertSelfOutput {
+    /// The output projection (`hidden → hidden` after attention, `intermediate → hidden`
+    /// after the feed-forward block).
     pub dense: Linear,
+    /// Over the projection plus the residual (`LayerNorm` in HF's keys).
     pub layer_norm: LayerNorm,
+    /// `hidden_dropout_prob`, on the projection.
     pub dropout: Dropout,
 }
 
+/// HF's `BertAttention`: self-attention and its output block (`attention.*`).
 #[derive(Module, Debug)]
 pub struct BertAttention {
     /// `attention.self` in the checkpoints ([`KEY_RENAMES`]).
     pub self_attention: BertSelfAttention,
+    /// Projection, dropout and residual LayerNorm (`attention.output.*`).
     pub output: BertSelfOutput,
 }
 
+/// HF's `BertIntermediate`: the feed-forward block's expansion, followed by erf GELU.
 #[derive(Module, Debug)]
 pub struct BertIntermediate {
+    /// `hidden → intermediate_size`.
     pub dense: Linear,
 }
 
+/// One transformer layer (`encoder.layer.N.*`): attention, then the feed-forward block,
+/// each with a residual LayerNorm (post-norm, as BERT).
 #[derive(Module, Debug)]
 pub struct BertLayer {
+    /// Self-attention with its residual LayerNorm.
     pub attention: BertAttention,
+    /// The feed-forward expansion and GELU.
     pub intermediate: BertIntermediate,
+    /// The feed-forward projection back to `hidden`, with its residual LayerNorm.
     pub output: BertSelfOutput,
 }
 
+/// HF's `BertEncoder`: the stack of layers (`encoder.*`).
 #[derive(Module, Debug)]
 pub struct BertEncoder {
+    /// `num_hidden_layers` layers, applied in order (`encoder.layer.N`).
     pub layer: Vec<BertLayer>,
 }
 
@@ -243,8 +285,11 @@ pub struct BertEncoder {
 /// used: sentence embeddings pool the hidden states).
 #[derive(Module, Debug)]
 pub struct Bert {
+    /// Token ids → the first hidden states.
     pub embeddings: BertEmbeddings,
+    /// The transformer layers.
     pub encoder: BertEncoder,
+    /// The `config.json` the encoder was built from; not a parameter.
     #[module(skip)]
     pub config: BertConfig,
 }

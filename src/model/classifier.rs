@@ -10,7 +10,9 @@ use super::registry::Preset;
 /// A backbone with a linear classification head.
 #[derive(Module, Debug)]
 pub struct Classifier {
+    /// The feature extractor, pooled to one vector per image.
     pub backbone: Backbone,
+    /// `features → num_classes` logits.
     pub head: Linear,
 }
 

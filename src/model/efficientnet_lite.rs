@@ -59,9 +59,14 @@ const BN_MOMENTUM: f64 = 0.01;
 /// a narrow copy built by the same code.
 #[derive(Debug, Clone, Copy)]
 pub struct EfficientNetSpec {
+    /// The stage table: one row per stage of MBConv blocks (see [`Stage`]).
     pub stages: &'static [Stage],
+    /// Output channels of the stem convolution in the real network (32).
     pub stem: usize,
+    /// Output channels of the 1×1 head convolution in the real network (1280): the
+    /// feature width before `width_div`.
     pub head: usize,
+    /// Divides every channel count (1: the real network).
     pub width_div: usize,
 }
 
@@ -132,12 +137,20 @@ impl EfficientNetSpec {
 /// Mobile inverted bottleneck: [expand 1×1] → depthwise k×k → project 1×1 (+ skip).
 #[derive(Module, Debug)]
 pub struct MbConv {
+    /// 1×1 expansion to `c_in * expand` channels; absent when the expansion ratio is 1.
     pub _expand_conv: Option<Conv2d>,
+    /// BatchNorm after the expansion (present with it), followed by ReLU6.
     pub _bn0: Option<BatchNorm2d>,
+    /// k×k depthwise convolution (TensorFlow "same" padding), carrying the block's stride.
     pub _depthwise_conv: Conv2d,
+    /// BatchNorm after the depthwise convolution, followed by ReLU6.
     pub _bn1: BatchNorm2d,
+    /// 1×1 projection to `c_out` channels (linear: no activation after it).
     pub _project_conv: Conv2d,
+    /// BatchNorm after the projection.
     pub _bn2: BatchNorm2d,
+    /// Whether the input is added to the output: stride 1 and `c_in == c_out` (no
+    /// drop-connect; not a parameter).
     #[module(skip)]
     pub residual: bool,
 }
@@ -189,10 +202,15 @@ impl MbConv {
 /// The headless network: stem, 16 MBConv blocks, 1×1 head conv, global average pool.
 #[derive(Module, Debug)]
 pub struct EfficientNetLite {
+    /// 3×3 stride-2 stem convolution from the RGB input.
     pub _conv_stem: Conv2d,
+    /// BatchNorm after the stem, followed by ReLU6.
     pub _bn0: BatchNorm2d,
+    /// The MBConv blocks of every stage, in order (`_blocks.N` in the checkpoints).
     pub _blocks: Vec<MbConv>,
+    /// 1×1 head convolution to the feature width.
     pub _conv_head: Conv2d,
+    /// BatchNorm after the head convolution, followed by ReLU6.
     pub _bn1: BatchNorm2d,
     /// The variant (its stage table groups `_blocks` into stages).
     #[module(skip)]

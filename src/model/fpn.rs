@@ -32,8 +32,9 @@ pub(crate) const KEY_RENAMES: &[KeyRename] = &[
     },
 ];
 
-/// smp's defaults.
+/// Channels of the pyramid levels P2–P5 (smp's `decoder_pyramid_channels` default).
 pub const PYRAMID_CHANNELS: usize = 256;
+/// Channels of the decoder's output map (smp's `decoder_segmentation_channels` default).
 pub const SEGMENTATION_CHANNELS: usize = 128;
 const GROUPS: usize = 32;
 const DROPOUT: f64 = 0.2;
@@ -41,8 +42,11 @@ const DROPOUT: f64 = 0.2;
 /// conv3×3 (no bias) → GroupNorm → ReLU, then ×2 bilinear (aligned corners) if `upsample`.
 #[derive(Module, Debug)]
 pub struct ConvGnRelu {
+    /// 3×3 convolution, padding 1, no bias.
     pub conv: Conv2d,
+    /// GroupNorm with 32 groups, followed by ReLU.
     pub norm: GroupNorm,
+    /// Whether the output is upsampled ×2 (bilinear, aligned corners); not a parameter.
     #[module(skip)]
     pub upsample: bool,
 }
@@ -70,6 +74,8 @@ impl ConvGnRelu {
 /// One pyramid level's head: `n` upsampling convolutions (one plain convolution when `n` is 0).
 #[derive(Module, Debug)]
 pub struct SegmentationBlock {
+    /// The convolutions, applied in order: `n` that each upsample ×2, or one that does not
+    /// when `n` is 0.
     pub block: Vec<ConvGnRelu>,
 }
 
@@ -90,6 +96,7 @@ impl SegmentationBlock {
 /// A top-down step: the coarser level upsampled plus the lateral 1×1 projection of a skip.
 #[derive(Module, Debug)]
 pub struct FpnBlock {
+    /// The lateral 1×1 projection of the encoder map to the pyramid's channels (with bias).
     pub skip_conv: Conv2d,
 }
 
@@ -110,11 +117,18 @@ impl FpnBlock {
 /// The FPN decoder: encoder maps `[c2, c3, c4, c5]` → `(n, 128, h/4, w/4)`.
 #[derive(Module, Debug)]
 pub struct Fpn {
+    /// 1×1 projection of `c5` (stride 32) to the pyramid's channels: P5.
     pub p5: Conv2d,
+    /// P5 upsampled plus the projection of `c4`: P4 (stride 16).
     pub p4: FpnBlock,
+    /// P4 upsampled plus the projection of `c3`: P3 (stride 8).
     pub p3: FpnBlock,
+    /// P3 upsampled plus the projection of `c2`: P2 (stride 4).
     pub p2: FpnBlock,
+    /// One head per level (P5, P4, P3, P2, upsampled 3, 2, 1 and 0 times), each bringing
+    /// it to stride 4 and `SEGMENTATION_CHANNELS`; their outputs are summed.
     pub seg_blocks: Vec<SegmentationBlock>,
+    /// Channel dropout (p = 0.2) on the merged map, as smp's FPN.
     pub dropout: Dropout2d,
 }
 

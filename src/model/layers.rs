@@ -27,12 +27,17 @@ pub enum Padding {
 /// A 2-D convolution (`torch.nn.Conv2d`, square kernel, dilation 1).
 #[derive(Module, Debug)]
 pub struct Conv2d {
+    /// `[c_out, c_in / groups, k, k]` (OIHW, PyTorch's layout).
     pub weight: Param<Tensor<4>>,
+    /// `[c_out]`, when the convolution has a bias.
     pub bias: Option<Param<Tensor<1>>>,
+    /// The same stride along the height and the width.
     #[module(skip)]
     pub stride: usize,
+    /// How the input is zero-padded.
     #[module(skip)]
     pub padding: Padding,
+    /// Channel groups: 1 is a dense convolution, `c_in` a depthwise one.
     #[module(skip)]
     pub groups: usize,
 }
@@ -40,12 +45,19 @@ pub struct Conv2d {
 /// Everything needed to build a [`Conv2d`].
 #[derive(Debug, Clone, Copy)]
 pub struct ConvSpec {
+    /// Input channels.
     pub c_in: usize,
+    /// Output channels.
     pub c_out: usize,
+    /// The side of the square kernel.
     pub kernel: usize,
+    /// The same stride along the height and the width.
     pub stride: usize,
+    /// How the input is zero-padded.
     pub padding: Padding,
+    /// Channel groups (1: dense; `c_in`: depthwise).
     pub groups: usize,
+    /// Whether the convolution has a bias.
     pub bias: bool,
 }
 
@@ -144,13 +156,21 @@ pub fn tf_same(size: usize, kernel: usize, stride: usize) -> (usize, usize) {
 /// frozen layer uses and keeps its pretrained statistics even on a training device.
 #[derive(Module, Debug)]
 pub struct BatchNorm2d {
+    /// The per-channel scale `γ`, `[C]` (initially 1).
     pub weight: Param<Tensor<1>>,
+    /// The per-channel shift `β`, `[C]` (initially 0).
     pub bias: Param<Tensor<1>>,
+    /// The running mean per channel, used outside training.
     pub running_mean: RunningState<Tensor<1>>,
+    /// The running (unbiased) variance per channel, used outside training.
     pub running_var: RunningState<Tensor<1>>,
+    /// On: batch statistics, and the running ones updated; off (frozen): the running
+    /// statistics, unchanged.
     pub training: Param<Flag>,
+    /// Added to the variance before its square root (PyTorch's default 1e-5).
     #[module(skip)]
     pub eps: f64,
+    /// PyTorch's `momentum`: `running = (1 − momentum) · running + momentum · batch`.
     #[module(skip)]
     pub momentum: f64,
     /// Set by [`fold_batch_norm`]: the preceding convolution already applies this layer, so
@@ -237,7 +257,9 @@ pub fn fold_batch_norm(conv: &mut Conv2d, bn: &mut BatchNorm2d) {
 /// `torch.nn.Linear`: `y = x W^T + b`, weight stored `(out, in)`.
 #[derive(Module, Debug)]
 pub struct Linear {
+    /// `[out, in]`.
     pub weight: Param<Tensor<2>>,
+    /// `[out]`.
     pub bias: Param<Tensor<1>>,
 }
 
@@ -277,8 +299,11 @@ impl Linear {
 /// with the biased variance.
 #[derive(Module, Debug)]
 pub struct LayerNorm {
+    /// The per-feature scale, of the last dimension's size.
     pub weight: Param<Tensor<1>>,
+    /// The per-feature shift, of the last dimension's size.
     pub bias: Param<Tensor<1>>,
+    /// Added to the variance before its square root.
     #[module(skip)]
     pub eps: f64,
 }
@@ -293,6 +318,7 @@ impl LayerNorm {
         }
     }
 
+    /// Normalises `x` over its last dimension; any shape.
     pub fn forward<const D: usize>(&self, x: Tensor<D>) -> Tensor<D> {
         kernels::layer_norm(x, self.weight.val(), self.bias.val(), self.eps)
     }
@@ -301,6 +327,7 @@ impl LayerNorm {
 /// `torch.nn.Embedding`: a `(count, dim)` table looked up by index.
 #[derive(Module, Debug)]
 pub struct Embedding {
+    /// `[count, dim]`: row `i` is index `i`'s vector.
     pub weight: Param<Tensor<2>>,
 }
 
@@ -327,12 +354,15 @@ impl Embedding {
 /// the rest by `1 / (1 - prob)`.
 #[derive(Module, Debug)]
 pub struct Dropout {
+    /// Off (a frozen module): dropout is the identity even on a training device.
     pub training: Param<Flag>,
+    /// The probability that an element is zeroed, in `[0, 1)`.
     #[module(skip)]
     pub prob: f64,
 }
 
 impl Dropout {
+    /// A dropout of probability `prob`, training on.
     pub fn new(prob: f64) -> Self {
         Self {
             training: Param::from_bool(true),
@@ -346,6 +376,7 @@ impl Dropout {
         self.prob > 0.0 && device.is_autodiff() && self.training.is_enabled()
     }
 
+    /// `x` with dropout applied when [active](Dropout::is_active), else `x` unchanged.
     pub fn forward<const D: usize>(&self, x: Tensor<D>) -> Tensor<D> {
         if !self.is_active(&x.device()) {
             return x;
@@ -363,10 +394,14 @@ pub fn relu6(x: Tensor<4>) -> Tensor<4> {
 /// channels and pixels with the biased variance, then a per-channel affine.
 #[derive(Module, Debug)]
 pub struct GroupNorm {
+    /// The per-channel scale, `[C]`.
     pub weight: Param<Tensor<1>>,
+    /// The per-channel shift, `[C]`.
     pub bias: Param<Tensor<1>>,
+    /// The number of groups; divides the channel count.
     #[module(skip)]
     pub groups: usize,
+    /// Added to the variance before its square root (1e-5).
     #[module(skip)]
     pub eps: f64,
 }
@@ -386,6 +421,7 @@ impl GroupNorm {
         }
     }
 
+    /// `[N, C, H, W]` → the same shape, normalised per image and group.
     pub fn forward(&self, x: Tensor<4>) -> Tensor<4> {
         let [n, c, h, w] = x.dims();
         let g = self.groups;
@@ -402,12 +438,15 @@ impl GroupNorm {
 /// `(n, c, h, w)` map with probability `prob` and scales the rest by `1 / (1 - prob)`.
 #[derive(Module, Debug)]
 pub struct Dropout2d {
+    /// Off (a frozen module): the identity even on a training device.
     pub training: Param<Flag>,
+    /// The probability that a channel is zeroed, in `[0, 1)`.
     #[module(skip)]
     pub prob: f64,
 }
 
 impl Dropout2d {
+    /// A channel dropout of probability `prob`, training on.
     pub fn new(prob: f64) -> Self {
         Self {
             training: Param::from_bool(true),
@@ -415,6 +454,7 @@ impl Dropout2d {
         }
     }
 
+    /// `[N, C, H, W]` with whole channels dropped while active, else unchanged.
     pub fn forward(&self, x: Tensor<4>) -> Tensor<4> {
         let device = x.device();
         if !(self.prob > 0.0 && device.is_autodiff() && self.training.is_enabled()) {

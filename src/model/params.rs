@@ -121,6 +121,7 @@ pub enum Strictness {
 /// What a load did, for the user.
 #[derive(Debug, Default, Clone)]
 pub struct LoadReport {
+    /// Tensors copied from the file into the model.
     pub loaded: usize,
     /// Head tensors left at their fresh init because the file's head has another shape.
     pub head_skipped: Vec<String>,

@@ -10,7 +10,9 @@ use crate::error::{Error, Result};
 /// An architecture as data.
 #[derive(Debug, Clone, Copy)]
 pub enum Arch {
+    /// A ResNet variant.
     ResNet(ResNetSpec),
+    /// An EfficientNet-Lite variant.
     EfficientNet(EfficientNetSpec),
 }
 
@@ -46,11 +48,13 @@ impl Arch {
 pub struct Preset {
     /// Lowercase name used by the CLI, config files and reports.
     pub name: &'static str,
+    /// The architecture to build.
     pub arch: Arch,
     /// The square input size the weights were trained at.
     pub input_size: usize,
     /// Per-channel normalisation on 0..1 pixels: `(x - mean) / std`.
     pub mean: [f32; 3],
+    /// The per-channel standard deviation of that normalisation.
     pub std: [f32; 3],
     /// Key prefix of the classifier in the pretrained checkpoint (`fc`, `_fc`).
     pub head_name: &'static str,

@@ -52,7 +52,9 @@ impl BlockKind {
 /// A ResNet variant as data: blocks per stage, block kind, base width.
 #[derive(Debug, Clone, Copy)]
 pub struct ResNetSpec {
+    /// Residual blocks in each of the four stages (`[2, 2, 2, 2]` for ResNet-18).
     pub blocks: [usize; 4],
+    /// Basic (two 3×3) or bottleneck (1×1, 3×3, 1×1) blocks.
     pub kind: BlockKind,
     /// Channels of the stem and first stage (64 in torchvision).
     pub width: usize,
@@ -97,19 +99,28 @@ impl ResNetSpec {
 /// The 1×1 projection on the skip path when the shape changes (`downsample.0`, `downsample.1`).
 #[derive(Module, Debug)]
 pub struct Downsample {
+    /// 1×1 convolution to the block's output channels, with its stride (`downsample.0`).
     pub conv: Conv2d,
+    /// BatchNorm after it (`downsample.1`).
     pub bn: BatchNorm2d,
 }
 
 /// One residual block; `conv3`/`bn3` exist only in bottleneck blocks.
 #[derive(Module, Debug)]
 pub struct Block {
+    /// Basic: 3×3 with the block's stride; bottleneck: 1×1 reduction to `planes`.
     pub conv1: Conv2d,
+    /// BatchNorm after `conv1`, followed by ReLU.
     pub bn1: BatchNorm2d,
+    /// 3×3; carries the stride in bottleneck blocks (torchvision's ResNet v1.5).
     pub conv2: Conv2d,
+    /// BatchNorm after `conv2` (ReLU follows in bottleneck blocks only).
     pub bn2: BatchNorm2d,
+    /// Bottleneck only: 1×1 expansion to `4 * planes`.
     pub conv3: Option<Conv2d>,
+    /// Bottleneck only: BatchNorm after `conv3`.
     pub bn3: Option<BatchNorm2d>,
+    /// The skip path's projection, when the stride or the channel count changes.
     pub downsample: Option<Downsample>,
 }
 
@@ -181,11 +192,17 @@ impl Block {
 /// The headless network: stem, four stages, global average pool.
 #[derive(Module, Debug)]
 pub struct ResNet {
+    /// 7×7 stride-2 stem convolution from the RGB input.
     pub conv1: Conv2d,
+    /// BatchNorm after the stem, followed by ReLU and a 3×3 stride-2 max pool.
     pub bn1: BatchNorm2d,
+    /// Stage 1: stride 4, `width` planes.
     pub layer1: Vec<Block>,
+    /// Stage 2: stride 8, `2 * width` planes.
     pub layer2: Vec<Block>,
+    /// Stage 3: stride 16, `4 * width` planes.
     pub layer3: Vec<Block>,
+    /// Stage 4: stride 32, `8 * width` planes.
     pub layer4: Vec<Block>,
 }
 

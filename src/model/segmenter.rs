@@ -52,7 +52,9 @@ crate::text_setting!(DecoderKind);
 #[allow(clippy::large_enum_variant)]
 #[derive(Module, Debug)]
 pub enum Decoder {
+    /// smp's FPN decoder.
     Fpn(Fpn),
+    /// smp's U-Net decoder.
     Unet(Unet),
 }
 
@@ -70,8 +72,11 @@ pub const SIZE_MULTIPLE: usize = 32;
 /// 1×1 then bilinear ×4 with aligned corners; U-Net's 3×3 at full resolution).
 #[derive(Module, Debug)]
 pub struct Segmenter {
+    /// The encoder: a zoo backbone whose stage maps the decoder reads.
     pub backbone: Backbone,
+    /// The decoder: the chosen stage maps → one map at the head's resolution.
     pub decoder: Decoder,
+    /// The decoder's output channels → one logit per class and pixel.
     pub head: Conv2d,
     /// The backbone stages the decoder reads (indices into [`Arch::feature_info`]).
     #[module(skip)]

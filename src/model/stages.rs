@@ -7,6 +7,7 @@
 pub struct FeatureInfo {
     /// The stage's name in the family's terms (`layer3`, `blocks`, `head`).
     pub name: &'static str,
+    /// Channels of the map.
     pub channels: usize,
     /// Input size / map size.
     pub reduction: usize,
@@ -16,7 +17,10 @@ pub struct FeatureInfo {
 /// field `field` is written `key` (ResNet's `Downsample.conv` is torchvision's `downsample.0`).
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub struct KeyRename {
+    /// The Rust struct holding the field (`Downsample`).
     pub container: &'static str,
+    /// The field's name in that struct (`conv`).
     pub field: &'static str,
+    /// The name the checkpoints use for it (`0`, giving `downsample.0`).
     pub key: &'static str,
 }

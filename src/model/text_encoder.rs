@@ -63,7 +63,9 @@ crate::text_setting!(Pooling);
 /// What a model folder holds, read and checked.
 #[derive(Debug, Clone)]
 pub struct EncoderFolder {
+    /// The model folder.
     pub dir: PathBuf,
+    /// Its `config.json`, parsed and checked.
     pub config: BertConfig,
     /// The weights file, if the folder has one.
     pub weights: Option<PathBuf>,
@@ -71,6 +73,8 @@ pub struct EncoderFolder {
     pub pooling: Pooling,
     /// Whether the folder's pipeline ends with sentence-transformers' Normalize.
     pub normalize: bool,
+    /// Tokens a text is truncated to: sentence-transformers' `max_seq_length` when the
+    /// folder gives one (at most the position table's size), else `max_position_embeddings`.
     pub max_length: usize,
 }
 
@@ -236,9 +240,13 @@ pub fn normalize(x: Tensor<2>) -> Tensor<2> {
 /// training, as transformers' `BertForSequenceClassification`).
 #[derive(Module, Debug)]
 pub struct TextClassifier {
+    /// The encoder.
     pub backbone: Bert,
+    /// Dropout between the pooled vector and the head (`hidden_dropout_prob`).
     pub dropout: Dropout,
+    /// `hidden → classes` logits (`classifier` in the saved model).
     pub head: Linear,
+    /// How the token states become one vector (`Mean` or `Cls`); not a parameter.
     #[module(skip)]
     pub pooling: Pooling,
 }
@@ -248,6 +256,7 @@ pub struct TextClassifier {
 pub const TEXT_HEAD: &str = "classifier";
 
 impl TextClassifier {
+    /// A randomly initialised encoder of `config` with a fresh head of `classes` outputs.
     pub fn new(config: BertConfig, classes: usize, pooling: Pooling, device: &Device) -> Self {
         TextClassifier {
             backbone: Bert::new(config, device),

@@ -12,11 +12,15 @@ use crate::error::{Error, Result};
 /// A padded batch of token sequences, row-major `(batch, len)`.
 #[derive(Debug, Clone, PartialEq)]
 pub struct TokenBatch {
+    /// Token ids, `batch * len` values (padding holds the pad id).
     pub ids: Vec<i64>,
+    /// Token type (segment) ids, `batch * len` values (0 for single texts).
     pub token_types: Vec<i64>,
     /// 1 for a token, 0 for padding.
     pub mask: Vec<f32>,
+    /// Sequences in the batch (rows).
     pub batch: usize,
+    /// Tokens per row: the longest sequence's length after truncation.
     pub len: usize,
 }
 

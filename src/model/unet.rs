@@ -42,7 +42,9 @@ const BN_MOMENTUM: f64 = 0.1;
 /// conv3×3 (padding 1, no bias) → BatchNorm2d → ReLU (smp's `Conv2dReLU`).
 #[derive(Module, Debug)]
 pub struct Conv2dRelu {
+    /// 3×3 convolution, padding 1, no bias.
     pub conv: Conv2d,
+    /// BatchNorm after it, followed by ReLU.
     pub bn: BatchNorm2d,
 }
 
@@ -62,7 +64,9 @@ impl Conv2dRelu {
 /// One decoder step: resize to the skip's size, concatenate the skip, two [`Conv2dRelu`].
 #[derive(Module, Debug)]
 pub struct DecoderBlock {
+    /// On the upsampled input concatenated with the skip: `c_in + c_skip → c_out`.
     pub conv1: Conv2dRelu,
+    /// `c_out → c_out`.
     pub conv2: Conv2dRelu,
 }
 
@@ -87,6 +91,8 @@ impl DecoderBlock {
 /// The U-Net decoder: encoder maps `[f1, f2, f3, f4, f5]` → `(n, 16, H, W)` at the input size.
 #[derive(Module, Debug)]
 pub struct Unet {
+    /// Five blocks, coarsest first, with the skips `f4, f3, f2, f1` and none for the last;
+    /// out channels [`DECODER_CHANNELS`].
     pub blocks: Vec<DecoderBlock>,
 }
 

@@ -6,8 +6,9 @@ use rayon::prelude::*;
 
 use crate::kernels::linear::linear_forward;
 
-/// DINO's defaults.
+/// Neighbours that vote (DINO's default).
 pub const K: usize = 20;
+/// The temperature `T` of the votes' weights `exp(similarity / T)` (DINO's default).
 pub const TEMPERATURE: f32 = 0.07;
 /// The cost is quadratic in the samples (60,000 would be 4.6 TFLOP): beyond this many, an evenly
 /// spaced subset of the rows is scored.

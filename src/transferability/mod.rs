@@ -23,14 +23,20 @@ use crate::error::{Error, Result};
 /// A transferability score (the `--metric` of `graft rank`).
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum Estimator {
+    /// LogME: log marginal evidence of a Bayesian linear model (`logme`).
     LogMe,
+    /// Leave-one-out weighted k-NN accuracy (`knn`).
     Knn,
+    /// H-score: `tr(cov(f)⁺ cov(E[f|y]))` (`hscore`).
     HScore,
+    /// LEEP, from the source head's predictions (`leep`).
     Leep,
+    /// NCE, from the source head's predicted labels (`nce`).
     Nce,
 }
 
 impl Estimator {
+    /// Every estimator, in the order `graft rank` reports them.
     pub const ALL: [Estimator; 5] = [Self::LogMe, Self::Knn, Self::HScore, Self::Leep, Self::Nce];
 
     /// Does it need the source (ImageNet) head's predictions?

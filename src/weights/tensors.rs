@@ -7,15 +7,25 @@ use std::fmt;
 /// Element type of a tensor as stored in the file (the loaded data is always f32).
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
 pub enum DType {
+    /// 64-bit IEEE float (`torch.float64`).
     F64,
+    /// 32-bit IEEE float (`torch.float32`).
     F32,
+    /// 16-bit IEEE half float (`torch.float16`).
     F16,
+    /// bfloat16: the top 16 bits of an f32 (`torch.bfloat16`).
     BF16,
+    /// 64-bit signed integer (`torch.int64`, e.g. BatchNorm's `num_batches_tracked`).
     I64,
+    /// 32-bit signed integer.
     I32,
+    /// 16-bit signed integer.
     I16,
+    /// 8-bit signed integer.
     I8,
+    /// 8-bit unsigned integer.
     U8,
+    /// Boolean, one byte per element (0 or 1).
     Bool,
 }
 
@@ -119,8 +129,12 @@ pub fn bf16_to_f32(bits: u16) -> f32 {
 /// Which container a weight file was.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum Format {
+    /// A `.safetensors` file: JSON header, then raw little-endian data.
     Safetensors,
+    /// PyTorch's zip checkpoint (`torch.save` since 1.6): a pickle plus one file per storage.
     PthZip,
+    /// PyTorch's legacy checkpoint (`_use_new_zipfile_serialization=False`): pickles, then
+    /// the raw storages.
     PthLegacy,
 }
 
@@ -139,7 +153,9 @@ impl fmt::Display for Format {
 pub struct RawTensor {
     /// The element type in the file (ints and bools are converted to f32 too).
     pub dtype: DType,
+    /// Dimensions, outermost first (`[]` for a scalar).
     pub shape: Vec<usize>,
+    /// The values in row-major order (`shape`'s product of them).
     pub data: Vec<f32>,
 }
 
@@ -159,7 +175,9 @@ pub type NamedTensors = BTreeMap<String, (Vec<usize>, Vec<f32>)>;
 /// Every tensor of a weight file, by name.
 #[derive(Debug, Clone)]
 pub struct TensorMap {
+    /// The container the tensors were read from.
     pub format: Format,
+    /// Every tensor, by its key in the file (`layer1.0.conv1.weight`).
     pub tensors: BTreeMap<String, RawTensor>,
 }
 
@@ -170,14 +188,17 @@ const WRAPPER_PREFIXES: [&str; 4] = ["module.", "backbone.", "model.", "encoder.
 const BN_BUFFERS: [&str; 3] = ["running_mean", "running_var", "num_batches_tracked"];
 
 impl TensorMap {
+    /// The tensor stored under `name`, if any.
     pub fn get(&self, name: &str) -> Option<&RawTensor> {
         self.tensors.get(name)
     }
 
+    /// The number of tensors.
     pub fn len(&self) -> usize {
         self.tensors.len()
     }
 
+    /// Whether the file held no tensor.
     pub fn is_empty(&self) -> bool {
         self.tensors.is_empty()
     }

@@ -24,7 +24,9 @@ use crate::kernels::layout::{
 /// backward), in place on buffers nobody else holds.
 #[backend_extension(Flex, Autodiff)]
 pub trait GraftActivation: Backend {
+    /// `max(x, 0)` element-wise; NaN stays NaN.
     fn graft_relu(x: FloatTensor<Self>) -> FloatTensor<Self>;
+    /// `min(max(x, 0), 6)` element-wise; NaN stays NaN.
     fn graft_relu6(x: FloatTensor<Self>) -> FloatTensor<Self>;
 }
 

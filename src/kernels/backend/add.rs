@@ -19,6 +19,7 @@ use crate::kernels::layout::dense_values_mut;
 /// order, which would end a channels-last run at the first residual block; this one keeps it.
 #[backend_extension(Flex, Autodiff)]
 pub trait GraftAdd: Backend {
+    /// `a + b` for two tensors of one shape, in `a`'s memory order (channels-last stays so).
     fn graft_add(a: FloatTensor<Self>, b: FloatTensor<Self>) -> FloatTensor<Self>;
 }
 

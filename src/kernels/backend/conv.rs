@@ -37,12 +37,16 @@ use crate::kernels::layout::{
 /// because the extension macro of burn 0.22 does not route `Option<FloatTensor>` arguments.)
 #[backend_extension(Flex, Autodiff)]
 pub trait GraftConv: Backend {
+    /// `conv2d(x, weight)` without bias: `x` `[N, C_in, H, W]`, `weight`
+    /// `[C_out, C_in / groups, kH, kW]`.
     fn graft_conv2d(
         x: FloatTensor<Self>,
         weight: FloatTensor<Self>,
         options: ConvOptions<2>,
     ) -> FloatTensor<Self>;
 
+    /// `conv2d(x, weight) + bias`, `bias` of shape `[C_out]`; shapes as
+    /// [`graft_conv2d`](GraftConv::graft_conv2d).
     fn graft_conv2d_bias(
         x: FloatTensor<Self>,
         weight: FloatTensor<Self>,

@@ -18,6 +18,8 @@ use crate::kernels::layout::{flex_tensor, values};
 /// to burn).
 #[backend_extension(Flex, Autodiff)]
 pub trait GraftDropout: Backend {
+    /// Zeroes each element with probability `prob` and scales the rest by `1 / (1 - prob)`;
+    /// the same `seed` draws the same mask.
     fn graft_dropout(x: FloatTensor<Self>, prob: f64, seed: u64) -> FloatTensor<Self>;
 }
 

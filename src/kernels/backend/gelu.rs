@@ -18,6 +18,7 @@ use crate::kernels::layout::{flex_tensor, values};
 /// `x Φ(x)` element-wise (f32 tensors; `ops.rs` routes others to burn).
 #[backend_extension(Flex, Autodiff)]
 pub trait GraftGelu: Backend {
+    /// The exact (erf) GELU, as `nn.GELU()`.
     fn graft_gelu(x: FloatTensor<Self>) -> FloatTensor<Self>;
 }
 

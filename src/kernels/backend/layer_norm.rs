@@ -20,6 +20,8 @@ use crate::kernels::layout::{flex_tensor, values};
 /// to burn).
 #[backend_extension(Flex, Autodiff)]
 pub trait GraftLayerNorm: Backend {
+    /// Normalises each row of `x` over its last dimension (biased variance, `eps` added to
+    /// it), then `* gamma + beta` (both of the last dimension's size).
     fn graft_layer_norm(
         x: FloatTensor<Self>,
         gamma: FloatTensor<Self>,

@@ -21,6 +21,7 @@ use crate::kernels::layout::{
 /// graft's kernels then keep from layer to layer.
 #[backend_extension(Flex, Autodiff)]
 pub trait GraftLayout: Backend {
+    /// The same `[N, C, H, W]` tensor with its elements stored NHWC.
     fn graft_channels_last(x: FloatTensor<Self>) -> FloatTensor<Self>;
 }
 

@@ -19,6 +19,7 @@ use crate::kernels::linear::{
 /// `x Wᵀ + b` for `x` (m, k), `W` (n, k), `b` (n) (f32 tensors; `ops.rs` routes others to burn).
 #[backend_extension(Flex, Autodiff)]
 pub trait GraftLinear: Backend {
+    /// `x Wᵀ + b`: `x` `[m, k]`, `weight` `[n, k]` (PyTorch's `nn.Linear` layout), `bias` `[n]`.
     fn graft_linear(
         x: FloatTensor<Self>,
         weight: FloatTensor<Self>,

@@ -26,8 +26,13 @@ use crate::kernels::layout::{
 /// gradient). Two methods because the extension macro routes one output tensor per method.
 #[backend_extension(Flex, Autodiff)]
 pub trait GraftNorm: Backend {
+    /// Per-channel statistics of `x` `[N, C, H, W]`: `[2, C]`, row 0 the mean, row 1 the biased
+    /// variance (not tracked by autodiff).
     fn graft_batch_stats(x: FloatTensor<Self>) -> FloatTensor<Self>;
 
+    /// `(x - mean) / sqrt(var + epsilon) * gamma + beta` per channel with `stats` from
+    /// [`graft_batch_stats`](GraftNorm::graft_batch_stats); its gradient includes the
+    /// statistics' dependence on `x`.
     fn graft_batch_norm_train(
         x: FloatTensor<Self>,
         gamma: FloatTensor<Self>,

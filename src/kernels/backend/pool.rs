@@ -25,6 +25,8 @@ use crate::kernels::pool::{PoolGeometry, max_pool2d_backward, max_pool2d_forward
 /// per output while training.
 #[backend_extension(Flex, Autodiff)]
 pub trait GraftPool: Backend {
+    /// `nn.MaxPool2d(kernel, stride, padding)` on `[N, C, H, W]` (padding counts as −∞,
+    /// no dilation, floor mode).
     fn graft_max_pool2d(
         x: FloatTensor<Self>,
         kernel: [usize; 2],

@@ -16,7 +16,9 @@ use crate::train::{NamedTensors, Objective, Scores, TensorList};
 
 /// Features of one split: row-major `(n, dim)` and labels.
 pub struct FeatureSplit {
+    /// The features, `n * dim` values.
     pub x: Vec<f32>,
+    /// The label of each row.
     pub y: Vec<usize>,
     /// Source index of each row (for the misclassified-samples list).
     pub idx: Vec<usize>,
@@ -30,14 +32,23 @@ pub struct FeatureBatch {
 
 /// The head alone, trained on cached features.
 pub struct HeadObjective<'a> {
+    /// The loss the head minimises.
     pub loss: &'a Loss,
+    /// The training split's features.
     pub train: FeatureSplit,
+    /// The validation split's features, when there is one.
     pub val: Option<FeatureSplit>,
+    /// Feature width (the head's inputs).
     pub dim: usize,
+    /// The number of classes (the head's outputs).
     pub classes: usize,
+    /// Rows per optimizer step.
     pub batch_size: usize,
+    /// Seeds each epoch's sample order.
     pub seed: u64,
+    /// How each epoch's order is drawn.
     pub sampler: Sampler,
+    /// The (autodiff) device the head trains on.
     pub device: Device,
 }
 

@@ -40,7 +40,9 @@ const MAX_CLASSES: usize = 254;
 /// One image and its mask.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct SegSample {
+    /// The image file.
     pub image: PathBuf,
+    /// Its mask: a PNG of class indices, the image's size.
     pub mask: PathBuf,
 }
 
@@ -51,8 +53,11 @@ pub struct SegDataset {
     pub name: String,
     /// Class names, class 0 first (from `classes.txt`, else `class 0`, `class 1`, ...).
     pub class_names: Vec<String>,
+    /// The training split.
     pub train: Vec<SegSample>,
+    /// The validation split: a `val/` folder, or held out of `train` by `--val-split`.
     pub val: Option<Vec<SegSample>>,
+    /// The test split: `test/`, or a share of `train/` when there is none.
     pub test: Vec<SegSample>,
     /// Whether `val` comes from a `val/` folder (then `--val-split` does not apply).
     val_from_folder: bool,
@@ -61,8 +66,11 @@ pub struct SegDataset {
 /// A decoded mask: class index per pixel, row-major.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct Mask {
+    /// Width in pixels.
     pub width: u32,
+    /// Height in pixels.
     pub height: u32,
+    /// `width * height` class indices (255: ignored).
     pub values: Vec<u8>,
 }
 
@@ -546,10 +554,15 @@ pub fn read_mask(path: &Path) -> Result<Mask> {
 /// (resize only), to `size`×`size`, normalised by the backbone's mean and std.
 #[derive(Debug, Clone)]
 pub struct PairTransform {
+    /// The output side in pixels (images and masks are `size`×`size`).
     pub size: usize,
+    /// Per-channel mean of the normalisation, on 0..1 pixels.
     pub mean: [f32; 3],
+    /// Per-channel standard deviation of the normalisation.
     pub std: [f32; 3],
+    /// Random crop: a window of 60–100% of each side at a random place, before the resize.
     pub crop: bool,
+    /// Random left-right flip with probability 0.5.
     pub flip: bool,
 }
 
@@ -603,9 +616,13 @@ impl PairTransform {
 /// A collated batch: `(n, 3, size, size)` images and `(n, size, size)` masks.
 #[derive(Debug, Clone)]
 pub struct SegBatch {
+    /// `n * 3 * size * size` normalised values, `[n, 3, size, size]` row-major.
     pub images: Vec<f32>,
+    /// `n * size * size` class indices, `[n, size, size]` row-major.
     pub masks: Vec<u8>,
+    /// Samples in the batch.
     pub n: usize,
+    /// The side of every image and mask.
     pub size: usize,
 }
 

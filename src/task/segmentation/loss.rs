@@ -12,9 +12,11 @@ use crate::metrics::segmentation::IGNORE_INDEX;
 /// The `loss` setting resolved for segmentation.
 #[derive(Debug, Clone)]
 pub struct SegLoss {
+    /// Which loss (`ce`, `dice`, `jaccard`, `focal`, `ce+dice`).
     pub choice: LossChoice,
     /// Cross-entropy's per-class weights.
     pub class_weights: Option<Vec<f32>>,
+    /// The focal loss's `γ`.
     pub focal_gamma: f64,
 }
 
