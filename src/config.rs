@@ -1,6 +1,6 @@
 //! The settings of a run, each defined once: its name (the flag `--name`, the TOML key `name`),
 //! its type (a typed choice parses itself: see [`crate::choice`]), its default and its help all
-//! come from one line of the [`settings!`] table below. From that table come [`FitConfig`] (what
+//! come from one line of the `settings!` table below. From that table come [`FitConfig`] (what
 //! a run is: the TOML file, `config.toml` in every run folder), [`SettingFlags`] (the clap flags,
 //! each optional so that a flag given wins over the file and the file over the defaults) and the
 //! merge of the two. [`FitConfig::check`] then validates ranges and combinations before anything
@@ -197,6 +197,90 @@ impl<T: Clone + Send + Sync + std::fmt::Debug + 'static> FlagValue for Option<T>
     }
 }
 
+/// A value a [`FitConfigBuilder`] method accepts for a setting of type `T` (for an optional
+/// setting, of the type inside the `Option`): a `T` itself, and for text and paths their
+/// borrowed forms (`&str`, `&Path`, ...).
+pub trait IntoSetting<T> {
+    /// The setting's value.
+    fn into_setting(self) -> T;
+}
+
+impl<T> IntoSetting<T> for T {
+    fn into_setting(self) -> T {
+        self
+    }
+}
+
+impl IntoSetting<String> for &str {
+    fn into_setting(self) -> String {
+        self.to_string()
+    }
+}
+
+impl IntoSetting<String> for &String {
+    fn into_setting(self) -> String {
+        self.clone()
+    }
+}
+
+impl IntoSetting<PathBuf> for &Path {
+    fn into_setting(self) -> PathBuf {
+        self.to_path_buf()
+    }
+}
+
+impl IntoSetting<PathBuf> for &PathBuf {
+    fn into_setting(self) -> PathBuf {
+        self.clone()
+    }
+}
+
+impl IntoSetting<PathBuf> for &str {
+    fn into_setting(self) -> PathBuf {
+        PathBuf::from(self)
+    }
+}
+
+impl IntoSetting<PathBuf> for String {
+    fn into_setting(self) -> PathBuf {
+        PathBuf::from(self)
+    }
+}
+
+/// A [`FitConfig`] written in code: [`FitConfig::builder`], then one typed method per setting
+/// (named as the setting and its TOML key, documented as it: `.epochs(3)`,
+/// `.strategy(Strategy::FineTune)`, `.out("runs/x")`), then `build()` (in [`crate::run`]),
+/// which resolves them as `graft fit` resolves its flags (the task's defaults for the settings
+/// not given) and checks them all. A method called twice keeps the last value.
+///
+/// ```no_run
+/// use graft::config::{FitConfig, Strategy};
+/// use graft::optim::OptimizerKind;
+///
+/// let cfg = FitConfig::builder()
+///     .data("folder:my-images")
+///     .model("resnet_tiny")
+///     .strategy(Strategy::Scratch)
+///     .optimizer(OptimizerKind::Adam)
+///     .lr(3e-3)
+///     .epochs(3)
+///     .out("runs/example")
+///     .build()?;
+/// # Ok::<(), graft::Error>(())
+/// ```
+#[derive(Debug, Clone, Default)]
+pub struct FitConfigBuilder {
+    /// The settings given so far, as if given as `graft fit` flags.
+    pub(crate) flags: SettingFlags,
+}
+
+impl FitConfigBuilder {
+    /// The names (TOML keys) of the settings given so far.
+    pub fn given(&self) -> Vec<&'static str> {
+        self.flags.given()
+    }
+}
+
 /// The `--help` text of a flag: its documentation and, when it has one, its default.
 pub fn flag_help(doc: &str, default: Option<String>) -> String {
     let doc = doc.split_whitespace().collect::<Vec<_>>().join(" ");
@@ -206,8 +290,9 @@ pub fn flag_help(doc: &str, default: Option<String>) -> String {
     }
 }
 
-/// Defines [`FitConfig`], its defaults, [`SettingFlags`] and their merge from one table:
-/// `/// doc` lines, `name: Type = default,` and optional clap attributes in `#[flag(...)]`.
+/// Defines [`FitConfig`], its defaults, [`SettingFlags`] and their merge, and the typed methods
+/// of [`FitConfigBuilder`] from one table: `/// doc` lines, `name: Type = default,` and optional
+/// clap attributes in `#[flag(...)]`.
 macro_rules! settings {
     ($(
         $(#[doc = $doc:literal])*
@@ -241,6 +326,9 @@ macro_rules! settings {
                     }))
                     $(, $($flag)*)?
                 )]
+                // The setting's own documentation, for rustdoc only: clap reads literal doc
+                // attributes, not this `concat!`, so `--help` stays `flag_help`'s text.
+                #[doc = concat!($($doc, "\n",)*)]
                 pub $name: Option<<$ty as FlagValue>::Flag>,
             )*
         }
@@ -258,6 +346,19 @@ macro_rules! settings {
                 names
             }
         }
+
+        impl FitConfigBuilder {
+            $(
+                $(#[doc = $doc])*
+                pub fn $name(
+                    mut self,
+                    value: impl IntoSetting<<$ty as FlagValue>::Flag>,
+                ) -> Self {
+                    self.flags.$name = Some(value.into_setting());
+                    self
+                }
+            )*
+        }
     };
 }
 
@@ -268,9 +369,12 @@ settings! {
     /// Backbone from the zoo (`graft models`); for texts, the model folder given as --weights
     /// decides.
     model: String = "resnet18".into(),
-    /// Pretrained weights: a .pth (zip or legacy) or .safetensors file, or `none` for random
-    /// init; for texts, a Hugging Face / sentence-transformers model folder.
-    weights: String = "none".into(),
+    /// Pretrained weights: imagenet (the model's published ImageNet weights, downloaded once
+    /// into the cache and checked; random init for models without any), a published id
+    /// (`graft weights` lists them), a .pth / .safetensors file, or none; for texts, a
+    /// published text model (all-MiniLM-L6-v2) or a Hugging Face / sentence-transformers
+    /// folder.
+    weights: String = "imagenet".into(),
     /// Dataset: images (cifar10:DIR, cifar100:DIR, idx:DIR, fashion-mnist, folder:DIR) or texts
     /// (csv:FILE_OR_DIR, textfolder:DIR).
     data: String = String::new(),
@@ -379,6 +483,12 @@ settings! {
 }
 
 impl FitConfig {
+    /// A builder of settings in code, with one typed method per setting: see
+    /// [`FitConfigBuilder`].
+    pub fn builder() -> FitConfigBuilder {
+        FitConfigBuilder::default()
+    }
+
     /// Reads a TOML config file (unknown keys are errors, naming the file).
     pub fn from_toml_file(path: &Path) -> Result<Self> {
         let text = crate::files::read_text(path)?;

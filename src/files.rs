@@ -50,6 +50,21 @@ pub fn read_file_at_most(path: &Path, max: u64, what: &str) -> Result<Vec<u8>> {
     read_file(path)
 }
 
+/// graft's cache folder (features, downloaded weights): `setting` (`--cache-dir`), else
+/// `$GRAFT_CACHE_DIR`, else `~/.cache/graft`.
+pub fn cache_root(setting: Option<&Path>) -> PathBuf {
+    if let Some(d) = setting {
+        return d.to_path_buf();
+    }
+    if let Some(d) = std::env::var_os("GRAFT_CACHE_DIR") {
+        return PathBuf::from(d);
+    }
+    match std::env::var_os("HOME") {
+        Some(home) => PathBuf::from(home).join(".cache/graft"),
+        None => PathBuf::from(".cache/graft"),
+    }
+}
+
 /// The most a text file graft reads (configs, JSON, metrics lines) may hold.
 pub const MAX_TEXT_BYTES: u64 = 256 << 20;
 

@@ -304,6 +304,7 @@ fn the_layers_import_downwards() {
         "tensor",
         "choice",
         "progress",
+        "allocator",
         "kernels",
         "weights",
         "model",
@@ -320,6 +321,7 @@ fn the_layers_import_downwards() {
         "task",
         "run",
         "report",
+        "predict",
         "fuzz",
     ];
     let graph = graph();

@@ -274,5 +274,26 @@ fn bad_text_inputs_are_named() {
         .output()
         .unwrap();
     let err = String::from_utf8_lossy(&out.stderr);
-    assert!(!out.status.success() && err.contains("MODEL_DIR"), "{err}");
+    assert!(
+        !out.status.success()
+            && err.contains("needs --weights MODEL")
+            && err.contains("--weights all-MiniLM-L6-v2"),
+        "{err}"
+    );
+    // The same without --weights: the image default (`imagenet`) means nothing for texts, and
+    // nothing is downloaded for it.
+    let out = graft()
+        .args(["fit", "--quiet"])
+        .arg(format!(
+            "--data=csv:{}",
+            fx.root.join("texts.csv").display()
+        ))
+        .output()
+        .unwrap();
+    let err = String::from_utf8_lossy(&out.stderr);
+    assert!(
+        !out.status.success() && err.contains("needs --weights MODEL"),
+        "{err}"
+    );
+    assert!(!err.contains("downloading"), "{err}");
 }

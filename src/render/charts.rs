@@ -13,10 +13,25 @@ use plotters::style::text_anchor::{HPos, Pos, VPos};
 
 use crate::error::{Error, Result};
 
-/// Colours shared by the charts (train / val / third series).
+/// The training series' colour (matplotlib's tab:blue).
 pub const BLUE_C: RGBColor = RGBColor(31, 119, 180);
+/// The validation series' colour (matplotlib's tab:orange).
 pub const ORANGE_C: RGBColor = RGBColor(255, 127, 14);
+/// A third series' colour (matplotlib's tab:green).
 pub const GREEN_C: RGBColor = RGBColor(44, 160, 44);
+/// Colours for one series per run or cell (matplotlib's tab10), in order; they repeat after ten.
+pub const PALETTE: [RGBColor; 10] = [
+    RGBColor(31, 119, 180),
+    RGBColor(255, 127, 14),
+    RGBColor(44, 160, 44),
+    RGBColor(214, 39, 40),
+    RGBColor(148, 103, 189),
+    RGBColor(140, 86, 75),
+    RGBColor(227, 119, 194),
+    RGBColor(127, 127, 127),
+    RGBColor(188, 189, 34),
+    RGBColor(23, 190, 207),
+];
 const GRID: RGBColor = RGBColor(225, 228, 232);
 const FONT: &str = "sans-serif";
 // Font sizes in plotters' units; the SVG backend writes `size / 1.24` px.
@@ -99,14 +114,31 @@ pub enum YAxis {
 
 /// One named curve.
 pub struct Line {
+    /// The legend's label.
     pub name: String,
+    /// `(x, y)` points in order: the epoch and its value.
     pub points: Vec<(f64, f64)>,
+    /// The line's colour.
     pub color: RGBColor,
 }
 
 /// A line chart over epochs. Non-finite points are dropped; `None` when nothing is left.
 pub fn line_chart(
     title: &str,
+    y_desc: &str,
+    lines: &[Line],
+    axis: YAxis,
+) -> Result<Option<String>> {
+    line_chart_over(title, "epoch", y_desc, lines, axis)
+}
+
+/// A line chart over a whole-number x axis (`x_desc`: epochs, optimizer steps). Non-finite
+/// points are dropped; `None` when nothing is left. With more than one line, the legend is a
+/// strip between the title and the plot (wrapped onto as many rows as it needs), so it never
+/// covers a curve.
+pub fn line_chart_over(
+    title: &str,
+    x_desc: &str,
     y_desc: &str,
     lines: &[Line],
     axis: YAxis,
@@ -150,22 +182,29 @@ pub fn line_chart(
         YAxis::Scientific => format!("{y:.1e}"),
     };
     let x_fmt = |x: &f64| format!("{x:.0}");
-    let legend_pos = if axis == YAxis::Fraction {
-        SeriesLabelPosition::LowerRight
+    const WIDTH: u32 = 800;
+    const Y_AREA: u32 = 72;
+    let legend: Vec<(String, RGBColor)> = if lines.len() > 1 {
+        lines.iter().map(|l| (l.name.clone(), l.color)).collect()
     } else {
-        SeriesLabelPosition::UpperRight
+        Vec::new()
     };
-    render(title, (800, 340), |root| {
-        let mut chart = ChartBuilder::on(root)
-            .caption(title, (FONT, TITLE_PX))
+    let legend_left = 12 + Y_AREA as i32;
+    let legend_rows = legend_layout(&legend, legend_left, WIDTH as i32 - 24);
+    let legend_h = legend_height(&legend_rows);
+    render(title, (WIDTH, 340 + legend_h), |root| {
+        let (strip, body) = root
+            .titled(title, (FONT, TITLE_PX))?
+            .split_vertically(legend_h);
+        let mut chart = ChartBuilder::on(&body)
             .margin(12)
             .margin_right(24)
             .x_label_area_size(44)
-            .y_label_area_size(72)
+            .y_label_area_size(Y_AREA)
             .build_cartesian_2d(Ticked::new(x0..x1, ticks.clone()), y0..y1)?;
         chart
             .configure_mesh()
-            .x_desc("epoch")
+            .x_desc(x_desc)
             .y_desc(y_desc)
             .x_label_formatter(&x_fmt)
             .y_label_formatter(&y_fmt)
@@ -177,12 +216,7 @@ pub fn line_chart(
             .draw()?;
         for line in &lines {
             let color = line.color;
-            chart
-                .draw_series(LineSeries::new(line.points.clone(), color.stroke_width(2)))?
-                .label(line.name.as_str())
-                .legend(move |(x, y)| {
-                    PathElement::new(vec![(x, y), (x + 20, y)], color.stroke_width(2))
-                });
+            chart.draw_series(LineSeries::new(line.points.clone(), color.stroke_width(2)))?;
             if line.points.len() <= 60 {
                 chart.draw_series(
                     line.points
@@ -191,18 +225,79 @@ pub fn line_chart(
                 )?;
             }
         }
-        if lines.len() > 1 {
-            chart
-                .configure_series_labels()
-                .position(legend_pos)
-                .label_font((FONT, LABEL_PX))
-                .background_style(WHITE.mix(0.85))
-                .border_style(GRID)
-                .draw()?;
-        }
-        Ok(())
+        draw_legend(&strip, &legend_rows, Swatch::Line)
     })
     .map(Some)
+}
+
+/// How a legend entry's colour is shown: a short line (curves) or a box (bars).
+#[derive(Clone, Copy)]
+enum Swatch {
+    Line,
+    Box,
+}
+
+/// Height of one legend row, in pixels.
+const LEGEND_ROW: u32 = 24;
+
+/// Legend entries placed left to right from `left`, wrapped before `right`: `(row, x, name,
+/// colour)`. Names are cut to 60 characters.
+fn legend_layout(
+    entries: &[(String, RGBColor)],
+    left: i32,
+    right: i32,
+) -> Vec<(u32, i32, String, RGBColor)> {
+    let mut out = Vec::with_capacity(entries.len());
+    let (mut row, mut x) = (0u32, left);
+    for (name, color) in entries {
+        let name = truncate(name, 60);
+        let w = 20 + text_width(&name, LABEL_PX) + 24;
+        if x > left && x + w > right {
+            row += 1;
+            x = left;
+        }
+        out.push((row, x, name, *color));
+        x += w;
+    }
+    out
+}
+
+/// The strip height a laid-out legend needs (0 for none).
+fn legend_height(rows: &[(u32, i32, String, RGBColor)]) -> u32 {
+    rows.iter()
+        .map(|r| r.0 + 1)
+        .max()
+        .map_or(0, |n| n * LEGEND_ROW + 6)
+}
+
+fn draw_legend(
+    strip: &Area<'_>,
+    rows: &[(u32, i32, String, RGBColor)],
+    swatch: Swatch,
+) -> DrawResult {
+    let text =
+        TextStyle::from((FONT, LABEL_PX).into_font()).pos(Pos::new(HPos::Left, VPos::Center));
+    for (row, x, name, color) in rows {
+        let y = (*row * LEGEND_ROW + LEGEND_ROW / 2 + 3) as i32;
+        match swatch {
+            Swatch::Box => strip.draw(&Rectangle::new(
+                [(*x, y - 6), (x + 14, y + 6)],
+                color.filled(),
+            ))?,
+            Swatch::Line => strip.draw(&PathElement::new(
+                vec![(*x, y), (x + 16, y)],
+                color.stroke_width(3),
+            ))?,
+        }
+        strip.draw(&Text::new(name.clone(), (x + 20, y), text.clone()))?;
+    }
+    Ok(())
+}
+
+/// A generous estimate of how wide `text` is drawn at font size `px` (plotters' units), in
+/// pixels: layout that uses it leaves room rather than overlapping.
+fn text_width(text: &str, px: f64) -> i32 {
+    (text.chars().count() as f64 * px / 1.24 * 0.66).ceil() as i32
 }
 
 /// `"2.500"` as `"2.5"`, `"0.000"` as `"0"`.
@@ -214,12 +309,23 @@ fn trim_zeros(s: String) -> String {
     }
 }
 
-/// Up to ~12 whole-number epochs between `x0` and `x1`, for the x axis ticks.
+/// Up to ~12 whole numbers between `x0` and `x1` for the x axis ticks: every one when they
+/// fit, else multiples of 2, 5, 10, 20, 50, ... (epochs, optimizer steps).
 fn epoch_ticks(x0: f64, x1: f64) -> Vec<f64> {
     let first = x0.ceil().max(0.0) as usize;
     let last = x1.floor().max(0.0) as usize;
-    let step = ((last.saturating_sub(first)) / 12 + 1).max(1);
-    (first..=last).step_by(step).map(|e| e as f64).collect()
+    let span = last.saturating_sub(first);
+    let mut step = 1usize;
+    'found: for scale in (0..18).map(|p| 10usize.pow(p)) {
+        for m in [1, 2, 5] {
+            step = m * scale;
+            if span / step <= 12 {
+                break 'found;
+            }
+        }
+    }
+    let start = first.div_ceil(step) * step;
+    (start..=last).step_by(step).map(|e| e as f64).collect()
 }
 
 fn min_max(values: impl Iterator<Item = f64>) -> (f64, f64) {
@@ -228,18 +334,30 @@ fn min_max(values: impl Iterator<Item = f64>) -> (f64, f64) {
     })
 }
 
+/// Height of an error bar's end caps (and diameter of its mean marker), in pixels.
+const WHISKER: i32 = 8;
+/// Space between what a bar chart draws on a row and the value printed after it, in pixels.
+const LABEL_GAP: i32 = 5;
+
 /// One series of horizontal bars, one value per category, with optional ± errors.
 pub struct Bars {
+    /// The legend's label.
     pub name: String,
+    /// One value per category, in the categories' order.
     pub values: Vec<f64>,
+    /// A ± half-width per value (e.g. the sd over seeds), drawn as an error bar.
     pub errors: Option<Vec<f64>>,
+    /// The bars' colour.
     pub color: RGBColor,
 }
 
 /// A vertical reference line with a shaded ± band (e.g. the mean ± sd over folds).
 pub struct Reference {
+    /// Where the line is drawn, on the value axis.
     pub value: f64,
+    /// Half-width of the shaded band around it (e.g. the sd).
     pub band: f64,
+    /// The legend's label.
     pub label: String,
 }
 
@@ -283,7 +401,12 @@ pub fn bar_chart(
     if let Some(r) = reference {
         legend.push((r.label.clone(), GREEN_C));
     }
-    let legend_h = if legend.len() > 1 { 28 } else { 0 };
+    if legend.len() < 2 {
+        legend.clear();
+    }
+    const WIDTH: u32 = 820;
+    let legend_rows = legend_layout(&legend, 12 + label_w as i32, WIDTH as i32 - 24);
+    let legend_h = legend_height(&legend_rows);
     let height = 70 + legend_h + 46 + n as u32 * row;
     let nf = n as f64;
     let centers: Vec<f64> = (0..n).map(|i| nf - i as f64 - 0.5).collect();
@@ -297,7 +420,7 @@ pub fn bar_chart(
         }
     };
     let x_fmt = |x: &f64| format!("{:.0}%", x * 100.0);
-    render(title, (820, height), |root| {
+    render(title, (WIDTH, height), |root| {
         let (strip, body) = root
             .titled(title, (FONT, TITLE_PX))?
             .split_vertically(legend_h);
@@ -366,11 +489,13 @@ pub fn bar_chart(
                             v.clamp(x_min, 1.0),
                             (v + e).clamp(x_min, 1.0),
                             BLACK.stroke_width(1),
-                            8,
+                            WHISKER as u32,
                         ))
                     });
                 chart.draw_series(whiskers)?;
             }
+            // Each value is printed right of everything drawn on its row: past the bar's end
+            // and past the error bar's right whisker with its cap (never over them).
             let text = TextStyle::from((FONT, SMALL_PX).into_font())
                 .pos(Pos::new(HPos::Left, VPos::Center));
             let labels = s
@@ -379,10 +504,18 @@ pub fn bar_chart(
                 .enumerate()
                 .filter(|(_, v)| v.is_finite())
                 .map(|(i, &v)| {
-                    let end = (v + error(i).unwrap_or(0.0)).clamp(x_min, 1.0);
+                    // A drawn error bar (even of zero width) has the mean's circle and caps.
+                    let whisker = s.errors.is_some() && error(i).is_some();
+                    let e = error(i).unwrap_or(0.0).abs();
+                    let end = (v + e).clamp(x_min, 1.0);
+                    let gap = if whisker {
+                        WHISKER / 2 + LABEL_GAP
+                    } else {
+                        LABEL_GAP
+                    };
                     let y = top(i) - band_h * 0.46;
                     EmptyElement::at((end, y))
-                        + Text::new(format!("{:.1}%", v * 100.0), (4, 0), text.clone())
+                        + Text::new(format!("{:.1}%", v * 100.0), (gap, 0), text.clone())
                 });
             chart.draw_series(labels)?;
         }
@@ -393,22 +526,7 @@ pub fn bar_chart(
                 GREEN_C.stroke_width(2),
             )))?;
         }
-        if legend.len() > 1 {
-            // One row of swatches between the title and the plot, aligned with the plot's left edge.
-            let text = TextStyle::from((FONT, LABEL_PX).into_font())
-                .pos(Pos::new(HPos::Left, VPos::Center));
-            let mut x = 12 + label_w as i32;
-            let y = legend_h as i32 / 2;
-            for (name, color) in &legend {
-                strip.draw(&Rectangle::new(
-                    [(x, y - 6), (x + 14, y + 6)],
-                    color.filled(),
-                ))?;
-                strip.draw(&Text::new(name.clone(), (x + 20, y), text.clone()))?;
-                x += 20 + name.chars().count() as i32 * 8 + 24;
-            }
-        }
-        Ok(())
+        draw_legend(&strip, &legend_rows, Swatch::Box)
     })
 }
 
@@ -604,6 +722,119 @@ mod tests {
         assert_eq!(epoch_ticks(1.0, 5.0), vec![1.0, 2.0, 3.0, 4.0, 5.0]);
         assert_eq!(epoch_ticks(0.5, 1.5), vec![1.0]);
         assert!(epoch_ticks(1.0, 100.0).len() <= 13);
+    }
+
+    /// The numbers of attributes `names` of every `<tag ...>` in `svg`.
+    fn elements(svg: &str, tag: &str, names: &[&str]) -> Vec<Vec<f64>> {
+        svg.split(&format!("<{tag} "))
+            .skip(1)
+            .map(|e| {
+                let e = &e[..e.find('>').unwrap()];
+                names
+                    .iter()
+                    .map(|n| {
+                        let at = e.find(&format!(" {n}=\"")).map(|i| i + n.len() + 3);
+                        let at =
+                            at.or_else(|| e.starts_with(&format!("{n}=\"")).then_some(n.len() + 2));
+                        let v = &e[at.unwrap()..];
+                        v[..v.find('"').unwrap()].parse().unwrap()
+                    })
+                    .collect()
+            })
+            .collect()
+    }
+
+    #[test]
+    fn value_labels_sit_clear_of_the_error_bars() {
+        // Small, large, clamped at 100% and missing errors; two series per row.
+        let cats: Vec<String> = ["a", "b", "c", "d"].iter().map(|s| s.to_string()).collect();
+        let series = [
+            Bars {
+                name: "one".into(),
+                values: vec![0.91, 0.95, 0.99, 0.5],
+                errors: Some(vec![0.0005, 0.04, 0.05, f64::NAN]),
+                color: BLUE_C,
+            },
+            Bars {
+                name: "two".into(),
+                values: vec![0.2, 0.7, 0.98, 0.6],
+                errors: Some(vec![0.01, 0.2, 0.0, 0.1]),
+                color: ORANGE_C,
+            },
+        ];
+        let svg = bar_chart("t", &cats, &series, "x", 0.0, None).unwrap();
+        // What an error bar draws: black lines (whisker and caps) and the mean's circle.
+        let black: String = svg
+            .split("<line ")
+            .skip(1)
+            .filter(|l| l[..l.find('>').unwrap()].contains("stroke=\"#000000\""))
+            .map(|l| format!("<line {l}"))
+            .collect();
+        let lines = elements(&black, "line", &["x1", "y1", "x2", "y2"]);
+        let circles = elements(&svg, "circle", &["cx", "cy", "r"]);
+        let labels: Vec<Vec<f64>> = svg
+            .split("<text ")
+            .skip(1)
+            .filter(|t| t.contains("text-anchor=\"start\"") && t.contains("%\n</text>"))
+            .map(|t| elements(&format!("<text {t}"), "text", &["x", "y"])[0].clone())
+            .collect();
+        assert_eq!(labels.len(), 8, "a value per bar");
+        for l in &labels {
+            let (x, y) = (l[0], l[1]);
+            for b in &lines {
+                let (top, bottom) = (b[1].min(b[3]), b[1].max(b[3]));
+                if bottom >= y - 7.0 && top <= y + 7.0 {
+                    assert!(
+                        b[0].max(b[2]) + 3.0 <= x,
+                        "a line at {b:?} reaches the label at {l:?}"
+                    );
+                }
+            }
+            for c in &circles {
+                if (c[1] - y).abs() <= c[2] + 7.0 {
+                    assert!(
+                        c[0] + c[2] + 3.0 <= x,
+                        "a marker at {c:?} reaches the label at {l:?}"
+                    );
+                }
+            }
+        }
+    }
+
+    #[test]
+    fn legends_wrap_instead_of_running_off_the_chart() {
+        let entries: Vec<(String, RGBColor)> = (0..12)
+            .map(|i| {
+                (
+                    format!("strategy=fine-tune, lr=0.00{i}, seed={i}"),
+                    PALETTE[i % 10],
+                )
+            })
+            .collect();
+        let rows = legend_layout(&entries, 84, 776);
+        assert!(rows.iter().map(|r| r.0).max().unwrap() >= 3, "several rows");
+        for (_, x, name, _) in &rows {
+            assert!(
+                x + 20 + text_width(name, LABEL_PX) <= 776,
+                "{name} runs past the edge"
+            );
+        }
+        assert_eq!(
+            legend_height(&rows),
+            (rows.last().unwrap().0 + 1) * LEGEND_ROW + 6
+        );
+        let lines: Vec<Line> = entries
+            .iter()
+            .map(|(name, color)| Line {
+                name: name.clone(),
+                points: vec![(1.0, 0.5), (2.0, 0.6)],
+                color: *color,
+            })
+            .collect();
+        let svg = line_chart("t", "y", &lines, YAxis::Fraction)
+            .unwrap()
+            .unwrap();
+        assert!(svg.contains("seed=11"), "every series is named");
     }
 
     #[test]

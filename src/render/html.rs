@@ -50,6 +50,8 @@ td.l,th.l{text-align:left}tr.best td{font-weight:600;background:#eef6ee}\
 .grid{display:flex;flex-wrap:wrap;gap:10px}\
 .grid figure{width:112px;margin:0;text-align:center;font-size:.75em}\
 .grid img{width:96px;height:96px;object-fit:contain;image-rendering:pixelated;border:1px solid #d0d7de}\
+.grid figcaption{overflow-wrap:anywhere}\
+.settings{display:flex;flex-wrap:wrap;gap:0 24px;align-items:flex-start}\
 .caption{color:#57606a;font-size:.85em}";
 
 /// A report page under construction: sections are appended in reading order.
@@ -134,8 +136,11 @@ pub fn figure(svg: &str, caption: &str) -> String {
 
 /// One table cell: escaped text, left-aligned or not, or raw HTML.
 pub enum Cell {
+    /// Text, escaped and left-aligned.
     Left(String),
+    /// Text, escaped and right-aligned (numbers).
     Num(String),
+    /// HTML inserted as it is (left-aligned): the caller escapes what it holds.
     Html(String),
 }
 

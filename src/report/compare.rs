@@ -8,9 +8,11 @@ use serde::Deserialize;
 use serde::de::{Deserializer, MapAccess, Visitor};
 use serde_json::Value;
 
-use super::files::{read_json, run_report_link, value_text, write_page};
+use super::files::{read_json, run_config, run_file, run_report_link, value_text, write_page};
+use super::run::read_epochs;
+use super::settings;
 use crate::error::Result;
-use crate::render::charts::{self, BLUE_C, Bars};
+use crate::render::charts::{self, BLUE_C, Bars, Line, PALETTE, YAxis};
 use crate::render::html::{self, Cell, Page, note, num, pct};
 
 /// `compare.json`, read leniently (numbers may be `null` where a run diverged).
@@ -127,8 +129,21 @@ fn render(dir: &Path, cmp: &Comparison) -> String {
         .iter()
         .map(|c| c.tests.len().max(c.run_dirs.len()))
         .sum();
+    // Each cell's settings, from its first run's config.toml.
+    let configs: Vec<(String, Option<crate::config::FitConfig>)> = cmp
+        .cells
+        .iter()
+        .map(|c| {
+            let cfg = c.run_dirs.first().and_then(|d| run_config(dir, d));
+            (label(&cols, c), cfg)
+        })
+        .collect();
+    let mut title = format!("Comparison: {} settings", cmp.cells.len());
+    if let Some(shared) = shared_model(&configs) {
+        title += &format!(" — {shared}");
+    }
     let mut page = Page::new(
-        &format!("Comparison: {} settings", cmp.cells.len()),
+        &title,
         &format!(
             "Folder {} · {} · {runs} runs",
             dir.display(),
@@ -161,7 +176,115 @@ fn render(dir: &Path, cmp: &Comparison) -> String {
         &format!("Test {metric}"),
         &chart(&cols, cmp),
     );
+    page.section(
+        "comparison-curves",
+        "Validation curves",
+        &curves(dir, &cols, cmp),
+    );
+    let mut settings_html = settings::shared_and_varying(&configs);
+    if cmp.seeded() {
+        settings_html += "\n<p class=\"caption\">The settings are each cell's first seed's; the \
+                          other seeds' runs differ only in their seed (seed + 1, ...).</p>";
+    }
+    page.section("settings", "Settings", &settings_html);
     page.finish()
+}
+
+/// `"resnet18 on cifar10:DIR"` when every cell with settings shares model and data.
+fn shared_model(configs: &[(String, Option<crate::config::FitConfig>)]) -> Option<String> {
+    let known: Vec<&crate::config::FitConfig> =
+        configs.iter().filter_map(|(_, c)| c.as_ref()).collect();
+    let first = known.first()?;
+    let name = |c: &crate::config::FitConfig| {
+        settings::rows(c)
+            .into_iter()
+            .find(|(k, _)| *k == "model")
+            .map(|(_, v)| v)
+    };
+    let (model, data) = (name(first)?, first.data.clone());
+    known
+        .iter()
+        .all(|c| name(c).as_deref() == Some(model.as_str()) && c.data == data)
+        .then(|| format!("{model} on {data}"))
+}
+
+/// The mean over a cell's seeds of score `key` at each epoch, from the runs' `metrics.jsonl`.
+fn cell_curve(dir: &Path, cell: &CellRow, key: &str) -> Vec<(f64, f64)> {
+    let mut sums: std::collections::BTreeMap<usize, (f64, usize)> = Default::default();
+    for run in &cell.run_dirs {
+        let Some(path) = run_file(dir, run, "metrics.jsonl") else {
+            continue;
+        };
+        let Ok(epochs) = read_epochs(&path) else {
+            continue;
+        };
+        for e in &epochs {
+            if let Some(v) = e.get(key).filter(|v| v.is_finite()) {
+                let s = sums.entry(e.epoch).or_insert((0.0, 0));
+                s.0 += v;
+                s.1 += 1;
+            }
+        }
+    }
+    sums.into_iter()
+        .map(|(epoch, (sum, n))| (epoch as f64, sum / n as f64))
+        .collect()
+}
+
+/// The cells' validation loss and headline metric per epoch, one line per cell, overlaid.
+fn curves(dir: &Path, cols: &[String], cmp: &Comparison) -> String {
+    let metric = cmp.metric();
+    let mut out = String::new();
+    for (key, heading, axis) in [
+        (
+            "val_loss".to_string(),
+            "Validation loss".to_string(),
+            YAxis::Linear,
+        ),
+        (
+            format!("val_{metric}"),
+            format!("Validation {metric}"),
+            YAxis::Fraction,
+        ),
+    ] {
+        let lines: Vec<Line> = cmp
+            .cells
+            .iter()
+            .enumerate()
+            .map(|(i, c)| Line {
+                name: label(cols, c),
+                points: cell_curve(dir, c, &key),
+                color: PALETTE[i % PALETTE.len()],
+            })
+            .filter(|l| !l.points.is_empty())
+            .collect();
+        let series = lines.len();
+        let y_desc = key.replacen('_', " ", 1);
+        match charts::line_chart(&format!("{heading} per epoch"), &y_desc, &lines, axis) {
+            Ok(Some(svg)) => {
+                out += &format!(
+                    "<div class=\"overlay\" data-series=\"{series}\">{}</div>\n",
+                    html::figure(&svg, "")
+                );
+            }
+            Ok(None) => {}
+            Err(e) => out += &note(&e.to_string()),
+        }
+    }
+    if out.is_empty() {
+        return note(
+            "No cell's run folder has validation scores in its metrics.jsonl (runs with \
+             --val-split 0 have none, and cells whose runs are gone can't be drawn).",
+        );
+    }
+    let seeds = if cmp.seeded() {
+        " Each line is the mean over the cell's seeds."
+    } else {
+        ""
+    };
+    out + &format!(
+        "<p class=\"caption\">One line per cell, from its runs' metrics.jsonl.{seeds}</p>"
+    )
 }
 
 /// `"lr=0.01, strategy=fine-tune"` for a cell.

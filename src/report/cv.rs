@@ -6,7 +6,8 @@ use std::path::{Path, PathBuf};
 use serde::Deserialize;
 use serde_json::Value;
 
-use super::files::{read_json, run_report_link, value_text, write_page};
+use super::files::{read_json, run_config, run_report_link, value_text, write_page};
+use super::settings;
 use crate::error::Result;
 use crate::render::charts::{self, BLUE_C, Bars, Reference};
 use crate::render::html::{self, Cell, Page, note, pct};
@@ -37,12 +38,21 @@ pub fn write_cv_report(dir: &Path) -> Result<PathBuf> {
 
 fn render(dir: &Path, cv: &CrossValidation) -> String {
     let k = cv.folds.len();
-    let settings: Vec<(String, String)> = cv
-        .settings
-        .iter()
-        .flatten()
-        .map(|(key, v)| (key.clone(), value_text(v)))
-        .collect();
+    // The folds share their settings (but `out`): the first readable fold's config.toml.
+    let config = cv.run_dirs.iter().find_map(|d| run_config(dir, d));
+    let mut settings: Vec<(String, String)> = match &config {
+        Some(c) => settings::rows(c)
+            .into_iter()
+            .map(|(k, v)| (k.to_string(), v))
+            .collect(),
+        None => Vec::new(),
+    };
+    // Older cv.json files carry a settings map: what is not in the config's rows.
+    for (key, v) in cv.settings.iter().flatten() {
+        if !settings.iter().any(|(k, _)| k == key) {
+            settings.push((key.clone(), value_text(v)));
+        }
+    }
     let get = |key: &str| {
         settings
             .iter()
@@ -50,8 +60,10 @@ fn render(dir: &Path, cv: &CrossValidation) -> String {
             .map(|(_, v)| v.as_str())
     };
     let mut title = format!("Cross-validation: {k} folds");
-    if let (Some(model), Some(data)) = (get("model"), get("data")) {
-        title += &format!(" — {model} on {data}");
+    match (get("model"), get("data")) {
+        (Some(model), Some(data)) => title += &format!(" — {model} on {data}"),
+        (Some(model), None) => title += &format!(" — {model}"),
+        _ => {}
     }
     let mut page = Page::new(&title, &format!("Folder {}", dir.display()));
     let mean = cv.mean.unwrap_or(f64::NAN);
@@ -78,17 +90,21 @@ fn render(dir: &Path, cv: &CrossValidation) -> String {
         &format!("Test {metric} per fold"),
         &format!("{}\n{}", chart(cv), table(dir, cv)),
     );
-    if !settings.is_empty() {
-        let rows: Vec<(Vec<Cell>, bool)> = settings
+    let body = if settings.is_empty() {
+        note("No fold's run folder has a readable config.toml: the settings can't be shown.")
+    } else {
+        let rows: Vec<(&str, String)> = settings
             .iter()
-            .map(|(k, v)| (vec![Cell::Left(k.clone()), Cell::Left(v.clone())], false))
+            .map(|(k, v)| (k.as_str(), v.clone()))
             .collect();
-        page.section(
-            "cv-settings",
-            "Settings",
-            &html::table(&[("setting", true), ("value", true)], &rows),
-        );
-    }
+        let mut body = settings::table(&rows);
+        if config.is_some() {
+            body += "\n<p class=\"caption\">Every fold trains with these settings; the seed \
+                     also draws the folds.</p>";
+        }
+        body
+    };
+    page.section("cv-settings", "Settings", &body);
     page.finish()
 }
 

@@ -26,20 +26,31 @@ pub(super) fn write_page(dir: &Path, html: &str) -> Result<PathBuf> {
 /// The `href` from the report in `dir` to the run report of `run_dir`, if that report exists.
 /// A relative `run_dir` is tried relative to `dir` first, then to the working directory.
 pub(super) fn run_report_link(dir: &Path, run_dir: &Path) -> Option<String> {
+    let target = run_file(dir, run_dir, REPORT_FILE)?.canonicalize().ok()?;
+    let base = dir.canonicalize().ok()?;
+    let rel = relative_path(&base, &target)?;
+    Some(crate::render::html::href(&rel))
+}
+
+/// The file `name` of the run folder `run_dir` named in a report of `dir`, if it exists: a
+/// relative `run_dir` is tried relative to `dir` first, then to the working directory.
+pub(super) fn run_file(dir: &Path, run_dir: &Path, name: &str) -> Option<PathBuf> {
     let candidates = if run_dir.is_absolute() {
         vec![run_dir.to_path_buf()]
     } else {
         vec![dir.join(run_dir), run_dir.to_path_buf()]
     };
-    let target = candidates
+    candidates
         .into_iter()
-        .map(|d| d.join(REPORT_FILE))
-        .find(|p| p.is_file())?
-        .canonicalize()
-        .ok()?;
-    let base = dir.canonicalize().ok()?;
-    let rel = relative_path(&base, &target)?;
-    Some(crate::render::html::href(&rel))
+        .map(|d| d.join(name))
+        .find(|p| p.is_file())
+}
+
+/// The settings of the run folder `run_dir` named in a report of `dir` (its `config.toml`),
+/// if it can be read.
+pub(super) fn run_config(dir: &Path, run_dir: &Path) -> Option<crate::config::FitConfig> {
+    let path = run_file(dir, run_dir, "config.toml")?;
+    crate::config::FitConfig::from_toml_file(&path).ok()
 }
 
 /// `target` relative to the directory `base` (both absolute and normalised), with `/`.

@@ -9,15 +9,18 @@
 //! DIR/rank.json                                             → DIR/report.html   write_rank_report
 //! ```
 //!
-//! Charts sit in elements with stable ids (`loss-curve`, `accuracy-curve`, `lr-curve`,
-//! `confusion-matrix`, `per-class`, `misclassified`, `comparison-table`, `comparison-chart`,
-//! `cv-folds`).
+//! Sections sit in elements with stable ids: a run's `settings`, `loss-curve`,
+//! `accuracy-curve`, `lr-curve`, `step-loss-curve` (when `metrics.jsonl` records step losses),
+//! `confusion-matrix`, `per-class`, `misclassified` (the test samples of highest loss),
+//! `heatmaps`, `train-batch`; a comparison's `comparison-table`, `comparison-chart`,
+//! `comparison-curves`, `settings`; a cross-validation's `cv-folds`, `cv-settings`.
 
 mod compare;
 mod cv;
 mod files;
 mod rank;
 mod run;
+mod settings;
 
 use std::path::{Path, PathBuf};
 

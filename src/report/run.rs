@@ -9,6 +9,7 @@ use std::path::{Path, PathBuf};
 use serde::Deserialize;
 
 use super::files::write_page;
+use super::settings;
 use crate::config::FitConfig;
 use crate::error::{Error, Result};
 use crate::render::charts::{self, BLUE_C, GREEN_C, Line, ORANGE_C, YAxis};
@@ -18,17 +19,21 @@ use crate::train::{Metric, Task, TaskReport};
 
 /// One line of `metrics.jsonl`, read leniently: a diverged run writes `null` for NaN losses.
 #[derive(Debug, Clone, Deserialize)]
-struct EpochRow {
-    epoch: usize,
+pub(super) struct EpochRow {
+    pub(super) epoch: usize,
     lr: Option<f64>,
     seconds: Option<f64>,
+    /// The training loss of each optimizer step of the epoch, in order (absent in runs written
+    /// before it was recorded).
+    #[serde(default)]
+    step_losses: Option<Vec<Option<f64>>>,
     /// `train_loss`, `val_accuracy`, ...
     #[serde(flatten)]
     scores: BTreeMap<String, Option<f64>>,
 }
 
 impl EpochRow {
-    fn get(&self, name: &str) -> Option<f64> {
+    pub(super) fn get(&self, name: &str) -> Option<f64> {
         self.scores.get(name).copied().flatten()
     }
 }
@@ -77,7 +82,8 @@ fn read_run(dir: &Path) -> Result<RunFiles> {
     })
 }
 
-fn read_epochs(path: &Path) -> Result<Vec<EpochRow>> {
+/// The epochs of a `metrics.jsonl`, each line checked.
+pub(super) fn read_epochs(path: &Path) -> Result<Vec<EpochRow>> {
     let text = crate::files::read_text(path)?;
     text.lines()
         .enumerate()
@@ -97,21 +103,18 @@ fn render(dir: &Path, f: &RunFiles) -> String {
     let data = pick(cfg.map(|c| c.data.clone()));
     let strategy = pick(cfg.map(|c| c.strategy.to_string()));
     let title = format!("{model} on {data} — {strategy}");
-    let mut subtitle = format!("Run {}", dir.display());
-    if let Some(c) = cfg {
-        subtitle += &format!(
-            " · optimizer {} lr {} · schedule {} · {} epochs · batch {} · loss {} · seed {}",
-            c.optimizer, c.lr, c.schedule, c.epochs, c.batch_size, c.loss, c.seed
-        );
-    }
+    let subtitle = format!("Run {}", dir.display());
     let mut page = Page::new(&title, &subtitle);
     page.cards(&headline(f));
-    if f.config.is_none() {
-        page.raw(&note(
-            "No config.toml in this run folder: settings are not shown.",
-        ));
-    }
+    let settings_html = match cfg {
+        Some(c) => settings::run_settings(c),
+        None => note("No config.toml in this run folder: settings are not shown."),
+    };
+    page.section("settings", "Settings", &settings_html);
     curves(&mut page, &f.epochs, f.metrics);
+    if let Some(body) = step_losses(&f.epochs) {
+        page.section("step-loss-curve", "Training loss per step", &body);
+    }
     for section in &f.task.sections {
         page.section(&section.id, &section.heading, &section.html);
     }
@@ -199,4 +202,91 @@ fn curves(page: &mut Page, epochs: &[EpochRow], metrics: &[Metric]) {
         };
         page.section(&id, &heading, &body);
     }
+}
+
+/// Above this many optimizer steps, the step chart shows means of consecutive steps.
+const MAX_STEP_POINTS: usize = 2000;
+
+/// The chart of the training loss of every optimizer step (x: the step, counted over the whole
+/// run), with each epoch's mean over its steps; `None` when `metrics.jsonl` records no step
+/// losses (runs written before they were).
+fn step_losses(epochs: &[EpochRow]) -> Option<String> {
+    if !epochs
+        .iter()
+        .any(|e| e.step_losses.as_ref().is_some_and(|s| !s.is_empty()))
+    {
+        return None;
+    }
+    let mut steps: Vec<(f64, f64)> = Vec::new();
+    let mut means: Vec<(f64, f64)> = Vec::new();
+    let mut step = 0usize;
+    for e in epochs {
+        let losses = e.step_losses.as_deref().unwrap_or(&[]);
+        let first = step + 1;
+        let mut finite = Vec::new();
+        for l in losses {
+            step += 1;
+            let l = l.unwrap_or(f64::NAN);
+            steps.push((step as f64, l));
+            if l.is_finite() {
+                finite.push(l);
+            }
+        }
+        if !finite.is_empty() {
+            let mean = finite.iter().sum::<f64>() / finite.len() as f64;
+            means.push(((first + step) as f64 / 2.0, mean));
+        }
+    }
+    let total = steps.len();
+    let stride = total.div_ceil(MAX_STEP_POINTS).max(1);
+    let shown: Vec<(f64, f64)> = if stride == 1 {
+        steps
+    } else {
+        steps
+            .chunks(stride)
+            .filter_map(|c| {
+                let ok: Vec<&(f64, f64)> = c.iter().filter(|p| p.1.is_finite()).collect();
+                (!ok.is_empty()).then(|| {
+                    let n = ok.len() as f64;
+                    (
+                        ok.iter().map(|p| p.0).sum::<f64>() / n,
+                        ok.iter().map(|p| p.1).sum::<f64>() / n,
+                    )
+                })
+            })
+            .collect()
+    };
+    let lines = [
+        Line {
+            name: if stride == 1 {
+                "loss per step".into()
+            } else {
+                format!("loss per step (means of {stride})")
+            },
+            points: shown,
+            color: BLUE_C,
+        },
+        Line {
+            name: "mean of the epoch's steps".into(),
+            points: means,
+            color: ORANGE_C,
+        },
+    ];
+    let caption = format!(
+        "{total} optimizer steps over {} epochs; the epoch means sit at each epoch's middle step.",
+        epochs.len()
+    );
+    Some(
+        match charts::line_chart_over(
+            "Training loss per step",
+            "optimizer step",
+            "loss",
+            &lines,
+            YAxis::Linear,
+        ) {
+            Ok(Some(svg)) => html::figure(&svg, &caption),
+            Ok(None) => note("Nothing to plot: every recorded step loss is NaN."),
+            Err(e) => note(&e.to_string()),
+        },
+    )
 }

@@ -58,6 +58,7 @@ pub fn preset_grid(name: &str, task: &str) -> Result<Vec<Axis>> {
 /// One cell of the comparison (`compare.json`).
 #[derive(Debug, Clone, Serialize, Deserialize)]
 pub struct Cell {
+    /// The cell's grid settings: key → value.
     pub settings: BTreeMap<String, String>,
     /// The test metric compared (the task's first metric).
     #[serde(default = "accuracy")]
@@ -65,12 +66,16 @@ pub struct Cell {
     /// Its mean over seeds.
     #[serde(alias = "test_accuracy")]
     pub test: f64,
+    /// The sample standard deviation of the metric over seeds (0 with one seed).
     pub sd: f64,
     /// Its value per seed.
     #[serde(alias = "accuracies")]
     pub tests: Vec<f64>,
+    /// The final training loss, averaged over seeds.
     pub final_loss: f64,
+    /// Wall-clock seconds per run, averaged over seeds.
     pub seconds: f64,
+    /// The run folder of each seed (`cell-NN-seed-S`).
     pub run_dirs: Vec<PathBuf>,
 }
 
@@ -81,20 +86,25 @@ fn accuracy() -> String {
 /// The whole comparison (`compare.json`).
 #[derive(Debug, Clone, Serialize, Deserialize)]
 pub struct Comparison {
+    /// The grid: each setting varied and its values.
     pub grid: BTreeMap<String, Vec<String>>,
+    /// Every combination of the grid's values, in grid order.
     pub cells: Vec<Cell>,
 }
 
-/// Checks a cell's settings for its task before anything runs.
-fn check_settings(cfg: &FitConfig) -> Result<()> {
-    struct Check<'a>(&'a FitConfig);
+/// A cell's settings with its pretrained weights resolved (fetched if need be), checked for
+/// its task before anything runs.
+fn check_settings(cfg: &FitConfig, quiet: bool) -> Result<FitConfig> {
+    struct Check<'a>(&'a FitConfig, bool);
     impl TaskFn for Check<'_> {
-        type Output = ();
-        fn call<T: Task>(self) -> Result<()> {
-            check::<T>(self.0)
+        type Output = FitConfig;
+        fn call<T: Task>(self) -> Result<FitConfig> {
+            let cfg = crate::train::resolve_pretrained::<T>(self.0, self.1)?;
+            check::<T>(&cfg)?;
+            Ok(cfg)
         }
     }
-    with_task(&cfg.task, Check(cfg))
+    with_task(&cfg.task, Check(cfg, quiet))
 }
 
 /// Every combination of the axes, in order.
@@ -144,8 +154,7 @@ pub fn compare(
         let mut fixed = given.clone();
         fixed.extend(settings.keys().cloned());
         let cfg = super::with_task_defaults(cfg, &fixed)?;
-        check_settings(&cfg)?;
-        configs.push(cfg);
+        configs.push(check_settings(&cfg, opts.quiet)?);
     }
     // Every seed's run folder is checked before anything runs: a folder holding a run with
     // other settings fails now, not after an hour.
@@ -226,7 +235,8 @@ pub fn compare(
 }
 
 impl Comparison {
-    /// The table as aligned text (cells in grid order, or best first with `ranked`).
+    /// The table as aligned text (cells in grid order, or best first with `ranked`); each
+    /// score with its "± sd" over seeds only when the comparison ran two seeds or more.
     pub fn table(&self, ranked: bool) -> String {
         let keys: Vec<&String> = self.grid.keys().collect();
         let mut cells: Vec<&Cell> = self.cells.iter().collect();
@@ -249,7 +259,15 @@ impl Comparison {
             s += &format!("{:<w$}  ", k, w = width(k));
         }
         let metric = self.cells.first().map_or("accuracy", |c| c.metric.as_str());
-        s += &format!("{:<17} final loss   seconds\n", format!("test {metric}"));
+        // A spread over one seed is no spread: "± sd" only when some cell ran two or more.
+        let seeded = self.cells.iter().any(|c| c.tests.len() >= 2);
+        let header = if seeded {
+            format!("test {metric} (± sd)")
+        } else {
+            format!("test {metric}")
+        };
+        let w = header.chars().count().max(17);
+        s += &format!("{header:<w$} final loss   seconds\n");
         for (r, c) in cells.iter().enumerate() {
             if ranked {
                 s += &format!("{:>4} ", r + 1);
@@ -261,11 +279,61 @@ impl Comparison {
                     w = width(k)
                 );
             }
-            s += &format!(
-                "{:.4} ± {:.4}   {:>10.4}   {:>7.1}\n",
-                c.test, c.sd, c.final_loss, c.seconds
-            );
+            let score = if seeded {
+                format!("{:.4} ± {:.4}", c.test, c.sd)
+            } else {
+                format!("{:.4}", c.test)
+            };
+            s += &format!("{score:<w$} {:>10.4}   {:>7.1}\n", c.final_loss, c.seconds);
         }
         s
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn cell(lr: &str, tests: &[f64]) -> Cell {
+        let (test, sd) = mean_sd(tests);
+        Cell {
+            settings: [("lr".to_string(), lr.to_string())].into_iter().collect(),
+            metric: "accuracy".into(),
+            test,
+            sd,
+            tests: tests.to_vec(),
+            final_loss: 0.25,
+            seconds: 3.0,
+            run_dirs: Vec::new(),
+        }
+    }
+
+    fn comparison(cells: Vec<Cell>) -> Comparison {
+        Comparison {
+            grid: [("lr".to_string(), vec!["0.1".into(), "0.01".into()])]
+                .into_iter()
+                .collect(),
+            cells,
+        }
+    }
+
+    #[test]
+    fn the_text_table_shows_a_spread_only_over_two_seeds_or_more() {
+        let one = comparison(vec![cell("0.1", &[0.91]), cell("0.01", &[0.87])]).table(false);
+        assert!(!one.contains('±'), "{one}");
+        assert!(one.contains("0.9100") && one.contains("0.8700"), "{one}");
+        let two =
+            comparison(vec![cell("0.1", &[0.9, 0.92]), cell("0.01", &[0.87, 0.87])]).table(true);
+        assert!(two.contains("0.9100 ± 0.0141"), "{two}");
+        assert!(two.contains("(± sd)"), "{two}");
+        // The columns line up: each row's loss ends where the header's "final loss" does.
+        let lines: Vec<&str> = two.lines().collect();
+        let end = lines[0].find("final loss").unwrap() + "final loss".len();
+        for row in &lines[1..] {
+            let chars: Vec<char> = row.chars().collect();
+            let header_chars = lines[0][..end].chars().count();
+            let loss: String = chars[header_chars - 6..header_chars].iter().collect();
+            assert_eq!(loss, "0.2500", "{two}");
+        }
     }
 }

@@ -19,9 +19,13 @@ pub struct CvResult {
     /// The test metric of each fold (the task's first metric).
     #[serde(default = "accuracy")]
     pub metric: String,
+    /// The metric on each fold's held-out part, in fold order.
     pub folds: Vec<f64>,
+    /// Their mean.
     pub mean: f64,
+    /// Their sample standard deviation (0 with one fold).
     pub sd: f64,
+    /// The run folder of each fold.
     pub run_dirs: Vec<PathBuf>,
 }
 
@@ -83,6 +87,7 @@ fn cross_validate_task<T: Task>(
     dir: &Path,
     opts: &FitOptions,
 ) -> Result<CvResult> {
+    let cfg = &crate::train::resolve_pretrained::<T>(cfg, opts.quiet)?;
     check::<T>(cfg)?;
     let metric = T::METRICS.first().map_or("loss", |m| m.name);
     // The pool is the training split; the dataset's own test split is not used.

@@ -2,6 +2,7 @@
 //! run's settings name (`crate::task::with_task`). Above the task seam: these call the generic
 //! driver (`crate::train::fit_on`) for whichever task.
 
+mod builder;
 pub mod compare;
 pub mod cv;
 pub mod rank;
@@ -15,7 +16,9 @@ use crate::config::FitConfig;
 use crate::error::Result;
 use crate::task::{TaskFn, with_task};
 use crate::tensor::DeviceKind;
-use crate::train::{Evaluated, FitOptions, FitSummary, Task, check, fit_on, open};
+use crate::train::{
+    Evaluated, FitOptions, FitSummary, Task, check, fit_on, open, resolve_pretrained,
+};
 
 /// Runs `graft fit`: checks the settings, opens the task's data, fits.
 pub fn fit(cfg: &FitConfig, opts: &FitOptions) -> Result<FitSummary> {
@@ -23,9 +26,14 @@ pub fn fit(cfg: &FitConfig, opts: &FitOptions) -> Result<FitSummary> {
     impl TaskFn for Fit<'_> {
         type Output = FitSummary;
         fn call<T: Task>(self) -> Result<FitSummary> {
-            check::<T>(self.0)?;
+            // Mistyped settings and data are reported before any weights are downloaded.
+            if T::IMAGENET_WEIGHTS {
+                check::<T>(self.0)?;
+            }
             let data = open::<T>(self.0)?;
-            fit_on::<T>(self.0, self.1, data)
+            let cfg = &resolve_pretrained::<T>(self.0, self.1.quiet)?;
+            check::<T>(cfg)?;
+            fit_on::<T>(cfg, self.1, data)
         }
     }
     with_task(&cfg.task, Fit(cfg, opts))

@@ -17,7 +17,9 @@ use crate::transferability::{Estimator, hscore, knn, leep, logme};
 /// One candidate: a zoo model and its weights (`none`: random init).
 #[derive(Debug, Clone, PartialEq, Serialize)]
 pub struct Candidate {
+    /// The zoo model's name.
     pub model: String,
+    /// A weights file, or `none` for random init.
     pub weights: String,
 }
 
@@ -42,10 +44,15 @@ pub fn parse_candidates(spec: &str) -> Result<Vec<Candidate>> {
     }
     for c in &list {
         crate::model::preset(&c.model)?;
-        if c.weights != "none" && !std::path::Path::new(&c.weights).is_file() {
+        let published = matches!(
+            crate::weights::hub::classify(&c.weights, &c.model)?,
+            crate::weights::hub::WeightsSpec::Published(_)
+        );
+        if c.weights != "none" && !published && !std::path::Path::new(&c.weights).is_file() {
             return Err(Error::invalid(format!(
-                "--models: weights `{}` of {} is not a file (give a .pth/.safetensors path, or \
-                 none for random weights)",
+                "--models: weights `{}` of {} is neither a file nor published weights (give a \
+                 .pth/.safetensors path, imagenet, an id of `graft weights`, or none for random \
+                 weights)",
                 c.weights, c.model
             )));
         }
@@ -56,7 +63,9 @@ pub fn parse_candidates(spec: &str) -> Result<Vec<Candidate>> {
 /// One candidate's scores.
 #[derive(Debug, Clone, Serialize, Deserialize)]
 pub struct Scored {
+    /// The zoo model's name.
     pub model: String,
+    /// Its weights file, or `none`.
     pub weights: String,
     /// The primary metric's score (`null` where it cannot be computed, e.g. LEEP without a
     /// source head).
@@ -65,7 +74,9 @@ pub struct Scored {
     pub scores: BTreeMap<String, Option<f64>>,
     /// Feature extraction (or cache read) + scoring.
     pub seconds: f64,
+    /// Whether the features came from the cache: `hit`, `miss` or `partial`.
     pub feature_cache: String,
+    /// Training samples the scores were computed on.
     pub samples: usize,
 }
 
@@ -77,8 +88,11 @@ pub struct Ranking {
     pub data: String,
     /// Every metric computed, the first ranking.
     pub metrics: Vec<String>,
+    /// The primary metric: the one candidates are ranked by.
     pub metric: String,
+    /// Every candidate's scores, in the order given.
     pub candidates: Vec<Scored>,
+    /// The best candidate by the primary metric (`model@weights`), if any has a score.
     pub recommended: Option<String>,
     /// With `--against DIR`: Kendall's τ between each metric's scores and the test accuracies
     /// of the probes in `DIR/compare.json` (`graft compare --ranking`), over the candidates
@@ -90,10 +104,12 @@ pub struct Ranking {
 /// How a ranking agrees with trained probes.
 #[derive(Debug, Clone, Serialize, Deserialize)]
 pub struct Agreement {
+    /// The `graft compare` folder the ranking was compared with.
     pub against: String,
     /// Per metric: τ (null with fewer than two candidates in common or no spread), and over
     /// how many candidates.
     pub kendall_tau: BTreeMap<String, Option<f64>>,
+    /// Per metric: the number of candidates τ was computed over.
     pub candidates: BTreeMap<String, usize>,
     /// The probes' test accuracy per candidate (`model@weights`).
     pub probe_accuracy: BTreeMap<String, f64>,
@@ -178,6 +194,10 @@ pub fn rank(
             weights: c.weights.clone(),
             ..base.clone()
         };
+        // `M@imagenet` or a published id: fetched (or taken from the cache) and checked.
+        let cfg = crate::train::resolve_pretrained::<
+            crate::task::image_classification::ImageClassification,
+        >(&cfg, quiet)?;
         let tf = training_features(&cfg, &ds, &device, quiet)?;
         let (x, y, d) = (&tf.features.x, &tf.features.y, tf.dim);
         let mut scores = BTreeMap::new();

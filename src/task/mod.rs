@@ -1,8 +1,8 @@
 //! The tasks graft fine-tunes for, and their registry.
 //!
-//! A task is a type implementing [`Task`](crate::train::Task) in its own folder here; the
-//! registry below is the one place that names them all. Everything generic (`crate::train`,
-//! `crate::run`, `crate::report`) reaches a task through [`with_task`], by the `task` setting.
+//! A task is a type implementing [`Task`] in its own folder here; the registry below is the
+//! one place that names them all. Everything generic (`crate::train`, `crate::run`,
+//! `crate::report`) reaches a task through [`with_task`], by the `task` setting.
 
 pub mod classification;
 pub mod image_classification;
@@ -15,7 +15,9 @@ use crate::train::Task;
 /// Something to do with a task chosen at run time: `with_task(name, f)` calls `f.call::<T>()`
 /// with the task registered under `name`.
 pub trait TaskFn {
+    /// What the call returns.
     type Output;
+    /// Runs with `T`, the task chosen.
     fn call<T: Task>(self) -> Result<Self::Output>;
 }
 

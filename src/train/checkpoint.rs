@@ -30,10 +30,15 @@ pub struct LoopState {
     /// The best value so far of the metric early stopping watches.
     #[serde(alias = "best_val_loss")]
     pub best: Option<f64>,
+    /// Epochs since `best` last improved.
     pub epochs_without_improvement: usize,
     /// The data order and augmentation of epoch e derive from (seed, e), so the seed is the
     /// whole RNG state.
     pub seed: u64,
+    /// The epoch callback asked to stop after this epoch: a resume finishes the run without
+    /// training further (absent from `state.json` when false).
+    #[serde(default, skip_serializing_if = "std::ops::Not::not")]
+    pub stopped: bool,
 }
 
 /// `state.json`: the loop state and the checksums of the files beside it.

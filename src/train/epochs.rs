@@ -7,6 +7,7 @@
 use std::collections::BTreeMap;
 use std::io::Write;
 use std::path::Path;
+use std::sync::Arc;
 use std::time::Instant;
 
 use serde::{Deserialize, Serialize};
@@ -22,13 +23,21 @@ use crate::weights::{NamedTensors, TensorList};
 /// One line of `metrics.jsonl`.
 #[derive(Debug, Clone, Serialize, Deserialize, PartialEq)]
 pub struct EpochMetrics {
+    /// The epoch, counted from 1.
     pub epoch: usize,
     /// `train_loss`, `train_<metric>`, `val_loss`, `val_<metric>` (null without a validation
     /// split, or when a value is not finite).
     #[serde(flatten)]
     pub scores: BTreeMap<String, Option<f64>>,
+    /// The learning rate of the epoch's last optimizer step.
     pub lr: f64,
+    /// The epoch's wall time: training and validation.
     pub seconds: f64,
+    /// The training loss of each optimizer step of the epoch, in order (one value for `gd`'s
+    /// full-batch step; empty for the lbfgs probe, which takes no steps by epochs, and in lines
+    /// written before graft recorded them).
+    #[serde(default)]
+    pub step_losses: Vec<f64>,
 }
 
 impl EpochMetrics {
@@ -36,6 +45,32 @@ impl EpochMetrics {
     pub fn get(&self, name: &str) -> Option<f64> {
         self.scores.get(name).copied().flatten()
     }
+}
+
+/// What an epoch callback tells the loop after an epoch: go on, or stop the run there.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
+pub enum Control {
+    /// Train the next epoch (if the run has one).
+    #[default]
+    Continue,
+    /// Stop after this epoch, as early stopping does: the run is then finished, evaluated and
+    /// its summary written (`stopped_early` is true when epochs were left), and a resume of it
+    /// does not train further.
+    Stop,
+}
+
+/// A function called after each epoch with its `metrics.jsonl` line (once the line is on disk,
+/// before the epoch's checkpoint), which says whether to go on: custom logging, or early
+/// stopping on any criterion. See [`crate::train::FitOptions::on_epoch`].
+pub type EpochCallback = Arc<dyn Fn(&EpochMetrics) -> Control + Send + Sync>;
+
+/// What training one epoch gave: its scores and the training loss of each optimizer step.
+#[derive(Debug, Clone, PartialEq)]
+pub struct EpochTrained {
+    /// The epoch's training loss and metrics.
+    pub scores: Scores,
+    /// The loss of each optimizer step, in order (`metrics.jsonl`'s `step_losses`).
+    pub step_losses: Vec<f64>,
 }
 
 /// One way of training (the network, a head on cached features): how to run an epoch, validate
@@ -53,7 +88,7 @@ pub trait EpochRunner {
         epoch: usize,
         rates: &EpochRates,
         progress: &Progress,
-    ) -> Result<Scores>;
+    ) -> Result<EpochTrained>;
     /// Scores on the validation split, if there is one.
     fn validate(&self) -> Result<Option<Scores>>;
     /// Tensors to checkpoint: (model, optimizer).
@@ -67,29 +102,45 @@ pub trait EpochRunner {
 pub struct EarlyStopping {
     /// The `metrics.jsonl` name (`val_loss`, `val_accuracy`).
     pub metric: String,
+    /// Whether a higher value is an improvement (accuracy) or a lower one (loss).
     pub higher_is_better: bool,
+    /// Epochs without improvement before the run stops.
     pub patience: usize,
 }
 
 /// What the loop needs to know: where, how long, at which learning rates.
 pub struct LoopPlan<'a> {
+    /// The run folder (`metrics.jsonl`, `checkpoint/`).
     pub run_dir: &'a Path,
+    /// Epochs to train in all.
     pub epochs: usize,
+    /// The base learning rate.
     pub lr: f64,
+    /// How the rate changes over the run.
     pub schedule: Schedule,
+    /// Whether the schedule advances per epoch or per optimizer step.
     pub schedule_unit: ScheduleUnit,
+    /// Linear warm-up epochs.
     pub warmup_epochs: usize,
+    /// Linear warm-up over this fraction of all optimizer steps.
     pub warmup_ratio: f64,
+    /// The run's seed (recorded in each checkpoint).
     pub seed: u64,
+    /// Stop when a validation metric stalls.
     pub early_stopping: Option<EarlyStopping>,
     /// Continue from the run folder's checkpoint.
     pub resume: bool,
+    /// No progress bars or per-epoch lines.
     pub quiet: bool,
+    /// Called after each epoch; [`Control::Stop`] ends the run there.
+    pub on_epoch: Option<&'a EpochCallback>,
 }
 
 /// What the loop did.
 pub struct History {
+    /// Every epoch's line, the resumed ones included.
     pub epochs: Vec<EpochMetrics>,
+    /// The run stopped before its last epoch (early stopping, or the epoch callback).
     pub stopped_early: bool,
 }
 
@@ -101,6 +152,7 @@ pub fn run_epochs(plan: &LoopPlan<'_>, runner: &mut dyn EpochRunner) -> Result<H
         best: None,
         epochs_without_improvement: 0,
         seed: plan.seed,
+        stopped: false,
     };
     let mut history: Vec<EpochMetrics> = Vec::new();
     let mut kept_lines = String::new();
@@ -132,7 +184,7 @@ pub fn run_epochs(plan: &LoopPlan<'_>, runner: &mut dyn EpochRunner) -> Result<H
     };
     let mut stopped_early = false;
     for epoch in state.epochs_done..plan.epochs {
-        if patience_spent(&state) {
+        if patience_spent(&state) || state.stopped {
             stopped_early = true;
             break;
         }
@@ -150,7 +202,7 @@ pub fn run_epochs(plan: &LoopPlan<'_>, runner: &mut dyn EpochRunner) -> Result<H
         let lr = rates.last();
         let what = format!("epoch {}/{}", epoch + 1, plan.epochs);
         let progress = Progress::new(plan.quiet, what, "steps", runner.steps_per_epoch());
-        let train = runner.train_epoch(epoch, &rates, &progress).map_err(|e| {
+        let trained = runner.train_epoch(epoch, &rates, &progress).map_err(|e| {
             let kept = if state.epochs_done > 0 {
                 format!(
                     "the last good checkpoint (epoch {}) is kept in {}",
@@ -163,8 +215,10 @@ pub fn run_epochs(plan: &LoopPlan<'_>, runner: &mut dyn EpochRunner) -> Result<H
             Error::invalid(format!("{e}; {kept}"))
         })?;
         progress.finish();
+        let train = trained.scores;
         let val = runner.validate()?;
-        let m = epoch_line(epoch, &train, val.as_ref(), lr, t.elapsed().as_secs_f64());
+        let mut m = epoch_line(epoch, &train, val.as_ref(), lr, t.elapsed().as_secs_f64());
+        m.step_losses = trained.step_losses;
         if !plan.quiet {
             let val_text = val
                 .as_ref()
@@ -196,22 +250,30 @@ pub fn run_epochs(plan: &LoopPlan<'_>, runner: &mut dyn EpochRunner) -> Result<H
                 state.epochs_without_improvement += 1;
             }
         }
+        // The callback's answer is part of the checkpoint: a resumed run stops where it did.
+        if plan.on_epoch.is_some_and(|f| f(&m) == Control::Stop) {
+            state.stopped = true;
+        }
         history.push(m);
         state.epochs_done = epoch + 1;
         let (model_t, optim_t) = runner.snapshot();
         checkpoint::save(plan.run_dir, &model_t, &optim_t, &state)?;
     }
-    if patience_spent(&state) && state.epochs_done < plan.epochs {
+    if (patience_spent(&state) || state.stopped) && state.epochs_done < plan.epochs {
         stopped_early = true;
     }
-    if stopped_early
-        && !plan.quiet
-        && let Some(stop) = &plan.early_stopping
-    {
-        eprintln!(
-            "early stopping: {} has not improved for {} epochs",
-            stop.metric, state.epochs_without_improvement
-        );
+    if stopped_early && !plan.quiet {
+        if state.stopped {
+            eprintln!(
+                "stopped by the epoch callback after epoch {}",
+                state.epochs_done
+            );
+        } else if let Some(stop) = &plan.early_stopping {
+            eprintln!(
+                "early stopping: {} has not improved for {} epochs",
+                stop.metric, state.epochs_without_improvement
+            );
+        }
     }
     Ok(History {
         epochs: history,
@@ -243,6 +305,7 @@ fn epoch_line(
         scores,
         lr,
         seconds,
+        step_losses: Vec::new(),
     }
 }
 
@@ -306,4 +369,154 @@ fn append_metrics(path: &Path, m: &EpochMetrics) -> Result<()> {
     writeln!(f, "{}", serde_json::to_string(m).unwrap_or_default())
         .and_then(|()| f.sync_data())
         .map_err(|e| Error::io(path, e))
+}
+
+#[cfg(test)]
+mod tests {
+    use std::sync::atomic::{AtomicUsize, Ordering};
+
+    use super::*;
+
+    /// A runner whose one "weight" counts the epochs it trained.
+    #[derive(Default)]
+    struct Counter {
+        weight: f32,
+        trained: Vec<usize>,
+    }
+
+    impl EpochRunner for Counter {
+        fn steps_per_epoch(&self) -> usize {
+            3
+        }
+
+        fn train_epoch(
+            &mut self,
+            epoch: usize,
+            _rates: &EpochRates,
+            _progress: &Progress,
+        ) -> Result<EpochTrained> {
+            self.weight += 1.0;
+            self.trained.push(epoch);
+            Ok(EpochTrained {
+                scores: Scores {
+                    loss: 1.0 / (epoch + 1) as f64,
+                    metrics: Vec::new(),
+                },
+                step_losses: (0..3).map(|s| epoch as f64 + s as f64 / 10.0).collect(),
+            })
+        }
+
+        fn validate(&self) -> Result<Option<Scores>> {
+            Ok(Some(Scores {
+                loss: 0.5,
+                metrics: Vec::new(),
+            }))
+        }
+
+        fn snapshot(&self) -> (TensorList, TensorList) {
+            (vec![("w".into(), vec![1], vec![self.weight])], Vec::new())
+        }
+
+        fn restore(&mut self, model: &NamedTensors, _optimizer: &NamedTensors) -> Result<()> {
+            self.weight = model["w"].1[0];
+            Ok(())
+        }
+    }
+
+    fn plan<'a>(dir: &'a Path, epochs: usize, resume: bool) -> LoopPlan<'a> {
+        LoopPlan {
+            run_dir: dir,
+            epochs,
+            lr: 0.1,
+            schedule: Schedule::Constant,
+            schedule_unit: ScheduleUnit::Epoch,
+            warmup_epochs: 0,
+            warmup_ratio: 0.0,
+            seed: 0,
+            early_stopping: None,
+            resume,
+            quiet: true,
+            on_epoch: None,
+        }
+    }
+
+    #[test]
+    fn a_callback_stop_ends_the_run_and_a_resume_trains_no_further() {
+        let tmp = tempfile::tempdir().unwrap();
+        let calls = Arc::new(AtomicUsize::new(0));
+        let seen = calls.clone();
+        let stop: EpochCallback = Arc::new(move |m: &EpochMetrics| {
+            seen.fetch_add(1, Ordering::SeqCst);
+            assert_eq!(m.step_losses.len(), 3);
+            if m.epoch == 2 {
+                Control::Stop
+            } else {
+                Control::Continue
+            }
+        });
+        let mut runner = Counter::default();
+        let history = run_epochs(
+            &LoopPlan {
+                on_epoch: Some(&stop),
+                ..plan(tmp.path(), 5, false)
+            },
+            &mut runner,
+        )
+        .unwrap();
+        assert_eq!(calls.load(Ordering::SeqCst), 2);
+        assert_eq!(history.epochs.len(), 2);
+        assert!(history.stopped_early);
+        assert_eq!(runner.trained, [0, 1]);
+
+        // Resumed (by a process without the callback): it stops where it stopped.
+        let mut resumed = Counter::default();
+        let again = run_epochs(&plan(tmp.path(), 5, true), &mut resumed).unwrap();
+        assert!(resumed.trained.is_empty(), "trained {:?}", resumed.trained);
+        assert_eq!(resumed.weight, 2.0);
+        assert!(again.stopped_early);
+        assert_eq!(again.epochs, history.epochs);
+
+        // A stop asked after the last epoch cuts nothing: not an early stop.
+        let last = tempfile::tempdir().unwrap();
+        let always: EpochCallback = Arc::new(|_: &EpochMetrics| Control::Stop);
+        let h = run_epochs(
+            &LoopPlan {
+                on_epoch: Some(&always),
+                ..plan(last.path(), 1, false)
+            },
+            &mut Counter::default(),
+        )
+        .unwrap();
+        assert!(!h.stopped_early);
+    }
+
+    #[test]
+    fn step_losses_are_recorded_and_survive_a_resume() {
+        let tmp = tempfile::tempdir().unwrap();
+        run_epochs(&plan(tmp.path(), 2, false), &mut Counter::default()).unwrap();
+        let path = tmp.path().join("metrics.jsonl");
+        let before = std::fs::read_to_string(&path).unwrap();
+        let lines = read_metrics(&path).unwrap();
+        assert_eq!(lines[1].step_losses, [1.0, 1.1, 1.2]);
+        // A crash after an epoch's line, before its checkpoint: the line goes on resume.
+        let mut f = std::fs::OpenOptions::new()
+            .append(true)
+            .open(&path)
+            .unwrap();
+        writeln!(f, "{{\"epoch\":3,\"train_loss\":9.0,\"step_losses\":[9.0]").unwrap();
+        let mut resumed = Counter::default();
+        let h = run_epochs(&plan(tmp.path(), 3, true), &mut resumed).unwrap();
+        assert_eq!(resumed.trained, [2]);
+        let after = std::fs::read_to_string(&path).unwrap();
+        assert!(after.starts_with(&before), "{after}");
+        let lines = read_metrics(&path).unwrap();
+        assert_eq!(lines.len(), 3);
+        assert_eq!(lines[2].step_losses, [2.0, 2.1, 2.2]);
+        assert_eq!(h.epochs, lines);
+        // Lines written before step losses were recorded still read (as none).
+        let old: EpochMetrics =
+            serde_json::from_str(r#"{"epoch":1,"train_loss":0.5,"lr":0.1,"seconds":1.0}"#).unwrap();
+        assert!(old.step_losses.is_empty());
+        assert_eq!(old.get("train_loss"), Some(0.5));
+    }
 }

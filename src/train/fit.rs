@@ -3,8 +3,10 @@
 
 use std::collections::BTreeMap;
 use std::path::PathBuf;
+use std::sync::Arc;
 use std::time::Instant;
 
+use super::epochs::{Control, EpochCallback, EpochMetrics};
 use super::run::{Run, early_stopping};
 use super::run_dir::{self, FitSummary};
 use super::task::{Task, TaskData};
@@ -13,7 +15,22 @@ use crate::error::{Error, Result};
 use crate::files::write_atomic;
 
 /// Settings of the invocation that are not part of the run's config.
-#[derive(Debug, Clone, Default)]
+///
+/// ```no_run
+/// use graft::train::{Control, FitOptions};
+///
+/// // Log each epoch, and stop once the validation accuracy reaches 0.95.
+/// let opts = FitOptions::default().on_epoch(|m| {
+///     println!("epoch {}: train loss {:?}", m.epoch, m.get("train_loss"));
+///     if m.get("val_accuracy").is_some_and(|a| a >= 0.95) {
+///         Control::Stop
+///     } else {
+///         Control::Continue
+///     }
+/// });
+/// # let _ = opts;
+/// ```
+#[derive(Clone, Default)]
 pub struct FitOptions {
     /// No progress bars or per-epoch lines.
     pub quiet: bool,
@@ -21,6 +38,37 @@ pub struct FitOptions {
     pub resume: bool,
     /// Replace a run already in `config.out` (otherwise that is an error).
     pub overwrite: bool,
+    /// Called after each epoch with its `metrics.jsonl` line ([`EpochMetrics`]: `epoch`,
+    /// `train_loss`, `val_loss`, `val_accuracy` / `val_miou`, `lr`, `seconds`, `step_losses`);
+    /// its [`Control::Stop`] ends the run there as early stopping does. Runs of `cv` and
+    /// `compare` call it for each fold or cell. (The lbfgs linear probe, fitted in one go,
+    /// calls it once and cannot be stopped.)
+    pub on_epoch: Option<EpochCallback>,
+}
+
+impl FitOptions {
+    /// These options with `f` as the epoch callback ([`FitOptions::on_epoch`]).
+    pub fn on_epoch(
+        mut self,
+        f: impl Fn(&EpochMetrics) -> Control + Send + Sync + 'static,
+    ) -> Self {
+        self.on_epoch = Some(Arc::new(f));
+        self
+    }
+}
+
+impl std::fmt::Debug for FitOptions {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("FitOptions")
+            .field("quiet", &self.quiet)
+            .field("resume", &self.resume)
+            .field("overwrite", &self.overwrite)
+            .field(
+                "on_epoch",
+                &self.on_epoch.as_ref().map(|_| "Fn(&EpochMetrics)"),
+            )
+            .finish()
+    }
 }
 
 /// Checks `cfg` for task `T` before anything is opened or written.
@@ -61,6 +109,7 @@ pub fn hold_out_validation<D: TaskData>(data: D, cfg: &FitConfig) -> Result<D> {
 /// Fits task `T` on an opened (and split) dataset: what `graft fit` and each fold of `cv` run.
 pub fn fit_on<T: Task>(cfg: &FitConfig, opts: &FitOptions, data: T::Data) -> Result<FitSummary> {
     let started = Instant::now();
+    let cfg = &super::pretrained::resolve_pretrained::<T>(cfg, opts.quiet)?;
     check::<T>(cfg)?;
     // A run with nothing to learn from or nothing to test on would end with a meaningless
     // number and exit 0.
@@ -96,7 +145,14 @@ pub fn fit_on<T: Task>(cfg: &FitConfig, opts: &FitOptions, data: T::Data) -> Res
         ..cfg.clone()
     };
     write_atomic(&run_dir.join("config.toml"), saved.to_toml().as_bytes())?;
-    let run = Run::new(&saved, &run_dir, &device, opts.quiet, opts.resume);
+    let run = Run::new(
+        &saved,
+        &run_dir,
+        &device,
+        opts.quiet,
+        opts.resume,
+        opts.on_epoch.clone(),
+    );
     let fitted = T::fit(&run, &data)?;
     let mut scores = BTreeMap::new();
     for (name, value) in &fitted.test {

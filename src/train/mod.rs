@@ -9,6 +9,7 @@
 pub mod checkpoint;
 mod epochs;
 mod fit;
+mod pretrained;
 mod run;
 pub mod run_dir;
 mod task;
@@ -16,9 +17,11 @@ mod trainer;
 
 pub use checkpoint::LoopState;
 pub use epochs::{
-    EarlyStopping, EpochMetrics, EpochRunner, History, LoopPlan, read_metrics, run_epochs,
+    Control, EarlyStopping, EpochCallback, EpochMetrics, EpochRunner, EpochTrained, History,
+    LoopPlan, read_metrics, run_epochs,
 };
 pub use fit::{FitOptions, check, default_run_dir, fit_on, hold_out_validation, open};
+pub use pretrained::resolve_pretrained;
 pub use run::Run;
 pub use run_dir::{FitSummary, finished_summary, run_config};
 pub use task::{Evaluated, Fitted, Section, Task, TaskData, TaskReport};

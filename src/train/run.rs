@@ -5,20 +5,25 @@ use std::path::Path;
 
 use burn::tensor::Device;
 
-use super::epochs::{EarlyStopping, EpochRunner, History, LoopPlan, run_epochs};
+use super::epochs::{
+    Control, EarlyStopping, EpochCallback, EpochMetrics, EpochRunner, History, LoopPlan, run_epochs,
+};
 use crate::config::FitConfig;
 use crate::error::{Error, Result};
 use crate::metrics::{LOSS, Metric};
 
-/// One fit in progress, as a task's [`Task::fit`] sees it.
+/// One fit in progress, as a task's [`Task::fit`](crate::train::Task::fit) sees it.
 pub struct Run<'a> {
     /// The resolved settings (as saved in `config.toml`).
     pub cfg: &'a FitConfig,
     /// The run folder.
     pub dir: &'a Path,
+    /// Where the model trains.
     pub device: &'a Device,
+    /// No progress bars or per-epoch lines.
     pub quiet: bool,
     resume: bool,
+    on_epoch: Option<EpochCallback>,
 }
 
 impl<'a> Run<'a> {
@@ -28,6 +33,7 @@ impl<'a> Run<'a> {
         device: &'a Device,
         quiet: bool,
         resume: bool,
+        on_epoch: Option<EpochCallback>,
     ) -> Self {
         Run {
             cfg,
@@ -35,6 +41,7 @@ impl<'a> Run<'a> {
             device,
             quiet,
             resume,
+            on_epoch,
         }
     }
 
@@ -61,8 +68,15 @@ impl<'a> Run<'a> {
             early_stopping: early_stopping(cfg, metrics)?,
             resume: self.resume,
             quiet: self.quiet,
+            on_epoch: self.on_epoch.as_ref(),
         };
         run_epochs(&plan, runner)
+    }
+
+    /// Shows an epoch's line to the epoch callback (`FitOptions::on_epoch`), if any, for a
+    /// way of training that does not go through [`Run::train`] (the lbfgs probe: one line).
+    pub fn epoch_done(&self, m: &EpochMetrics) -> Control {
+        self.on_epoch.as_ref().map_or(Control::Continue, |f| f(m))
     }
 }
 

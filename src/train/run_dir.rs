@@ -181,20 +181,30 @@ pub struct FitSummary {
     /// for each metric of the task.
     #[serde(flatten)]
     pub scores: BTreeMap<String, Option<f64>>,
+    /// The last epoch's mean training loss (NaN when no epoch ran).
     pub train_loss: f64,
+    /// Epochs trained (fewer than asked after early stopping).
     pub epochs: usize,
+    /// Wall-clock seconds of the whole fit.
     pub seconds: f64,
+    /// The run folder.
     pub run_dir: PathBuf,
+    /// The task's name (the `task` setting).
     pub task: String,
+    /// The model (a zoo name, or a text model folder).
     pub model: String,
+    /// The training strategy, as its setting's text.
     pub strategy: String,
     /// `hit`, `miss` or `partial` for linear probes (how much of the feature cache was reused).
     pub feature_cache: Option<String>,
+    /// Whether early stopping ended the run before its last epoch.
     pub stopped_early: bool,
+    /// Parameters the run trained (the head alone for a linear probe).
     pub trainable_params: usize,
     /// The CPU kernels and training layout the run used (settings, or their environment
     /// overrides).
     pub kernels: KernelChoice,
+    /// The memory layout of activations while training.
     pub train_layout: TrainLayout,
 }
 
@@ -208,6 +218,12 @@ impl FitSummary {
 /// The settings a run folder was made with (its `config.toml`).
 pub fn run_config(run_dir: &Path) -> Result<FitConfig> {
     let path = run_dir.join("config.toml");
+    if !run_dir.is_dir() {
+        return Err(Error::file(
+            run_dir,
+            format!("no such run folder{}", runs_nearby(run_dir)),
+        ));
+    }
     if !path.is_file() {
         return Err(Error::file(
             run_dir,
@@ -215,6 +231,37 @@ pub fn run_config(run_dir: &Path) -> Result<FitConfig> {
         ));
     }
     FitConfig::from_toml_file(&path)
+}
+
+/// For a run folder that does not exist: the run folders beside where it would be (the most
+/// recent first, at most five), so a typo shows the right name; or where `fit` puts runs.
+pub fn runs_nearby(run_dir: &Path) -> String {
+    let parent = match run_dir.parent() {
+        Some(p) if !p.as_os_str().is_empty() => p.to_path_buf(),
+        _ => PathBuf::from("."),
+    };
+    let mut runs: Vec<(std::time::SystemTime, String)> = std::fs::read_dir(&parent)
+        .map(|d| {
+            d.flatten()
+                .filter(|e| e.path().join("config.toml").is_file())
+                .map(|e| {
+                    let when = e
+                        .metadata()
+                        .and_then(|m| m.modified())
+                        .unwrap_or(std::time::UNIX_EPOCH);
+                    (when, e.path().display().to_string())
+                })
+                .collect()
+        })
+        .unwrap_or_default();
+    if runs.is_empty() {
+        return " (`graft fit` prints the folder of each run it makes, runs/MODEL-STRATEGY-TIME \
+                 by default, or the one given with --out)"
+            .into();
+    }
+    runs.sort_by_key(|r| std::cmp::Reverse(r.0));
+    let names: Vec<String> = runs.into_iter().take(5).map(|(_, n)| n).collect();
+    format!("; run folders there, newest first: {}", names.join(", "))
 }
 
 /// The summary of a finished run, if `run_dir` holds one.

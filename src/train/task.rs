@@ -32,6 +32,11 @@ pub trait Task: 'static {
     /// backbone frozen, fine-tuned, and the from-scratch baseline.
     const TRANSFER_STRATEGIES: &'static [&'static str] = &["linear-probe", "fine-tune", "scratch"];
 
+    /// Whether `--weights imagenet` (the default) names the zoo model's published ImageNet
+    /// weights for this task; a task whose models come as folders (text) says what it needs
+    /// itself.
+    const IMAGENET_WEIGHTS: bool = true;
+
     /// An opened dataset with its splits.
     type Data: TaskData;
 
@@ -82,7 +87,9 @@ pub trait TaskData: Clone {
 /// What a task's fit hands back to the generic driver.
 #[derive(Debug, Clone)]
 pub struct Fitted {
+    /// Every epoch's metrics line, in order.
     pub history: Vec<EpochMetrics>,
+    /// Whether early stopping ended training before the last epoch.
     pub stopped_early: bool,
     /// Test scores by metric name (the task's metrics).
     pub test: Vec<(&'static str, f64)>,
@@ -97,8 +104,11 @@ pub struct Fitted {
 /// What `graft eval` prints: the evaluation as JSON, a text table, and where it was written.
 #[derive(Debug, Clone, Serialize, Deserialize)]
 pub struct Evaluated {
+    /// The evaluation, as written to the file (`graft eval --json` prints it).
     pub json: serde_json::Value,
+    /// The evaluation as a plain-text table, for the terminal.
     pub table: String,
+    /// The file the evaluation was written to.
     pub written: std::path::PathBuf,
 }
 
@@ -114,12 +124,16 @@ pub struct TaskReport {
 /// One section of a report page: a stable element id, a heading, finished HTML.
 #[derive(Debug, Clone)]
 pub struct Section {
+    /// The element id (an anchor: `#id` links to it).
     pub id: String,
+    /// The section's heading text (escaped when rendered).
     pub heading: String,
+    /// The section's body, finished HTML.
     pub html: String,
 }
 
 impl Section {
+    /// A section from its id, heading and body.
     pub fn new(id: &str, heading: &str, html: String) -> Section {
         Section {
             id: id.to_string(),

@@ -7,7 +7,7 @@
 use burn::module::Module;
 use burn::tensor::{Device, Tensor};
 
-use super::epochs::EpochRunner;
+use super::epochs::{EpochRunner, EpochTrained};
 use crate::error::{Error, Result};
 use crate::metrics::{Scores, Tally};
 use crate::optim::{EpochRates, Grads, Optimizer, OptimizerConfig, OptimizerKind};
@@ -55,7 +55,9 @@ pub trait Objective {
 
 /// A model, its optimizer and the objective it trains on.
 pub struct Trainer<O: Objective> {
+    /// What is learned, and from which batches.
     pub objective: O,
+    /// The model as trained so far.
     pub model: O::Model,
     optimizer: Optimizer,
     device: Device,
@@ -102,7 +104,7 @@ impl<O: Objective> EpochRunner for Trainer<O> {
         epoch: usize,
         rates: &EpochRates,
         progress: &Progress,
-    ) -> Result<Scores> {
+    ) -> Result<EpochTrained> {
         if let Some(seed) = self.seed {
             self.device.seed(crate::data::derive_seed(&[
                 seed,
@@ -116,6 +118,10 @@ impl<O: Objective> EpochRunner for Trainer<O> {
         let mut tally = objective.tally();
         let mut grads = Grads::default();
         let mut model = self.model.clone();
+        // The loss of each optimizer step; `gd`'s one step has the full-batch mean, the sum
+        // of the batches' share-weighted means.
+        let mut step_losses = Vec::with_capacity(self.optimizer_steps_per_epoch());
+        let mut full_batch_loss = 0.0;
         for (step, batch) in objective.train_batches(epoch).enumerate() {
             let batch = batch?;
             let share = objective.batch_len(&batch) as f64 / samples as f64;
@@ -127,6 +133,11 @@ impl<O: Objective> EpochRunner for Trainer<O> {
             let mean = if full_batch { value / share } else { value };
             check_finite(mean, epoch, step)?;
             objective.record(&mut tally, output, mean);
+            if full_batch {
+                full_batch_loss += value;
+            } else {
+                step_losses.push(mean);
+            }
             grads.accumulate(&model, &mut loss.backward());
             if !full_batch {
                 let lr = rates.at(step);
@@ -144,9 +155,13 @@ impl<O: Objective> EpochRunner for Trainer<O> {
             model = self
                 .optimizer
                 .step(model, &grads, &|key: &str| objective.lr_of(lr, key));
+            step_losses.push(full_batch_loss);
         }
         self.model = model;
-        Ok(scores)
+        Ok(EpochTrained {
+            scores,
+            step_losses,
+        })
     }
 
     fn validate(&self) -> Result<Option<Scores>> {

@@ -6,6 +6,7 @@
 //! executes code from a file: pickles are interpreted against an allow-list, never run.
 
 mod files;
+pub mod hub;
 mod pickle;
 mod pth;
 mod safetensors;

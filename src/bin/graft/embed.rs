@@ -15,9 +15,10 @@ use graft::tensor::to_vec;
 
 #[derive(Args, Debug)]
 pub struct EmbedArgs {
-    /// The model folder (config.json, tokenizer.json, model.safetensors or pytorch_model.bin).
+    /// The model folder (config.json, tokenizer.json, model.safetensors or pytorch_model.bin),
+    /// or a published text model by name (all-MiniLM-L6-v2), downloaded once and checked.
     #[arg(long)]
-    weights: PathBuf,
+    weights: String,
     /// Texts to embed.
     texts: Vec<String>,
     /// A file of texts, one a line (added after the ones given as arguments).
@@ -42,11 +43,13 @@ pub fn run(a: EmbedArgs) -> Result<()> {
     if a.batch_size == 0 {
         bail!("--batch-size must be at least 1");
     }
-    let folder = EncoderFolder::read(&a.weights)?;
+    let root = graft::files::cache_root(None);
+    let dir = graft::weights::hub::resolve_path(&a.weights, "bert", &root, false)?;
+    let folder = EncoderFolder::read(&dir)?;
     let Some(path) = &folder.weights else {
         bail!(
             "{}: no weights (model.safetensors or pytorch_model.bin)",
-            a.weights.display()
+            dir.display()
         );
     };
     let tokenizer = folder.tokenizer()?;

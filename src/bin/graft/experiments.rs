@@ -112,12 +112,17 @@ pub fn run_cv(a: CvArgs) -> Result<()> {
         for (i, acc) in r.folds.iter().enumerate() {
             println!("fold {}: {acc:.4}", i + 1);
         }
-        println!(
-            "mean {:.4} ± {:.4} (sd over {} folds)",
-            r.mean,
-            r.sd,
-            r.folds.len()
-        );
+        if r.folds.len() >= 2 {
+            println!(
+                "mean {:.4} ± {:.4} (sd over {} folds)",
+                r.mean,
+                r.sd,
+                r.folds.len()
+            );
+        } else {
+            // One fold has no spread to show.
+            println!("mean {:.4} (one fold)", r.mean);
+        }
         if let Some(report) = report {
             println!("report {}", report.display());
         }

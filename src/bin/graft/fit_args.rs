@@ -105,6 +105,7 @@ impl FitArgs {
             quiet: self.quiet,
             resume: self.resume.is_some(),
             overwrite: self.overwrite,
+            ..FitOptions::default()
         }
     }
 }

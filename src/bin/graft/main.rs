@@ -10,6 +10,7 @@ mod fit_args;
 mod inspect;
 mod predict;
 mod rank;
+mod weights;
 
 use std::path::PathBuf;
 
@@ -64,6 +65,9 @@ enum Command {
     },
     /// List the model zoo with each model's preset.
     Models,
+    /// List the published weights graft downloads by name (`--weights imagenet` or an id),
+    /// and which are cached; `--fetch` downloads some now.
+    Weights(weights::WeightsArgs),
     /// List the tasks graft fine-tunes for (the `--task` values).
     Tasks,
     /// Run a grid of fits (e.g. strategies, losses × optimizers, backbones) and tabulate them.
@@ -82,22 +86,9 @@ enum Command {
     Bench(bench::BenchArgs),
 }
 
-/// Every tensor op allocates its output buffer. By default glibc's malloc gives big freed
-/// buffers back to the kernel (trimming, per-thread arenas), so the next op faults in fresh
-/// zeroed pages (a small linear probe: 1.3 M page faults, 0.11 M with this; 13% less CPU time).
-/// Reusing freed buffers does not raise the peak memory.
-fn tune_allocator() {
-    #[cfg(all(target_os = "linux", target_env = "gnu"))]
-    // SAFETY: plain libc calls with valid option codes, made before any other thread exists.
-    unsafe {
-        libc::mallopt(libc::M_MMAP_THRESHOLD, 1 << 30);
-        libc::mallopt(libc::M_TRIM_THRESHOLD, i32::MAX);
-        libc::mallopt(libc::M_ARENA_MAX, 2);
-    }
-}
-
 fn main() {
-    tune_allocator();
+    // Before any other thread exists: glibc's malloc tuned for tensor buffers.
+    graft::tune_allocator();
     let cli = Cli::parse();
     let result: Result<()> = match cli.command {
         Command::Fit(args) => fit_args::run(args),
@@ -118,6 +109,7 @@ fn main() {
         Command::Report { dir } => graft::report::write_report(&dir)
             .map(|p| println!("{}", p.display()))
             .map_err(Into::into),
+        Command::Weights(args) => weights::run(args),
         Command::Models => {
             models();
             Ok(())

@@ -33,22 +33,15 @@ pub fn file_sha256(path: &Path) -> Result<String> {
 
 /// The feature cache folder: `--cache-dir`, `$GRAFT_CACHE_DIR`, or `~/.cache/graft`.
 pub fn cache_dir(setting: Option<&Path>) -> PathBuf {
-    if let Some(d) = setting {
-        return d.to_path_buf();
-    }
-    if let Ok(d) = std::env::var("GRAFT_CACHE_DIR") {
-        return PathBuf::from(d);
-    }
-    match std::env::var("HOME") {
-        Ok(home) => PathBuf::from(home).join(".cache/graft"),
-        Err(_) => PathBuf::from(".cache/graft"),
-    }
+    crate::files::cache_root(setting)
 }
 
 /// Identifies one cache file.
 #[derive(Debug, Clone)]
 pub struct CacheKey {
+    /// The zoo model's name (also the start of the file name).
     pub model: String,
+    /// The SHA-256 of the weights file the backbone was loaded from.
     pub weights_sha256: String,
     /// The samples' content (`Source::content_id`): not the spec, which may name other images
     /// tomorrow, nor the split, whose images a cv fold shares with its training split.
@@ -85,7 +78,9 @@ impl CacheKey {
 /// Features by sample index, as loaded from / written to one cache file.
 #[derive(Debug, Default)]
 pub struct FeatureStore {
+    /// Values per feature row.
     pub dim: usize,
+    /// Each cached sample's `dim` features, by sample index.
     pub rows: BTreeMap<usize, Vec<f32>>,
 }
 

@@ -298,6 +298,7 @@ pub fn fit(
             scores,
             lr: 0.0,
             seconds,
+            step_losses: Vec::new(),
         },
         record: ProbeRecord {
             solver: "lbfgs",

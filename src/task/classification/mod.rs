@@ -6,6 +6,7 @@ pub mod eval_files;
 pub mod feature_cache;
 pub mod head;
 mod lbfgs_probe;
+pub mod predict;
 pub mod probe;
 pub mod report;
 pub mod setup;

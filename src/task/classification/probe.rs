@@ -43,6 +43,8 @@ pub fn train_head(
             )?;
             let line = serde_json::to_string(&fit.metrics).unwrap_or_default() + "\n";
             write_atomic(&run.dir.join("metrics.jsonl"), line.as_bytes())?;
+            // One line, fitted in one go: shown to the epoch callback, nothing left to stop.
+            run.epoch_done(&fit.metrics);
             let record = serde_json::to_string_pretty(&fit.record).unwrap_or_default();
             write_atomic(&run.dir.join("probe.json"), record.as_bytes())?;
             Ok((

@@ -8,6 +8,7 @@ mod evaluate;
 mod heatmaps;
 pub mod model_files;
 mod network;
+pub mod predict;
 mod probe;
 mod report;
 
@@ -84,7 +85,18 @@ impl Task for ImageClassification {
         let cfg = run.cfg;
         let preset = *preset(&cfg.model)?;
         let classes = head_width(cfg, &ds.name, &ds.class_names, &ds.train.labels())?;
-        let size = cfg.image_size.unwrap_or(preset.input_size);
+        let size = match cfg.image_size {
+            Some(size) => size,
+            None => {
+                let (size, typical) = input_size_for(ds, &preset)?;
+                run.say(format!(
+                    "image size {size} px (the training images are about {typical} px; {} was \
+                     pretrained at {}; --image-size to choose)",
+                    preset.name, preset.input_size
+                ));
+                size
+            }
+        };
         let eval_pipe = Pipeline::eval(size, preset.mean, preset.std, cfg.resize)?;
         let loss = run_loss(cfg, &ds.class_counts(&ds.train), classes)?;
         run.say(format!(
@@ -161,6 +173,39 @@ impl TaskData for Dataset {
     fn folds(&self, k: usize, seed: u64) -> Result<Vec<Self>> {
         data::fold_datasets(self, k, seed)
     }
+}
+
+/// How many training images [`input_size_for`] looks at.
+const SIZE_SAMPLE: usize = 25;
+/// The smallest input size chosen from the data: below it the backbones' last maps shrink to
+/// 1×1 and pretrained features lose most of their use.
+const MIN_CHOSEN_SIZE: usize = 64;
+
+/// The input size when `--image-size` is not given, from the data: the training images'
+/// typical (median) longer side, rounded up to a multiple of 32 (the backbones' total stride),
+/// at least `MIN_CHOSEN_SIZE` (64 px; or the model's own size when smaller: the tiny test
+/// networks) and at most the size the model was pretrained at — so 28 px scans train at 64 px,
+/// not at a 7× upscaled 224, and photos at the pretrained 224. Returns the size and the typical
+/// side. Deterministic: evenly spaced images of the training split.
+pub fn input_size_for(ds: &Dataset, preset: &Preset) -> Result<(usize, usize)> {
+    let n = ds.train.len();
+    let picks = SIZE_SAMPLE.min(n);
+    let mut sides = Vec::with_capacity(picks);
+    for k in 0..picks {
+        let image = ds.train.load(k * n / picks)?;
+        sides.push(image.width.max(image.height) as usize);
+    }
+    sides.sort_unstable();
+    let typical = sides
+        .get(sides.len() / 2)
+        .copied()
+        .unwrap_or(preset.input_size);
+    let floor = MIN_CHOSEN_SIZE.min(preset.input_size);
+    let size = typical
+        .div_ceil(32)
+        .saturating_mul(32)
+        .clamp(floor, preset.input_size);
+    Ok((size, typical))
 }
 
 /// The model a run starts from: pretrained backbone (unless `scratch` or `--weights none`) and a
@@ -326,15 +371,19 @@ fn train_probe(s: &Setup<'_>, model: Classifier) -> Result<Outcome> {
 /// A pretrained file's own classifier (its ImageNet head), for the scores that read the source
 /// task's predictions (LEEP, NCE).
 pub struct SourceHead {
+    /// The source task's class count (1000 for ImageNet).
     pub classes: usize,
     /// `(classes, dim)` row-major.
     pub weight: Vec<f32>,
+    /// `(classes)`.
     pub bias: Vec<f32>,
 }
 
 /// The frozen backbone's pooled features of a dataset's training split, for `graft rank`.
 pub struct TrainingFeatures {
+    /// The training split's pooled features, labels and source indices.
     pub features: crate::task::classification::head::FeatureSplit,
+    /// Feature width.
     pub dim: usize,
     /// `None` for random weights, or a file without a head of the feature width.
     pub source_head: Option<SourceHead>,
@@ -351,7 +400,10 @@ pub fn training_features(
     quiet: bool,
 ) -> Result<TrainingFeatures> {
     let preset = *preset(&cfg.model)?;
-    let size = cfg.image_size.unwrap_or(preset.input_size);
+    let size = match cfg.image_size {
+        Some(size) => size,
+        None => input_size_for(ds, &preset)?.0,
+    };
     let eval_pipe = Pipeline::eval(size, preset.mean, preset.std, cfg.resize)?;
     let dim = preset.arch.feature_dim();
     let mut model = Classifier::new(&preset, 2, device);

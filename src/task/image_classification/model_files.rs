@@ -18,12 +18,19 @@ use crate::weights::{load_weights, save_safetensors};
 /// `model.json` beside `model.safetensors`.
 #[derive(Debug, Clone, Serialize, Deserialize)]
 pub struct ModelCard {
+    /// The zoo model's name (`resnet18`, ...).
     pub model: String,
+    /// Outputs of the head.
     pub num_classes: usize,
+    /// Class names in label order.
     pub class_names: Vec<String>,
+    /// The square input size the run trained at, in pixels.
     pub image_size: usize,
+    /// How evaluation brings an image to `image_size`.
     pub resize: Resize,
+    /// The data spec the run trained on.
     pub data: String,
+    /// The training strategy (`linear-probe`, `fine-tune`, `partial:K`, `scratch`), as text.
     pub strategy: String,
 }
 
@@ -90,6 +97,10 @@ pub fn load_run(
     device: &Device,
 ) -> Result<(Classifier, ModelCard, &'static Preset)> {
     let card_path = run_dir.join("model.json");
+    if !run_dir.is_dir() {
+        // `run_config` says which run folders there are instead.
+        crate::train::run_config(run_dir)?;
+    }
     if !card_path.is_file() {
         return Err(Error::file(
             run_dir,

@@ -17,15 +17,25 @@ use crate::weights::{load_weights, save_safetensors};
 /// What `graft eval --run` (and the report) need besides the tensors.
 #[derive(Debug, Clone, Serialize, Deserialize)]
 pub struct SegCard {
+    /// `segmentation`: which task wrote the file.
     pub task: String,
+    /// The zoo backbone's name.
     pub model: String,
+    /// The decoder (FPN or U-Net).
     pub decoder: DecoderKind,
+    /// Classes the head predicts per pixel.
     pub num_classes: usize,
+    /// Class names, class 0 first.
     pub class_names: Vec<String>,
+    /// The square input size the run trained at (a multiple of 32).
     pub image_size: usize,
+    /// The data spec the run trained on.
     pub data: String,
+    /// The training strategy, as its setting's text.
     pub strategy: String,
+    /// Per-channel normalisation mean, on 0..1 pixels.
     pub mean: [f32; 3],
+    /// Per-channel normalisation standard deviation.
     pub std: [f32; 3],
 }
 
@@ -85,6 +95,10 @@ pub fn load_seg_run(
     device: &Device,
 ) -> Result<(Segmenter, SegCard, &'static Preset)> {
     let card_path = run_dir.join("model.json");
+    if !run_dir.is_dir() {
+        // `run_config` says which run folders there are instead.
+        crate::train::run_config(run_dir)?;
+    }
     if !card_path.is_file() {
         return Err(Error::file(
             run_dir,

@@ -1,5 +1,6 @@
-//! Masks predicted for images a segmentation run has never seen (`graft predict --run`), and
-//! what draws them: the class palette and the colour overlay (also the report's).
+//! Masks predicted for images a segmentation run has never seen (`graft predict --run`:
+//! [`SegPredictor`]), and what draws them: the class palette and the colour overlay (also the
+//! report's).
 //!
 //! Each image goes through the run's evaluation transform (resize to the card's size,
 //! normalised), the model, an argmax per pixel, and back to the image's own size by nearest
@@ -7,7 +8,7 @@
 //! indices).
 
 use std::io::Cursor;
-use std::path::Path;
+use std::path::{Path, PathBuf};
 
 use image::{Rgb, RgbImage};
 use rand::SeedableRng;
@@ -80,6 +81,144 @@ pub fn predict_masks(
         }
     }
     Ok(out)
+}
+
+/// Images decoded and predicted at once by [`SegPredictor::predict_files`] (bounds the memory
+/// of many large images).
+const FILE_CHUNK: usize = 8;
+
+/// The mask predicted for one image file, and the files written for it.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct MaskPrediction {
+    /// The image file.
+    pub path: PathBuf,
+    /// The image's width and height (the mask's).
+    pub width: u32,
+    /// The image's height.
+    pub height: u32,
+    /// The predicted mask and its pixels per class.
+    pub predicted: PredictedMask,
+    /// `OUT/STEM.mask.png` (8-bit gray class indices: a valid graft mask), when written.
+    pub mask_file: Option<PathBuf>,
+    /// `OUT/STEM.overlay.png` (the image with each class but class 0 blended 50/50 in its
+    /// colour: [`class_colour`]), when written.
+    pub overlay_file: Option<PathBuf>,
+}
+
+/// A finished segmentation run, ready to predict masks.
+pub struct SegPredictor {
+    /// The run's model with BatchNorm folded into the convolutions (inference only).
+    pub model: Segmenter,
+    /// The run's card: class names, input size, normalisation.
+    pub card: SegCard,
+}
+
+impl SegPredictor {
+    /// The model of the segmentation run in `run_dir`, on `device`.
+    pub fn from_run(run_dir: &Path, device: &burn::tensor::Device) -> Result<Self> {
+        let (model, card, _) = super::model_files::load_seg_run(run_dir, device)?;
+        // Inference only: BatchNorm folded into the convolutions (same outputs, less work).
+        Ok(Self {
+            model: model.folded_for_inference(),
+            card,
+        })
+    }
+
+    /// One name per class.
+    pub fn labels(&self) -> &[String] {
+        &self.card.class_names
+    }
+
+    /// The masks of decoded images, each at its image's size.
+    pub fn predict_images(&self, images: &[Image]) -> Result<Vec<PredictedMask>> {
+        predict_masks(&self.model, &self.card, images)
+    }
+
+    /// Predicts the mask of each image file, in order, and hands each to `each` as it is done;
+    /// with `out`, first writes `out/STEM.mask.png` and `out/STEM.overlay.png` (`out` is
+    /// created if missing). Every file is checked, and every output name distinct
+    /// ([`check_mask_inputs`]), before anything is computed or written.
+    pub fn predict_files<P: AsRef<Path>, E: From<Error>>(
+        &self,
+        paths: &[P],
+        out: Option<&Path>,
+        mut each: impl FnMut(MaskPrediction) -> std::result::Result<(), E>,
+    ) -> std::result::Result<(), E> {
+        check_mask_inputs(paths)?;
+        if let Some(out) = out {
+            std::fs::create_dir_all(out)
+                .map_err(|e| Error::file(out, format!("can't create the output folder: {e}")))?;
+        }
+        for chunk in paths.chunks(FILE_CHUNK) {
+            let images = chunk
+                .iter()
+                .map(|p| read_image(p.as_ref()))
+                .collect::<Result<Vec<_>>>()?;
+            let predicted = self.predict_images(&images)?;
+            for ((path, image), p) in chunk.iter().zip(&images).zip(predicted) {
+                let path = path.as_ref();
+                let (mut mask_file, mut overlay_file) = (None, None);
+                if let Some(out) = out {
+                    let stem = path.file_stem().unwrap_or_default().to_string_lossy();
+                    let m = out.join(format!("{stem}.mask.png"));
+                    let o = out.join(format!("{stem}.overlay.png"));
+                    crate::files::write_atomic(&m, &mask_png(&p.mask)?)?;
+                    let overlay = colour_overlay(image, &p.mask)?;
+                    let png = crate::explain::overlay::png_bytes(&overlay)?;
+                    crate::files::write_atomic(&o, &png)?;
+                    mask_file = Some(m);
+                    overlay_file = Some(o);
+                }
+                each(MaskPrediction {
+                    path: path.to_path_buf(),
+                    width: image.width,
+                    height: image.height,
+                    predicted: p,
+                    mask_file,
+                    overlay_file,
+                })?;
+            }
+        }
+        Ok(())
+    }
+
+    /// [`SegPredictor::predict_files`], the predictions collected.
+    pub fn predict_all<P: AsRef<Path>>(
+        &self,
+        paths: &[P],
+        out: Option<&Path>,
+    ) -> Result<Vec<MaskPrediction>> {
+        let mut all = Vec::with_capacity(paths.len());
+        self.predict_files(paths, out, |p| {
+            all.push(p);
+            Ok::<(), Error>(())
+        })?;
+        Ok(all)
+    }
+}
+
+/// Checks image files before their masks are predicted: each a regular file, each with a file
+/// name, and no two with one stem (their `STEM.mask.png` would overwrite each other).
+pub fn check_mask_inputs<P: AsRef<Path>>(paths: &[P]) -> Result<()> {
+    let mut stems = std::collections::HashMap::new();
+    for path in paths {
+        let path = path.as_ref();
+        crate::files::open_regular(path)?;
+        let stem = path
+            .file_stem()
+            .map(|s| s.to_string_lossy().into_owned())
+            .filter(|s| !s.is_empty())
+            .ok_or_else(|| Error::file(path, "no file name to name its mask after"))?;
+        if let Some(first) = stems.insert(stem.clone(), path) {
+            return Err(Error::invalid(format!(
+                "{} and {} would both write {stem}.mask.png: predict them in separate runs \
+                 (or rename one)",
+                first.display(),
+                path.display()
+            )));
+        }
+    }
+    Ok(())
 }
 
 /// `(3·size·size)` normalised CHW floats of `img`: the run's evaluation transform itself

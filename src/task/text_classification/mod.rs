@@ -7,6 +7,7 @@
 mod evaluate;
 pub mod model_files;
 mod network;
+pub mod predict;
 mod probe;
 
 use std::path::Path;
@@ -38,6 +39,7 @@ pub struct TextClassification;
 
 impl Task for TextClassification {
     const NAME: &'static str = "text-classification";
+    const IMAGENET_WEIGHTS: bool = false;
     const SUMMARY: &'static str = "labelled texts (csv, tsv, jsonl, text folders) → a BERT \
                                    encoder from a model folder with a new linear head";
     const METRICS: &'static [Metric] = &[ACCURACY];
@@ -45,7 +47,9 @@ impl Task for TextClassification {
     type Data = TextDataset;
 
     fn recognizes(cfg: &FitConfig) -> bool {
-        is_text_spec(&cfg.data) || is_model_folder(Path::new(&cfg.weights))
+        is_text_spec(&cfg.data)
+            || is_model_folder(Path::new(&cfg.weights))
+            || crate::weights::hub::is_published_folder(&cfg.weights)
     }
 
     /// The recipe that works for BERT fine-tuning (AdamW, a small learning rate warmed up
@@ -74,11 +78,13 @@ impl Task for TextClassification {
 
     fn check(cfg: &FitConfig) -> Result<()> {
         crate::task::classification::setup::check_classification(cfg)?;
-        if cfg.weights == "none" {
+        if cfg.weights == "none" || cfg.weights == crate::weights::hub::IMAGENET {
             return Err(Error::invalid(
-                "text classification needs --weights MODEL_DIR: a Hugging Face or \
-                 sentence-transformers folder (config.json, tokenizer.json, weights); its \
-                 config and tokenizer define the network, even for --strategy scratch",
+                "text classification needs --weights MODEL: a published text model by name \
+                 (--weights all-MiniLM-L6-v2, downloaded once; `graft weights` lists them) or a \
+                 Hugging Face or sentence-transformers folder (config.json, tokenizer.json, \
+                 weights); its config and tokenizer define the network, even for --strategy \
+                 scratch",
             ));
         }
         let folder = EncoderFolder::read(Path::new(&cfg.weights))?;

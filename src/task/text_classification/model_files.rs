@@ -21,12 +21,19 @@ use crate::weights::{load_weights, save_safetensors};
 /// `model.json` of a text run.
 #[derive(Debug, Clone, Serialize, Deserialize)]
 pub struct TextCard {
+    /// `text-classification`: which task wrote the file.
     pub task: String,
+    /// Outputs of the head.
     pub num_classes: usize,
+    /// Class names in label order.
     pub class_names: Vec<String>,
+    /// Tokens a text is truncated to.
     pub max_length: usize,
+    /// How the token states become one vector.
     pub pooling: Pooling,
+    /// The data spec the run trained on.
     pub data: String,
+    /// The training strategy, as its setting's text.
     pub strategy: String,
     /// The model folder the run started from.
     pub source: String,
@@ -72,6 +79,10 @@ pub fn load_text_run(
     device: &Device,
 ) -> Result<(TextClassifier, TextCard, TextTokenizer)> {
     let card_path = run_dir.join("model.json");
+    if !run_dir.is_dir() {
+        // `run_config` says which run folders there are instead.
+        crate::train::run_config(run_dir)?;
+    }
     if !card_path.is_file() {
         return Err(Error::file(
             run_dir,
