@@ -364,6 +364,12 @@ fn a_newcomer_fits_their_image_folder_with_no_other_flag_and_it_is_pretrained() 
     let report = root.join(report);
     assert!(report.is_file(), "{}", report.display());
     let run: PathBuf = report.parent().unwrap().to_path_buf();
+    // The report's settings say what the run chose, not the model's pretrained size.
+    let page = std::fs::read_to_string(&report).unwrap();
+    assert!(
+        page.contains("64 px (chosen from the data)"),
+        "settings table"
+    );
     let config = std::fs::read_to_string(run.join("config.toml")).unwrap();
     assert!(
         config.contains(&format!("weights = \"{}\"", cached.display())),

@@ -107,7 +107,7 @@ fn render(dir: &Path, f: &RunFiles) -> String {
     let mut page = Page::new(&title, &subtitle);
     page.cards(&headline(f));
     let settings_html = match cfg {
-        Some(c) => settings::run_settings(c),
+        Some(c) => settings::run_settings(c, used_image_size(dir)),
         None => note("No config.toml in this run folder: settings are not shown."),
     };
     page.section("settings", "Settings", &settings_html);
@@ -289,4 +289,11 @@ fn step_losses(epochs: &[EpochRow]) -> Option<String> {
             Err(e) => note(&e.to_string()),
         },
     )
+}
+
+/// The input size a finished run used, from its `model.json` (image tasks record it there).
+fn used_image_size(dir: &Path) -> Option<usize> {
+    let text = crate::files::read_text(&dir.join("model.json")).ok()?;
+    let card: serde_json::Value = serde_json::from_str(&text).ok()?;
+    card["image_size"].as_u64().map(|n| n as usize)
 }

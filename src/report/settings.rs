@@ -63,12 +63,11 @@ pub(super) fn rows(cfg: &FitConfig) -> Vec<(&'static str, String)> {
         ));
         rows.push(("pooling", cfg.pooling.to_string()));
     } else {
+        // Without --image-size the task chooses from the data; a run's report puts the size
+        // it chose in (`run_settings`).
         let size = match cfg.image_size {
             Some(s) => format!("{s} px"),
-            None => crate::model::preset(&cfg.model).map_or_else(
-                |_| "the model's".to_string(),
-                |p| format!("{} px (the model's)", p.input_size),
-            ),
+            None => "from the data".to_string(),
         };
         rows.push(("image size", size));
         rows.push(("resize", cfg.resize.to_string()));
@@ -162,9 +161,18 @@ pub(super) fn table(rows: &[(&str, String)]) -> String {
     format!("<div class=\"settings\">\n{}\n{}\n</div>", one(a), one(b))
 }
 
-/// One run's settings section body.
-pub(super) fn run_settings(cfg: &FitConfig) -> String {
-    table(&rows(cfg))
+/// One run's settings section body; `used_size` is the input size the run recorded in its
+/// `model.json` (what "from the data" came to).
+pub(super) fn run_settings(cfg: &FitConfig, used_size: Option<usize>) -> String {
+    let mut rows = rows(cfg);
+    if let (None, Some(n)) = (cfg.image_size, used_size) {
+        for (key, value) in &mut rows {
+            if *key == "image size" {
+                *value = format!("{n} px (chosen from the data)");
+            }
+        }
+    }
+    table(&rows)
 }
 
 /// The settings of several runs (a comparison's cells, labelled): a table of those every run

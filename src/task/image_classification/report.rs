@@ -245,7 +245,14 @@ fn train_batch(cfg: &FitConfig, opened: Option<&Result<Dataset>>) -> String {
 
 fn train_batch_html(cfg: &FitConfig, ds: &Dataset) -> Result<String> {
     let preset = crate::model::preset(&cfg.model)?;
-    let size = cfg.image_size.unwrap_or(preset.input_size);
+    // The training split without the validation samples the run held out (the whole split
+    // where holding out fails, as it would have failed the run).
+    let held = hold_out_validation(ds.clone(), cfg).unwrap_or_else(|_| ds.clone());
+    // The size the run used: given, or chosen from the same training images.
+    let size = match cfg.image_size {
+        Some(size) => size,
+        None => super::input_size_for(&held, preset)?.0,
+    };
     let probe = cfg.strategy == Strategy::LinearProbe;
     let pipe = if probe {
         Pipeline::eval(size, preset.mean, preset.std, cfg.resize)?
@@ -253,9 +260,7 @@ fn train_batch_html(cfg: &FitConfig, ds: &Dataset) -> Result<String> {
         Pipeline::train(size, preset.mean, preset.std, cfg.augment, size / 8)?
     };
     let described = pipe.describe();
-    // The training split without the validation samples the run held out (the whole split
-    // where holding out fails, as it would have failed the run).
-    let train = hold_out_validation(ds.clone(), cfg).map_or_else(|_| ds.train.clone(), |d| d.train);
+    let train = held.train;
     // Each sample's augmentation is drawn from (seed, epoch, position in the epoch): this is
     // the start of the run's first epoch exactly (of a cross-validation fold's, approximately).
     let batch = Loader::new(train, pipe, BATCH_SHOWN, cfg.sampler, cfg.seed, 0)
