@@ -50,6 +50,23 @@ pub fn read_file_at_most(path: &Path, max: u64, what: &str) -> Result<Vec<u8>> {
     read_file(path)
 }
 
+/// The SHA-256 of a regular file's bytes as lowercase hex, read in blocks (weights files are
+/// large).
+pub fn sha256_file(path: &Path) -> Result<String> {
+    use sha2::{Digest, Sha256};
+    let (mut f, _) = open_regular(path)?;
+    let mut h = Sha256::new();
+    let mut buf = vec![0u8; 1 << 20];
+    loop {
+        let n = f.read(&mut buf).map_err(|e| Error::io(path, e))?;
+        if n == 0 {
+            break;
+        }
+        h.update(&buf[..n]);
+    }
+    Ok(format!("{:x}", h.finalize()))
+}
+
 /// graft's cache folder (features, downloaded weights): `setting` (`--cache-dir`), else
 /// `$GRAFT_CACHE_DIR`, else `~/.cache/graft`.
 pub fn cache_root(setting: Option<&Path>) -> PathBuf {

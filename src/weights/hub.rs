@@ -249,7 +249,7 @@ pub fn fetch(p: &Published, cache_root: &Path, quiet: bool) -> Result<PathBuf> {
             None => dir.join(&f.path),
         };
         if dest.exists() {
-            let got = sha256_file(&dest)?;
+            let got = crate::files::sha256_file(&dest)?;
             if !got.starts_with(&f.sha256) {
                 return Err(Error::file(
                     &dest,
@@ -514,21 +514,6 @@ pub fn download(url: &str, path: &Path, limit: u64, label: &str, quiet: bool) ->
     }
     out.sync_all().map_err(|e| Error::io(path, e))?;
     Ok(format!("{:x}", hasher.finalize()))
-}
-
-/// The SHA-256 of a file as lowercase hex, read in blocks.
-pub fn sha256_file(path: &Path) -> Result<String> {
-    let (mut f, _) = crate::files::open_regular(path)?;
-    let mut h = Sha256::new();
-    let mut buf = vec![0u8; 1 << 20];
-    loop {
-        let n = f.read(&mut buf).map_err(|e| Error::io(path, e))?;
-        if n == 0 {
-            break;
-        }
-        h.update(&buf[..n]);
-    }
-    Ok(format!("{:x}", h.finalize()))
 }
 
 #[cfg(test)]

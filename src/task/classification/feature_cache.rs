@@ -5,7 +5,6 @@
 //! the file (atomically), so k-fold folds, limits and splits of one source share one cache.
 
 use std::collections::BTreeMap;
-use std::io::Read;
 use std::path::{Path, PathBuf};
 
 use sha2::{Digest, Sha256};
@@ -16,20 +15,8 @@ use crate::weights::{load_weights, save_safetensors};
 /// Bump when the cached content's meaning changes, to invalidate old files.
 const CACHE_VERSION: &str = "graft-features-v2";
 
-/// Hex SHA-256 of a file's bytes (streams; weights files can be large).
-pub fn file_sha256(path: &Path) -> Result<String> {
-    let mut f = std::fs::File::open(path).map_err(|e| Error::io(path, e))?;
-    let mut h = Sha256::new();
-    let mut buf = vec![0u8; 1 << 20];
-    loop {
-        let n = f.read(&mut buf).map_err(|e| Error::io(path, e))?;
-        if n == 0 {
-            break;
-        }
-        h.update(&buf[..n]);
-    }
-    Ok(format!("{:x}", h.finalize()))
-}
+/// Hex SHA-256 of a file's bytes: what identifies weights and tokenizers in cache keys.
+pub use crate::files::sha256_file as file_sha256;
 
 /// The feature cache folder: `--cache-dir`, `$GRAFT_CACHE_DIR`, or `~/.cache/graft`.
 pub fn cache_dir(setting: Option<&Path>) -> PathBuf {

@@ -6,6 +6,7 @@
 
 mod evaluate;
 mod heatmaps;
+mod input;
 pub mod model_files;
 mod network;
 pub mod predict;
@@ -31,6 +32,7 @@ use crate::train::{Evaluated, Fitted, Metric, Run, Task, TaskData, TaskReport, T
 use crate::weights::load_pretrained;
 
 pub use evaluate::evaluate_network;
+pub use input::{input_size_for, open_limited};
 pub use model_files::{ModelCard, load_run};
 
 /// The image-classification task.
@@ -71,14 +73,7 @@ impl Task for ImageClassification {
                 "no dataset: pass --data SPEC (e.g. fashion-mnist)",
             ));
         }
-        let mut ds = data::open(&cfg.data)?;
-        if let Some(n) = cfg.limit_train {
-            ds = ds.limit_train(n, cfg.seed);
-        }
-        if let Some(n) = cfg.limit_test {
-            ds = ds.limit_test(n, cfg.seed);
-        }
-        Ok(ds)
+        open_limited(cfg)
     }
 
     fn fit(run: &Run<'_>, ds: &Dataset) -> Result<Fitted> {
@@ -173,39 +168,6 @@ impl TaskData for Dataset {
     fn folds(&self, k: usize, seed: u64) -> Result<Vec<Self>> {
         data::fold_datasets(self, k, seed)
     }
-}
-
-/// How many training images [`input_size_for`] looks at.
-const SIZE_SAMPLE: usize = 25;
-/// The smallest input size chosen from the data: below it the backbones' last maps shrink to
-/// 1×1 and pretrained features lose most of their use.
-const MIN_CHOSEN_SIZE: usize = 64;
-
-/// The input size when `--image-size` is not given, from the data: the training images'
-/// typical (median) longer side, rounded up to a multiple of 32 (the backbones' total stride),
-/// at least `MIN_CHOSEN_SIZE` (64 px; or the model's own size when smaller: the tiny test
-/// networks) and at most the size the model was pretrained at — so 28 px scans train at 64 px,
-/// not at a 7× upscaled 224, and photos at the pretrained 224. Returns the size and the typical
-/// side. Deterministic: evenly spaced images of the training split.
-pub fn input_size_for(ds: &Dataset, preset: &Preset) -> Result<(usize, usize)> {
-    let n = ds.train.len();
-    let picks = SIZE_SAMPLE.min(n);
-    let mut sides = Vec::with_capacity(picks);
-    for k in 0..picks {
-        let image = ds.train.load(k * n / picks)?;
-        sides.push(image.width.max(image.height) as usize);
-    }
-    sides.sort_unstable();
-    let typical = sides
-        .get(sides.len() / 2)
-        .copied()
-        .unwrap_or(preset.input_size);
-    let floor = MIN_CHOSEN_SIZE.min(preset.input_size);
-    let size = typical
-        .div_ceil(32)
-        .saturating_mul(32)
-        .clamp(floor, preset.input_size);
-    Ok((size, typical))
 }
 
 /// The model a run starts from: pretrained backbone (unless `scratch` or `--weights none`) and a

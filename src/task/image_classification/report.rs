@@ -30,8 +30,9 @@ use super::heatmaps;
 /// images of highest loss with their Grad-CAM maps, and a training batch.
 pub(super) fn report(run_dir: &Path, cfg: Option<&FitConfig>) -> Result<TaskReport> {
     // The run's own dataset, limited as the run limited it.
-    let opened: Option<Result<Dataset>> =
-        cfg.filter(|c| !c.data.trim().is_empty()).map(open_limited);
+    let opened: Option<Result<Dataset>> = cfg
+        .filter(|c| !c.data.trim().is_empty())
+        .map(super::input::open_limited);
     let mut heat = None;
     let mut report = shared::report(run_dir, "Top losses (test images)", |e| {
         // The images come from the dataset the evaluation names (older evaluations: the
@@ -72,18 +73,6 @@ pub(super) fn report(run_dir: &Path, cfg: Option<&FitConfig>) -> Result<TaskRepo
         ));
     }
     Ok(report)
-}
-
-/// The run's dataset with its `limit_train` / `limit_test`, as the task opens it for a fit.
-fn open_limited(cfg: &FitConfig) -> Result<Dataset> {
-    let mut ds = data::open(&cfg.data)?;
-    if let Some(n) = cfg.limit_train {
-        ds = ds.limit_train(n, cfg.seed);
-    }
-    if let Some(n) = cfg.limit_test {
-        ds = ds.limit_test(n, cfg.seed);
-    }
-    Ok(ds)
 }
 
 /// The evaluated test split: the run's own (opened with its settings) when `spec` is the
@@ -251,7 +240,7 @@ fn train_batch_html(cfg: &FitConfig, ds: &Dataset) -> Result<String> {
     // The size the run used: given, or chosen from the same training images.
     let size = match cfg.image_size {
         Some(size) => size,
-        None => super::input_size_for(&held, preset)?.0,
+        None => super::input::input_size_for(&held, preset)?.0,
     };
     let probe = cfg.strategy == Strategy::LinearProbe;
     let pipe = if probe {
