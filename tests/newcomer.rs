@@ -412,20 +412,24 @@ fn imagenet_for_a_model_without_published_weights_is_refused_when_asked_for() {
     write_image_folder(&root.join("photos"), &["a", "b"], 4);
     let index = root.join("index.toml");
     std::fs::write(&index, "weights = []\n").unwrap();
-    let out = graft(
-        root,
-        &root.join("cache"),
-        &index,
-        &[
-            "fit",
-            "--data",
-            "folder:photos",
-            "--model",
-            "resnet_tiny",
-            "--weights",
-            "imagenet",
-        ],
-    );
+    // `graft fit` on the folder with the tiny model and these weights.
+    let fit_tiny = |weights: &str| {
+        graft(
+            root,
+            &root.join("cache"),
+            &index,
+            &[
+                "fit",
+                "--data",
+                "folder:photos",
+                "--model",
+                "resnet_tiny",
+                "--weights",
+                weights,
+            ],
+        )
+    };
+    let out = fit_tiny("imagenet");
     let (_, stderr) = text(&out);
     assert!(!out.status.success());
     assert!(
@@ -434,20 +438,7 @@ fn imagenet_for_a_model_without_published_weights_is_refused_when_asked_for() {
         "{stderr}"
     );
     // Published weights of another model: the fix is named.
-    let out = graft(
-        root,
-        &root.join("cache"),
-        &index,
-        &[
-            "fit",
-            "--data",
-            "folder:photos",
-            "--model",
-            "resnet_tiny",
-            "--weights",
-            "efficientnet_lite0.in1k",
-        ],
-    );
+    let out = fit_tiny("efficientnet_lite0.in1k");
     let (_, stderr) = text(&out);
     assert!(!out.status.success());
     assert!(

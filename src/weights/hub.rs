@@ -172,6 +172,11 @@ pub fn classify(spec: &str, model: &str) -> Result<WeightsSpec> {
     if spec == "none" {
         return Ok(WeightsSpec::None);
     }
+    // A path that exists wins over an id of the same name; it needs no index (a run records
+    // the resolved file, so resolving its settings again reads nothing).
+    if spec != IMAGENET && Path::new(spec).exists() {
+        return Ok(WeightsSpec::Path(PathBuf::from(spec)));
+    }
     let index = index()?;
     if spec == IMAGENET {
         if let Some(p) = index.iter().find(|p| p.imagenet && p.model == model) {
@@ -187,13 +192,10 @@ pub fn classify(spec: &str, model: &str) -> Result<WeightsSpec> {
             available,
         });
     }
-    // A path that exists wins over an id of the same name.
-    if !Path::new(spec).exists()
-        && let Some(p) = index.into_iter().find(|p| p.id == spec)
-    {
-        return Ok(WeightsSpec::Published(p));
-    }
-    Ok(WeightsSpec::Path(PathBuf::from(spec)))
+    Ok(match index.into_iter().find(|p| p.id == spec) {
+        Some(p) => WeightsSpec::Published(p),
+        None => WeightsSpec::Path(PathBuf::from(spec)),
+    })
 }
 
 /// The weights file (or model folder) a command's `--weights` names for `model`: published
